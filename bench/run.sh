@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# Load comparison: Sima vs nginx (reverse proxy) vs squid (forward proxy), all in
+# front of the same nginx upstream, on loopback only, driven by wrk.
+# See bench/README.md. Run `bench/run.sh --help` for options.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+export PATH="$PATH:/usr/sbin:/sbin"
+# Never let a proxy from the environment redirect our own traffic.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy NO_PROXY
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+THREADS="${THREADS:-2}"
+WARMUP="${WARMUP:-2s}"
+ONLY="${ONLY:-direct,sima-forward,sima-route,nginx,squid}"
+SCENARIOS="${SCENARIOS:-get,post}"
+SIMA_BIN="${SIMA_BIN:-$REPO/target/release/sima}"
+OUT="${OUT:-$HERE/results/latest.json}"
+PROXY_CPU="${PROXY_CPU:-1}"   # core for the proxy under test
+LOAD_CPU="${LOAD_CPU:-0}"     # core for wrk and the upstream
+UPSTREAM_PORT="${UPSTREAM_PORT:-18080}"
+NGINX_PORT="${NGINX_PORT:-18081}"
+SQUID_PORT="${SQUID_PORT:-13128}"
+SIMA_PORT="${SIMA_PORT:-3128}"
+SIMA_ADMIN_PORT="${SIMA_ADMIN_PORT:-9464}"
+KEEP=0
+
+usage() {
+  cat <<EOF
+Usage: bench/run.sh [options]
+  -d, --duration D      wrk duration per measured run (default $DURATION; env DURATION)
+  -c, --connections N   wrk connections (default $CONNECTIONS; env CONNECTIONS)
+  -t, --threads N       wrk threads (default $THREADS; env THREADS)
+  -w, --warmup D        unmeasured warm-up run per case, 0 to skip (default $WARMUP; env WARMUP)
+      --only LIST       targets, comma-separated, from: direct,sima-forward,sima-route,nginx,squid
+                        ("sima" = both Sima targets; default all; env ONLY)
+      --scenarios LIST  get,post (default both; env SCENARIOS)
+      --sima-bin PATH   Sima binary (default target/release/sima; env SIMA_BIN); built with
+                        'cargo build --release' when missing and a Sima target is selected
+  -o, --out FILE        JSON results (default bench/results/latest.json; env OUT)
+      --keep            keep the temporary directory (configs and logs)
+Env: PROXY_CPU (1), LOAD_CPU (0), UPSTREAM_PORT (18080), NGINX_PORT (18081),
+     SQUID_PORT (13128), SIMA_PORT (3128), SIMA_ADMIN_PORT (9464).
+EOF
+}
+
+while (($#)); do
+  case "$1" in
+    -d|--duration) DURATION="$2"; shift 2 ;;
+    -c|--connections) CONNECTIONS="$2"; shift 2 ;;
+    -t|--threads) THREADS="$2"; shift 2 ;;
+    -w|--warmup) WARMUP="$2"; shift 2 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    --scenarios) SCENARIOS="$2"; shift 2 ;;
+    --sima-bin) SIMA_BIN="$2"; shift 2 ;;
+    -o|--out) OUT="$2"; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+# ---- parse and check selections ----------------------------------------------
+TARGETS=()
+IFS=',' read -r -a _only <<<"$ONLY"
+for t in "${_only[@]}"; do
+  case "$t" in
+    sima) TARGETS+=(sima-forward sima-route) ;;
+    direct|sima-forward|sima-route|nginx|squid) TARGETS+=("$t") ;;
+    *) die "unknown target '$t' (direct, sima, sima-forward, sima-route, nginx, squid)" ;;
+  esac
+done
+IFS=',' read -r -a SCEN <<<"$SCENARIOS"
+for s in "${SCEN[@]}"; do [[ "$s" == get || "$s" == post ]] || die "unknown scenario '$s' (get, post)"; done
+want() { local x; for x in "${TARGETS[@]}"; do [[ "$x" == "$1" ]] && return 0; done; return 1; }
+
+to_seconds() { # 10s, 2m, 1h, 10 -> seconds
+  [[ "$1" =~ ^([0-9]+)([smh]?)$ ]] || die "bad duration '$1' (use e.g. 10s, 1m)"
+  case "${BASH_REMATCH[2]}" in m) echo $((BASH_REMATCH[1] * 60)) ;; h) echo $((BASH_REMATCH[1] * 3600)) ;; *) echo "${BASH_REMATCH[1]}" ;; esac
+}
+DUR_S="$(to_seconds "$DURATION")"; WARM_S="$(to_seconds "$WARMUP")"
+((DUR_S > 0)) || die "duration must be > 0"
+[[ "$CONNECTIONS" =~ ^[0-9]+$ && "$THREADS" =~ ^[0-9]+$ ]] || die "connections/threads must be numbers"
+((CONNECTIONS >= THREADS)) || die "connections must be >= threads"
+
+missing=()
+for tool in wrk nginx taskset setsid timeout awk getconf; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if want squid; then command -v squid >/dev/null 2>&1 || missing+=(squid); fi
+if ((${#missing[@]})); then
+  echo "run.sh: missing: ${missing[*]}" >&2
+  echo "Install them (Debian/Ubuntu): sudo apt-get update && sudo apt-get install -y nginx squid wrk util-linux coreutils" >&2
+  exit 2
+fi
+HAVE_CURL=0; command -v curl >/dev/null 2>&1 && HAVE_CURL=1
+CORES="$(nproc)"
+if ((CORES < 2)) && [[ "$PROXY_CPU" == "$LOAD_CPU" || "$PROXY_CPU" -ge "$CORES" ]]; then
+  echo "run.sh: warning: $CORES core(s); the proxy shares a core with wrk (set PROXY_CPU/LOAD_CPU)" >&2
+  PROXY_CPU=0
+fi
+CLK_TCK="$(getconf CLK_TCK)"
+
+if want sima-forward || want sima-route; then
+  if [[ ! -x "$SIMA_BIN" ]]; then
+    if [[ "$SIMA_BIN" == "$REPO/target/release/sima" ]]; then
+      echo "== building Sima (cargo build --release) ..."
+      (cd "$REPO" && cargo build --release) || die "cargo build failed; run with --only nginx,squid to skip Sima"
+    fi
+    [[ -x "$SIMA_BIN" ]] || die "Sima binary '$SIMA_BIN' not found (set SIMA_BIN, or --only nginx,squid)"
+  fi
+fi
+
+# ---- process management --------------------------------------------------------
+TMP="$(mktemp -d /tmp/sima-bench.XXXXXX)"
+chmod 755 "$TMP"   # nginx workers and squid drop privileges and must read/write here
+PIDS=()            # every server we start is a session/process-group leader
+WRK_PID=""         # the running wrk's `timeout` (a process-group leader too)
+
+stop_group() {
+  local pid="$1" i
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$? pid
+  trap - EXIT INT TERM
+  if [[ -n "$WRK_PID" ]]; then stop_group "$WRK_PID"; fi
+  for pid in "${PIDS[@]}"; do stop_group "$pid"; done
+  if ((KEEP)); then echo "temporary files kept in $TMP" >&2; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+LAST_PID=""
+start_server() { # name cpu port log cmd... ; sets LAST_PID, waits until the port accepts
+  local name="$1" cpu="$2" port="$3" log="$4"; shift 4
+  if port_busy "$port"; then die "port $port (for $name) is already in use; pick another via env"; fi
+  setsid taskset -c "$cpu" "$@" >"$log" 2>&1 </dev/null &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+  local i
+  for i in $(seq 300); do
+    if port_busy "$port"; then return 0; fi
+    if ! kill -0 "$LAST_PID" 2>/dev/null; then
+      echo "run.sh: $name exited during start-up; log $log:" >&2; tail -n 20 "$log" >&2; return 1
+    fi
+    sleep 0.1
+  done
+  echo "run.sh: $name did not listen on 127.0.0.1:$port within 30 s; log $log:" >&2; tail -n 20 "$log" >&2
+  return 1
+}
+stop_server() {
+  local pid="$1" keep=() p
+  stop_group "$pid"
+  for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+tree_pids() { # pid and all its descendants
+  local c; echo "$1"
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree_pids "$c"; done
+}
+cpu_ticks() { # utime+stime (+ reaped children) of a process tree, in clock ticks
+  local total=0 p s f
+  for p in $(tree_pids "$1"); do
+    s="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+    s="${s##*) }"          # fields after "(comm) "; index 0 is field 3 (state)
+    read -r -a f <<<"$s"
+    total=$((total + f[11] + f[12] + f[13] + f[14]))
+  done
+  echo "$total"
+}
+
+# ---- configuration files -----------------------------------------------------
+mkdir -p "$TMP/www" "$TMP/upstream" "$TMP/nginx" "$TMP/squid" "$TMP/sima"
+head -c 1024 /dev/zero | tr '\0' 'a' >"$TMP/www/1k.bin"
+printf 'ok\n' >"$TMP/www/post"   # POST /post: static handler answers 405 -> error_page 200
+head -c 65536 /dev/zero | tr '\0' 'b' >"$TMP/post-64k.bin"
+
+nginx_common() { # dir
+  cat <<EOF
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; multi_accept on; }
+http {
+  default_type application/octet-stream;
+  client_body_temp_path $1/client_body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  server_tokens off;
+EOF
+}
+# Upstream: GET serves a 1 KiB static file; POST /post reads (discards) the body, answers "ok".
+{ nginx_common "$TMP/upstream"; cat <<EOF
+  access_log off;
+  sendfile on;
+  server {
+    listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+    root $TMP/www;
+    client_max_body_size 1m;
+    # Read the whole request body before answering (a plain "return" would answer
+    # early and discard the body, which makes squid close the client connection).
+    # The mirror module reads the body first; the static handler then refuses
+    # POST with 405, which error_page turns into 200 "ok".
+    location = /post {
+      client_body_buffer_size 128k;
+      mirror /_sink;
+      mirror_request_body on;
+      error_page 405 =200 /_ok;
+    }
+    location = /_sink { internal; return 204; }
+    location = /_ok { internal; return 200 "ok\n"; }
+    location / { }
+  }
+}
+EOF
+} >"$TMP/upstream/nginx.conf"
+
+{ nginx_common "$TMP/nginx"; cat <<EOF
+  access_log $TMP/nginx/access.log combined buffer=64k flush=1s;
+  upstream up { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    client_max_body_size 1m;
+    client_body_buffer_size 128k;   # keep 64 KiB bodies in memory
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+} >"$TMP/nginx/nginx.conf"
+
+chown proxy "$TMP/squid" 2>/dev/null || chmod 777 "$TMP/squid"
+cat >"$TMP/squid/squid.conf" <<EOF
+http_port 127.0.0.1:$SQUID_PORT
+workers 1
+cache deny all
+cache_mem 0 MB
+acl bench_clients src 127.0.0.1/32
+http_access allow bench_clients
+http_access deny all
+access_log stdio:$TMP/squid/access.log
+cache_log $TMP/squid/cache.log
+cache_store_log none
+pid_filename $TMP/squid/squid.pid
+coredump_dir $TMP/squid
+visible_hostname sima-bench
+dns_nameservers 127.0.0.1
+pinger_enable off
+icp_port 0
+htcp_port 0
+netdb_filename none
+logfile_rotate 0
+shutdown_lifetime 1 seconds
+client_persistent_connections on
+server_persistent_connections on
+max_filedescriptors 8192
+EOF
+
+cat >"$TMP/sima/bench-policy.yaml" <<EOF
+version: 1
+name: bench
+home: [IN]
+rules: []
+default: allow
+EOF
+cat >"$TMP/sima/sima.yaml" <<EOF
+listen: 127.0.0.1:$SIMA_PORT
+admin_listen: 127.0.0.1:$SIMA_ADMIN_PORT
+policy: $TMP/sima/bench-policy.yaml
+geo:
+  overrides:
+    - { cidr: 127.0.0.0/8, country: IN }
+routes:
+  - name: bench
+    prefix: /
+    upstream: http://127.0.0.1:$UPSTREAM_PORT
+log_format: json
+EOF
+
+# wrk script: method/path/Host/body from the environment. For forward-proxy
+# targets the path is an absolute URI, so wrk (which cannot use a proxy) sends
+# absolute-form request lines ("GET http://127.0.0.1:18080/1k.bin HTTP/1.1").
+cat >"$TMP/bench.lua" <<'EOF'
+wrk.method = os.getenv("BENCH_METHOD") or "GET"
+wrk.path = os.getenv("BENCH_PATH") or "/"
+local host = os.getenv("BENCH_HOST")
+if host and host ~= "" then wrk.headers["Host"] = host end
+local n = tonumber(os.getenv("BENCH_BODY_BYTES") or "0")
+if n > 0 then
+  wrk.body = string.rep("b", n)
+  wrk.headers["Content-Type"] = "application/octet-stream"
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d bytes=%d p50_us=%d p99_us=%d max_us=%d " ..
+    "err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d\n",
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(99), latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+EOF
+
+# ---- measurement ---------------------------------------------------------------
+UP="127.0.0.1:$UPSTREAM_PORT"
+# target -> "port mode" (mode: forward = absolute-form through a proxy, route = origin-form)
+target_port() { case "$1" in direct) echo "$UPSTREAM_PORT" ;; sima-*) echo "$SIMA_PORT" ;; nginx) echo "$NGINX_PORT" ;; squid) echo "$SQUID_PORT" ;; esac; }
+target_mode() { case "$1" in sima-forward|squid) echo forward ;; *) echo route ;; esac; }
+scen_path() { [[ "$1" == get ]] && echo /1k.bin || echo /post; }
+scen_name() { [[ "$1" == get ]] && echo "GET 1KiB" || echo "POST 64KiB"; }
+
+sanity() { # target scenario -> 0 if a single request through it works
+  ((HAVE_CURL)) || return 0
+  local port mode path url args=() out want_size=3
+  port="$(target_port "$1")"; mode="$(target_mode "$1")"; path="$(scen_path "$2")"
+  if [[ "$mode" == forward ]]; then args=(-x "http://127.0.0.1:$port"); url="http://$UP$path"
+  else args=(--noproxy '*'); url="http://127.0.0.1:$port$path"; fi
+  if [[ "$2" == post ]]; then args+=(--data-binary "@$TMP/post-64k.bin" -H 'Content-Type: application/octet-stream'); else want_size=1024; fi
+  out="$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 "${args[@]}" "$url" 2>&1)" || true
+  [[ "$out" == "200 $want_size" ]] && return 0
+  echo "run.sh: $1/$2 sanity request to $url failed: '$out' (want '200 $want_size')" >&2
+  return 1
+}
+
+run_wrk() { # target scenario duration log
+  local port mode path host="" body=0
+  port="$(target_port "$1")"; mode="$(target_mode "$1")"; path="$(scen_path "$2")"
+  if [[ "$mode" == forward ]]; then path="http://$UP$path"; host="$UP"; fi
+  [[ "$2" == post ]] && body=65536
+  # In the background plus `wait`, so that INT/TERM reach our trap at once
+  # (`timeout` puts itself and wrk in their own process group: WRK_PID).
+  BENCH_METHOD="$([[ "$2" == post ]] && echo POST || echo GET)" BENCH_PATH="$path" BENCH_HOST="$host" \
+  BENCH_BODY_BYTES="$body" timeout "$(($(to_seconds "$3") + 60))" \
+    taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$3" --timeout 10s \
+    -s "$TMP/bench.lua" "http://127.0.0.1:$port/" >"$4" 2>&1 </dev/null &
+  WRK_PID=$!
+  local rc=0
+  wait "$WRK_PID" || rc=$?
+  WRK_PID=""
+  return "$rc"
+}
+
+ROWS=()      # "scenario target requests duration_us p50_us p99_us errors cpu_ticks(or -)"
+FAILED=()
+measure() { # target scenario proxy_pid(or "")
+  local t="$1" s="$2" pid="$3" log="$TMP/wrk-$1-$2.log" before=0 after=0 line
+  if ! sanity "$t" "$s"; then FAILED+=("$t/$s"); return 0; fi
+  if ((WARM_S > 0)); then run_wrk "$t" "$s" "$WARMUP" "$TMP/wrk-warmup.log" || true; fi
+  [[ -n "$pid" ]] && before="$(cpu_ticks "$pid")"
+  if ! run_wrk "$t" "$s" "$DURATION" "$log"; then
+    echo "run.sh: wrk failed for $t/$s:" >&2; tail -n 5 "$log" >&2; FAILED+=("$t/$s"); return 0
+  fi
+  [[ -n "$pid" ]] && after="$(cpu_ticks "$pid")"
+  line="$(grep '^RESULT ' "$log" | tail -n 1)" || { echo "run.sh: no wrk result for $t/$s" >&2; FAILED+=("$t/$s"); return 0; }
+  local requests duration_us bytes p50_us p99_us max_us err_connect err_read err_write err_status err_timeout
+  eval "$(echo "${line#RESULT }" | tr ' ' '\n' | grep -E '^[a-z0-9_]+=[0-9]+$')"
+  local errors=$((err_connect + err_read + err_write + err_status + err_timeout))
+  ROWS+=("$s $t $requests $duration_us $p50_us $p99_us $errors $([[ -n "$pid" ]] && echo $((after - before)) || echo -)")
+  printf '   %-12s %-10s %9d req  %10.0f req/s  p99 %7.2f ms  errors %d\n' "$t" "$s" "$requests" \
+    "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN{print r/(d/1e6)}')" "$(awk -v p="$p99_us" 'BEGIN{print p/1000}')" "$errors"
+  if ((errors > 0)); then echo "   warning: $errors errors (non-2xx/3xx, socket errors or timeouts) in $t/$s" >&2; fi
+}
+
+echo "== Sima load comparison: ${DURATION} x ${CONNECTIONS} connections x ${THREADS} wrk threads;" \
+     "proxy on core $PROXY_CPU, wrk+upstream on core $LOAD_CPU ($CORES cores); temp dir $TMP"
+start_server upstream "$LOAD_CPU" "$UPSTREAM_PORT" "$TMP/upstream/stdout.log" \
+  nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;'
+UPSTREAM_PID="$LAST_PID"
+
+for t in "${TARGETS[@]}"; do
+  echo "-- $t"
+  pid=""
+  case "$t" in
+    direct) ;;
+    nginx)
+      start_server nginx "$PROXY_CPU" "$NGINX_PORT" "$TMP/nginx/stdout.log" \
+        nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' || { FAILED+=("$t"); continue; }
+      pid="$LAST_PID" ;;
+    squid)
+      start_server squid "$PROXY_CPU" "$SQUID_PORT" "$TMP/squid/stdout.log" \
+        squid -N -f "$TMP/squid/squid.conf" || { FAILED+=("$t"); continue; }
+      pid="$LAST_PID" ;;
+    sima-*)
+      start_server "$t" "$PROXY_CPU" "$SIMA_PORT" "$TMP/sima/$t.log" \
+        env SIMA_WORKER_THREADS=1 "$SIMA_BIN" run --config "$TMP/sima/sima.yaml" || { FAILED+=("$t"); continue; }
+      pid="$LAST_PID" ;;
+  esac
+  for s in "${SCEN[@]}"; do measure "$t" "$s" "$pid"; done
+  [[ -n "$pid" ]] && stop_server "$pid"
+done
+stop_server "$UPSTREAM_PID"
+
+# ---- report --------------------------------------------------------------------
+((${#ROWS[@]})) || die "no results (failed: ${FAILED[*]-})"
+ver() { "$@" 2>&1 | head -n 1 | tr -d '"\\' || true; }
+V_NGINX="$(ver nginx -v)"; V_WRK="$(ver wrk -v)"
+V_SQUID="$(command -v squid >/dev/null && ver squid -v || echo none)"
+V_SIMA="none"; if want sima-forward || want sima-route; then V_SIMA="$(ver timeout 5 "$SIMA_BIN" --version)"; fi
+
+mkdir -p "$(dirname "$OUT")"
+printf '%s\n' "${ROWS[@]}" | awk -v tck="$CLK_TCK" -v out="$OUT.tmp" \
+  -v dur="$DURATION" -v conns="$CONNECTIONS" -v thr="$THREADS" -v pcpu="$PROXY_CPU" -v lcpu="$LOAD_CPU" \
+  -v cores="$CORES" -v vn="$V_NGINX" -v vs="$V_SQUID" -v vw="$V_WRK" -v vsi="$V_SIMA" \
+  -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -v kern="$(uname -r)" -v failed="${FAILED[*]-}" '
+function num(x) { return x == "" ? "null" : x }
+function f(x, fmt) { return x == "" ? "n/a" : sprintf(fmt, x) }
+{
+  s = $1; t = $2; n++; S[n] = s; T[n] = t; key = s SUBSEP t
+  REQ[n] = $3; secs = $4 / 1e6; RPS[n] = $3 / secs; P50[n] = $5 / 1000; P99[n] = $6 / 1000; ERR[n] = $7
+  if ($8 == "-") { CPU[n] = ""; PER10K[n] = ""; EFF[n] = ""; UTIL[n] = "" }
+  else {
+    CPU[n] = $8 / tck; UTIL[n] = 100 * CPU[n] / secs
+    PER10K[n] = $3 > 0 ? CPU[n] / $3 * 10000 : ""
+    EFF[n] = CPU[n] > 0 ? $3 / CPU[n] : ""
+  }
+  E[key] = EFF[n]; seen[s] = 1
+}
+END {
+  label["get"] = "GET 1KiB"; label["post"] = "POST 64KiB"
+  hdr = sprintf("%-10s  %-12s  %10s  %8s  %8s  %6s  %9s  %9s  %10s  %9s", "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU", "CPU %", "CPU-s/10k", "req/CPU-s")
+  print ""; print hdr; gsub(/./, "-", hdr); print hdr
+  for (i = 1; i <= n; i++)
+    printf "%-10s  %-12s  %10.0f  %8.2f  %8.2f  %6d  %9s  %9s  %10s  %9s\n", label[S[i]], T[i], RPS[i], P50[i], P99[i], ERR[i],
+      f(CPU[i], "%.2fs"), f(UTIL[i], "%.0f%%"), f(PER10K[i], "%.3f"), f(EFF[i], "%.0f")
+  print ""
+  nr = 0
+  split("get post", order, " ")
+  for (oi0 = 1; oi0 <= 2; oi0++) for (si = 1; si <= 2; si++) {
+    s = order[oi0]; if (!(s in seen)) continue
+    st = si == 1 ? "sima-forward" : "sima-route"
+    if (E[s, st] == "") continue
+    for (oi = 1; oi <= 2; oi++) {
+      o = oi == 1 ? "nginx" : "squid"
+      if (E[s, o] == "") continue
+      nr++; RSC[nr] = s; RT[nr] = st; RO[nr] = o; RV[nr] = E[s, st] / E[s, o]
+      printf "Sima efficiency ratio (req per proxy-CPU-second), %-10s %-12s / %-5s = %.2f\n", label[s], st, o, RV[nr]
+    }
+  }
+  if (nr == 0) print "(no Sima-vs-nginx/squid ratio: select Sima and nginx and/or squid)"
+  if (failed != "") print "FAILED: " failed
+  printf "{\n  \"generated_at\": \"%s\",\n", when > out
+  printf "  \"params\": {\"duration\": \"%s\", \"connections\": %d, \"wrk_threads\": %d, \"proxy_cpu\": %d, \"load_cpu\": %d, \"cores\": %d, \"clk_tck\": %d, \"kernel\": \"%s\"},\n", dur, conns, thr, pcpu, lcpu, cores, tck, kern > out
+  printf "  \"versions\": {\"nginx\": \"%s\", \"squid\": \"%s\", \"wrk\": \"%s\", \"sima\": \"%s\"},\n", vn, vs, vw, vsi > out
+  printf "  \"results\": [\n" > out
+  for (i = 1; i <= n; i++)
+    printf "    {\"scenario\": \"%s\", \"target\": \"%s\", \"requests\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"errors\": %d, \"proxy_cpu_s\": %s, \"proxy_cpu_pct\": %s, \"cpu_s_per_10k\": %s, \"req_per_cpu_s\": %s}%s\n", S[i], T[i], REQ[i], RPS[i], P50[i], P99[i], ERR[i], num(CPU[i]), UTIL[i] == "" ? "null" : sprintf("%.1f", UTIL[i]), PER10K[i] == "" ? "null" : sprintf("%.4f", PER10K[i]), EFF[i] == "" ? "null" : sprintf("%.1f", EFF[i]), i < n ? "," : "" > out
+  printf "  ],\n  \"sima_ratios\": [\n" > out
+  for (i = 1; i <= nr; i++)
+    printf "    {\"scenario\": \"%s\", \"sima_target\": \"%s\", \"vs\": \"%s\", \"req_per_cpu_s_ratio\": %.3f}%s\n", RSC[i], RT[i], RO[i], RV[i], i < nr ? "," : "" > out
+  printf "  ],\n  \"failed\": \"%s\"\n}\n", failed > out
+}'
+mv -f "$OUT.tmp" "$OUT"
+echo "results: $OUT"
+((${#FAILED[@]} == 0)) || exit 1

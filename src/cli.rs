@@ -1,0 +1,93 @@
+//! Command line: `sima run | geo lookup` (and the subcommands later issues add).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+/// `sima --version` long form.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SIMA_GIT_SHA"),
+    ", built ",
+    env!("SIMA_BUILD_DATE"),
+    ")"
+);
+
+/// Sima: a data-localisation enforcement proxy.
+#[derive(Debug, Parser)]
+#[command(name = "sima", version = LONG_VERSION, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (embedded defaults without --config).
+    Run(RunArgs),
+    /// Geolocation tools.
+    Geo {
+        /// Geo subcommand.
+        #[command(subcommand)]
+        command: GeoCommand,
+    },
+}
+
+/// `sima run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// YAML config file.
+    #[arg(long, short = 'c', env = "SIMA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format (overrides the config's `log_format`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Validate config, policies, geo database and routes, then exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// `sima geo ...`
+#[derive(Debug, Subcommand)]
+pub enum GeoCommand {
+    /// Print the country of each IP: `IP COUNTRY SOURCE`.
+    Lookup {
+        /// YAML config file (for geo.database and geo.overrides).
+        #[arg(long, short = 'c', env = "SIMA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Addresses to look up.
+        #[arg(required = true)]
+        ips: Vec<String>,
+    },
+}
+
+/// `YYYY-MM-DD` for a Unix time (UTC), without a date crate.
+pub fn ymd(epoch: u64) -> String {
+    let days = i64::try_from(epoch / 86_400).unwrap_or(0);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::ymd(0), "1970-01-01");
+        assert_eq!(super::ymd(1_700_000_000), "2023-11-14");
+        assert_eq!(super::ymd(951_782_400), "2000-02-29");
+    }
+}

@@ -1,0 +1,193 @@
+//! The `sima` binary: parse the command line, load config, run; map errors to exit codes
+//! (64 usage, 69 unavailable, 78 config).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use sima::app;
+use sima::cli::{self, Cli, Command, GeoCommand, RunArgs};
+use sima::config::Config;
+use sima::shutdown::{Signal, Signals};
+use sima::telemetry;
+
+const EX_USAGE: u8 = 64;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Geo {
+            command: GeoCommand::Lookup { config, ips },
+        } => geo_lookup(config.as_deref(), &ips),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
+    match path {
+        None => Ok(Config::default()),
+        Some(p) => Config::load(p).map_err(|e| {
+            eprintln!("sima: {e}");
+            ExitCode::from(EX_CONFIG)
+        }),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var("SIMA_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build()
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let mut config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
+    telemetry::init(config.log_format);
+    if args.check_config {
+        return check_config(&config);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sima: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    rt.block_on(async move {
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sima: cannot install signal handlers: {e}");
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        };
+        let running = match app::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("sima: {e}");
+                return ExitCode::from(match e {
+                    app::StartError::Io(_) => EX_UNAVAILABLE,
+                    _ => EX_CONFIG,
+                });
+            }
+        };
+        let i = &running.info;
+        tracing::info!(
+            proxy = %i.proxy,
+            admin = %i.admin,
+            policy = %i.policy_name,
+            policy.hash = %i.policy_hash,
+            geo.database_type = %i.geo.database_type,
+            geo.build_date = %cli::ymd(i.geo.build_epoch),
+            geo.origin = %i.geo.origin,
+            "sima {} listening on {} (admin {}); policy {} ({}); geo database {} built {} ({})",
+            sima::VERSION, i.proxy, i.admin, i.policy_name, i.policy_hash, i.geo.database_type, cli::ymd(i.geo.build_epoch), i.geo.origin
+        );
+        loop {
+            match signals.next().await {
+                Signal::Terminate => break,
+                Signal::Reload => tracing::warn!("SIGHUP received; reload is not available in this version, keeping the running policy"),
+            }
+        }
+        tracing::info!("shutting down: no new connections, draining in-flight requests");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_config(config: &Config) -> ExitCode {
+    let mut failed = false;
+    match app::load_policy(config) {
+        Ok(p) => println!(
+            "policy: ok: {} ({}), {} rules",
+            p.name,
+            p.hash,
+            p.rule_count()
+        ),
+        Err(e) => {
+            println!("policy: error: {e}");
+            failed = true;
+        }
+    }
+    match app::load_geo(config) {
+        Ok(g) => println!(
+            "geo: ok: {} built {} ({})",
+            g.info().database_type,
+            cli::ymd(g.info().build_epoch),
+            g.info().origin
+        ),
+        Err(e) => {
+            println!("geo: error: {e}");
+            failed = true;
+        }
+    }
+    match sima::proxy::routes::Routes::new(&config.routes) {
+        Ok(_) => println!("routes: ok: {}", config.routes.len()),
+        Err(e) => {
+            println!("routes: error: {e}");
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::from(EX_CONFIG)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn geo_lookup(config: Option<&Path>, ips: &[String]) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let geo = match app::load_geo(&config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("sima: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let mut bad = false;
+    for raw in ips {
+        let Ok(ip) = raw
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        else {
+            eprintln!("sima: `{raw}` is not an IP address");
+            bad = true;
+            continue;
+        };
+        match geo.locate(ip) {
+            Ok(l) => println!(
+                "{ip} {} {}",
+                l.country.as_ref().map_or("unknown", |c| c.as_str()),
+                l.source.as_str()
+            ),
+            Err(e) => {
+                println!("{ip} unknown error: {e}");
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        ExitCode::from(EX_USAGE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,311 @@
+//! Every metric Sima exports: names, help, labels and buckets are declared here once.
+//! Metrics register on an explicit `Registry` so each test gets its own.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::policy::{Reason, Verdict, ALL_REASONS};
+
+/// `sima_requests_total`
+pub const REQUESTS_TOTAL: &str = "sima_requests_total";
+/// `sima_request_duration_seconds`
+pub const REQUEST_DURATION: &str = "sima_request_duration_seconds";
+/// `sima_destination_requests_total`
+pub const DESTINATION_REQUESTS: &str = "sima_destination_requests_total";
+/// `sima_geo_lookup_duration_seconds`
+pub const GEO_LOOKUP_DURATION: &str = "sima_geo_lookup_duration_seconds";
+/// `sima_dns_lookup_duration_seconds`
+pub const DNS_LOOKUP_DURATION: &str = "sima_dns_lookup_duration_seconds";
+/// `sima_upstream_errors_total`
+pub const UPSTREAM_ERRORS: &str = "sima_upstream_errors_total";
+/// `sima_active_connections`
+pub const ACTIVE_CONNECTIONS: &str = "sima_active_connections";
+/// `sima_active_tunnels`
+pub const ACTIVE_TUNNELS: &str = "sima_active_tunnels";
+/// `sima_connections_rejected_total`
+pub const CONNECTIONS_REJECTED: &str = "sima_connections_rejected_total";
+/// `sima_build_info`
+pub const BUILD_INFO: &str = "sima_build_info";
+/// `sima_policy_info`
+pub const POLICY_INFO: &str = "sima_policy_info";
+/// `sima_geo_database_build_timestamp_seconds`
+pub const GEO_BUILD_TIMESTAMP: &str = "sima_geo_database_build_timestamp_seconds";
+
+/// Label values of the `mode` label: how the request arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Absolute-form plain HTTP.
+    Forward,
+    /// CONNECT tunnel.
+    Connect,
+    /// Reverse-proxy route.
+    Reverse,
+}
+
+impl Transport {
+    /// Label value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transport::Forward => "forward",
+            Transport::Connect => "connect",
+            Transport::Reverse => "reverse",
+        }
+    }
+    const ALL: [Transport; 3] = [Transport::Forward, Transport::Connect, Transport::Reverse];
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+const VERDICTS: [Verdict; 3] = [Verdict::Allow, Verdict::Deny, Verdict::Report];
+
+/// Request-scale seconds: 100 µs .. 60 s.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+/// Geo lookups are a tree walk in memory: microseconds.
+const GEO_BUCKETS: &[f64] = &[
+    0.000_000_5,
+    0.000_001,
+    0.000_002,
+    0.000_005,
+    0.000_01,
+    0.000_025,
+    0.000_05,
+    0.0001,
+    0.001,
+];
+/// DNS: cache hits are microseconds, misses milliseconds to the timeout.
+const DNS_BUCKETS: &[f64] = &[
+    0.000_01, 0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0,
+];
+
+/// Upstream error kinds (label `kind`).
+pub const UPSTREAM_ERROR_KINDS: [&str; 6] =
+    ["resolve", "connect", "tls", "timeout", "reset", "protocol"];
+
+/// The metrics, registered on one registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<IntCounter>,
+    duration: Vec<Histogram>,
+    destination: IntCounterVec,
+    /// Geo lookup latency by result (hit/miss/error).
+    pub geo_lookup: HistogramVec,
+    /// DNS lookup latency.
+    pub dns_lookup: Histogram,
+    /// Upstream errors by kind.
+    pub upstream_errors: IntCounterVec,
+    /// Open client connections.
+    pub active_connections: IntGauge,
+    /// Open tunnels.
+    pub active_tunnels: IntGauge,
+    /// Connections refused at the limit.
+    pub connections_rejected: IntCounter,
+    policy_info: IntGaugeVec,
+    geo_build: IntGauge,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Creates and registers every metric; pre-creates each known series at zero.
+    pub fn new(git_sha: &str) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(None, None)?;
+        let requests_vec = IntCounterVec::new(
+            Opts::new(
+                REQUESTS_TOTAL,
+                "Requests handled, by decision, reason and transport.",
+            ),
+            &["decision", "reason", "mode"],
+        )?;
+        let duration_vec = HistogramVec::new(
+            HistogramOpts::new(
+                REQUEST_DURATION,
+                "Time from request head to response head, by decision.",
+            )
+            .buckets(REQUEST_BUCKETS.to_vec()),
+            &["decision"],
+        )?;
+        let destination = IntCounterVec::new(
+            Opts::new(
+                DESTINATION_REQUESTS,
+                "Requests by destination country (ISO code or unknown) and decision.",
+            ),
+            &["country", "decision"],
+        )?;
+        let geo_lookup = HistogramVec::new(
+            HistogramOpts::new(GEO_LOOKUP_DURATION, "Geolocation lookup time, by result.")
+                .buckets(GEO_BUCKETS.to_vec()),
+            &["result"],
+        )?;
+        let dns_lookup = Histogram::with_opts(
+            HistogramOpts::new(
+                DNS_LOOKUP_DURATION,
+                "DNS resolution time (static hosts included).",
+            )
+            .buckets(DNS_BUCKETS.to_vec()),
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                UPSTREAM_ERRORS,
+                "Failures reaching or talking to upstreams, by kind.",
+            ),
+            &["kind"],
+        )?;
+        let active_connections = IntGauge::new(ACTIVE_CONNECTIONS, "Open client connections.")?;
+        let active_tunnels = IntGauge::new(ACTIVE_TUNNELS, "Open CONNECT tunnels.")?;
+        let connections_rejected = IntCounter::new(
+            CONNECTIONS_REJECTED,
+            "Client connections refused because limits.max_connections was reached.",
+        )?;
+        let build = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "Build information; always 1."),
+            &["version", "git_sha"],
+        )?;
+        let policy_info = IntGaugeVec::new(
+            Opts::new(
+                POLICY_INFO,
+                "The active policy; 1 for the loaded name and hash.",
+            ),
+            &["name", "hash"],
+        )?;
+        let geo_build = IntGauge::new(
+            GEO_BUILD_TIMESTAMP,
+            "Build time of the loaded geo database, Unix seconds.",
+        )?;
+
+        registry.register(Box::new(requests_vec.clone()))?;
+        registry.register(Box::new(duration_vec.clone()))?;
+        registry.register(Box::new(destination.clone()))?;
+        registry.register(Box::new(geo_lookup.clone()))?;
+        registry.register(Box::new(dns_lookup.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(active_connections.clone()))?;
+        registry.register(Box::new(active_tunnels.clone()))?;
+        registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(build.clone()))?;
+        registry.register(Box::new(policy_info.clone()))?;
+        registry.register(Box::new(geo_build.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        build.with_label_values(&[crate::VERSION, git_sha]).set(1);
+        // Handles cached per series: the hot path indexes an array instead of hashing labels.
+        let mut requests =
+            Vec::with_capacity(VERDICTS.len() * ALL_REASONS.len() * Transport::ALL.len());
+        for v in VERDICTS {
+            for r in ALL_REASONS {
+                for t in Transport::ALL {
+                    requests.push(requests_vec.with_label_values(&[
+                        v.as_str(),
+                        r.as_str(),
+                        t.as_str(),
+                    ]));
+                }
+            }
+        }
+        let duration = VERDICTS
+            .iter()
+            .map(|v| duration_vec.with_label_values(&[v.as_str()]))
+            .collect();
+        for k in UPSTREAM_ERROR_KINDS {
+            upstream_errors.with_label_values(&[k]);
+        }
+        for r in ["hit", "miss", "error"] {
+            geo_lookup.with_label_values(&[r]);
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            destination,
+            geo_lookup,
+            dns_lookup,
+            upstream_errors,
+            active_connections,
+            active_tunnels,
+            connections_rejected,
+            policy_info,
+            geo_build,
+        })
+    }
+
+    /// Counts one finished request.
+    pub fn request(
+        &self,
+        verdict: Verdict,
+        reason: Reason,
+        mode: Transport,
+        seconds: f64,
+        country: Option<&str>,
+    ) {
+        let vi = VERDICTS.iter().position(|v| *v == verdict).unwrap_or(0);
+        let ri = ALL_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        let idx = (vi * ALL_REASONS.len() + ri) * Transport::ALL.len() + mode.index();
+        if let Some(c) = self.requests.get(idx) {
+            c.inc();
+        }
+        if let Some(h) = self.duration.get(vi) {
+            h.observe(seconds);
+        }
+        if let Some(country) = country {
+            self.destination
+                .with_label_values(&[country, verdict.as_str()])
+                .inc();
+        }
+    }
+
+    /// Sets the active policy info series (and drops the previous one).
+    pub fn set_policy(&self, name: &str, hash: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[name, hash]).set(1);
+    }
+
+    /// Sets the geo database build time.
+    pub fn set_geo_build(&self, epoch: u64) {
+        self.geo_build.set(i64::try_from(epoch).unwrap_or(i64::MAX));
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_exist_from_the_start_and_count() {
+        let m = Metrics::new("test").unwrap();
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains(
+                r#"sima_requests_total{decision="deny",mode="forward",reason="personal_data"} 0"#
+            ),
+            "{text}"
+        );
+        m.request(
+            Verdict::Deny,
+            Reason::PersonalData,
+            Transport::Forward,
+            0.01,
+            Some("US"),
+        );
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(
+            r#"sima_requests_total{decision="deny",mode="forward",reason="personal_data"} 1"#
+        ));
+        assert!(text.contains(r#"sima_destination_requests_total{country="US",decision="deny"} 1"#));
+        assert!(text.contains(r#"sima_build_info{git_sha="test","#));
+    }
+}

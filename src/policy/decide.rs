@@ -1,0 +1,394 @@
+//! `decide(&Policy, &Facts) -> Outcome`: everything about *why* a request is allowed or
+//! blocked. Pure: no tokio, hyper or sockets; unit-tested without any.
+
+use super::compile::{CountrySet, DataCond, HostPattern, Rule};
+use super::{Action, DataSeen, Decision, Facts, Mode, Outcome, Policy, Reason, Verdict};
+use crate::geo::Country;
+
+/// Decides one request. With `facts.data == None`, returns `NeedsInspection` as soon as a
+/// rule about personal data could be the first match.
+pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
+    if facts.country.is_none() && policy.unknown_country != Action::Allow {
+        return Outcome::Decided(builtin(
+            policy,
+            policy.unknown_country,
+            Reason::UnknownCountry,
+            "unknown_country",
+            "the destination's country could not be determined, and this policy blocks unknown destinations",
+        ));
+    }
+    for rule in &policy.rules {
+        if !destination_matches(policy, rule, facts) {
+            continue;
+        }
+        if let Some(cond) = &rule.data {
+            match facts.data {
+                None => return Outcome::NeedsInspection,
+                Some(seen) if !data_matches(cond, seen) => continue,
+                Some(_) => {}
+            }
+        }
+        return Outcome::Decided(Decision {
+            verdict: verdict(rule.action, rule.mode),
+            reason: if rule.action == Action::Allow {
+                Reason::Allowed
+            } else {
+                rule.reason
+            },
+            rule: rule.id.clone(),
+            message: rule.message.clone(),
+            citation: rule.citation.clone(),
+        });
+    }
+    Outcome::Decided(builtin(
+        policy,
+        policy.default,
+        if policy.default == Action::Allow {
+            Reason::Allowed
+        } else {
+            Reason::DestinationRule
+        },
+        "default",
+        "no rule allows this destination",
+    ))
+}
+
+fn builtin(policy: &Policy, action: Action, reason: Reason, rule: &str, msg: &str) -> Decision {
+    Decision {
+        verdict: verdict(action, policy.mode),
+        reason: if action == Action::Allow {
+            Reason::Allowed
+        } else {
+            reason
+        },
+        rule: rule.into(),
+        message: if action == Action::Allow {
+            "allowed".into()
+        } else {
+            msg.into()
+        },
+        citation: None,
+    }
+}
+
+fn verdict(action: Action, mode: Mode) -> Verdict {
+    match (action, mode) {
+        (Action::Allow, _) => Verdict::Allow,
+        (Action::Report, _) | (Action::Block, Mode::Report) => Verdict::Report,
+        (Action::Block, Mode::Enforce) => Verdict::Deny,
+    }
+}
+
+fn destination_matches(policy: &Policy, rule: &Rule, f: &Facts<'_>) -> bool {
+    if let Some(h) = &rule.hosts {
+        if !h.iter().any(|p| host_matches(p, f.host)) {
+            return false;
+        }
+    }
+    if let Some(h) = &rule.except_hosts {
+        if h.iter().any(|p| host_matches(p, f.host)) {
+            return false;
+        }
+    }
+    if let Some(c) = &rule.countries {
+        if !country_in(policy, c, f.country) {
+            return false;
+        }
+    }
+    if let Some(c) = &rule.except_countries {
+        if country_in(policy, c, f.country) {
+            return false;
+        }
+    }
+    if let Some(m) = &rule.methods {
+        if !m.iter().any(|m| m == f.method) {
+            return false;
+        }
+    }
+    if let Some(p) = &rule.path_prefix {
+        if !p.iter().any(|p| f.path.starts_with(p.as_str())) {
+            return false;
+        }
+    }
+    true
+}
+
+fn host_matches(p: &HostPattern, host: &str) -> bool {
+    match p {
+        HostPattern::Any => true,
+        HostPattern::Exact(h) => h == host,
+        HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+    }
+}
+
+fn country_in(policy: &Policy, set: &CountrySet, c: Option<Country>) -> bool {
+    match c {
+        None => set.unknown,
+        Some(c) => {
+            let home = policy.home.contains(&c);
+            (set.home && home) || (set.foreign && !home) || set.codes.contains(&c)
+        }
+    }
+}
+
+fn data_matches(cond: &DataCond, seen: &[DataSeen]) -> bool {
+    let strong = |s: &&DataSeen| s.confidence >= cond.min;
+    match &cond.classes {
+        None => seen.iter().any(|s| strong(&s)),
+        Some(classes) => {
+            let has = |c: &u16| seen.iter().filter(strong).any(|s| s.class == *c);
+            if cond.all {
+                classes.iter().all(has)
+            } else {
+                classes.iter().any(has)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{compile, Confidence, PolicySource};
+    use super::*;
+    use std::net::IpAddr;
+
+    const CLASSES: &[&str] = &["AADHAAR", "PAN", "CARD"];
+
+    fn policy(yaml: &str) -> Policy {
+        compile(
+            &[PolicySource {
+                origin: "t.yaml".into(),
+                text: yaml.into(),
+            }],
+            CLASSES,
+        )
+        .unwrap()
+    }
+
+    fn facts<'a>(host: &'a str, country: Option<&str>, data: Option<&'a [DataSeen]>) -> Facts<'a> {
+        Facts {
+            host,
+            addr: IpAddr::from([192, 0, 2, 1]),
+            country: country.and_then(Country::parse),
+            method: "POST",
+            path: "/v1/users",
+            client_groups: &[],
+            data,
+        }
+    }
+
+    fn decided(o: Outcome) -> Decision {
+        match o {
+            Outcome::Decided(d) => d,
+            Outcome::NeedsInspection => panic!("expected a decision"),
+        }
+    }
+
+    const STRICT: &str = r#"
+version: 1
+name: strict
+home: [IN]
+country_lists:
+  notified:
+    - { country: CN, citation: "notification X", effective: 2026-01-01 }
+rules:
+  - id: vault-only
+    when: { data: [AADHAAR], except_hosts: ["vault.example.in"] }
+    action: block
+    reason: Aadhaar numbers go only to the vault
+  - id: notified-countries
+    when: { countries: [notified] }
+    action: block
+    citation: DPDP Act 2023 s.16
+  - id: partner-allowed
+    when: { hosts: ["*.partner.example"] }
+    action: allow
+  - id: personal-data-stays-home
+    when: { countries: [foreign], data: any }
+    action: block
+default: allow
+"#;
+
+    #[test]
+    fn unknown_country_blocks_by_default() {
+        let p = policy(STRICT);
+        let d = decided(decide(&p, &facts("x.example", None, None)));
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert_eq!(d.reason, Reason::UnknownCountry);
+        assert_eq!(&*d.rule, "unknown_country");
+    }
+
+    #[test]
+    fn destination_rules_decide_before_inspection() {
+        let p = policy(STRICT);
+        // A data rule comes first: cannot decide before the body is seen.
+        assert_eq!(
+            decide(&p, &facts("x.example", Some("CN"), None)),
+            Outcome::NeedsInspection
+        );
+        let none: &[DataSeen] = &[];
+        let d = decided(decide(&p, &facts("x.example", Some("CN"), Some(none))));
+        assert_eq!(
+            (d.verdict, d.reason, &*d.rule),
+            (Verdict::Deny, Reason::DestinationRule, "notified-countries")
+        );
+        assert_eq!(d.citation.as_deref(), Some("DPDP Act 2023 s.16"));
+    }
+
+    #[test]
+    fn personal_data_abroad_is_blocked_at_home_allowed() {
+        let p = policy(STRICT);
+        let pan = [DataSeen {
+            class: 1,
+            confidence: Confidence::High,
+        }];
+        let d = decided(decide(
+            &p,
+            &facts("api.example.com", Some("US"), Some(&pan)),
+        ));
+        assert_eq!(
+            (d.verdict, &*d.rule),
+            (Verdict::Deny, "personal-data-stays-home")
+        );
+        assert_eq!(d.reason, Reason::PersonalData);
+        let d = decided(decide(&p, &facts("api.example.in", Some("IN"), Some(&pan))));
+        assert_eq!(d.verdict, Verdict::Allow);
+        let none: &[DataSeen] = &[];
+        let d = decided(decide(
+            &p,
+            &facts("api.example.com", Some("US"), Some(none)),
+        ));
+        assert_eq!(d.verdict, Verdict::Allow);
+    }
+
+    #[test]
+    fn vault_rule_is_about_destinations_not_countries() {
+        let p = policy(STRICT);
+        let aadhaar = [DataSeen {
+            class: 0,
+            confidence: Confidence::High,
+        }];
+        let d = decided(decide(
+            &p,
+            &facts("crm.example.in", Some("IN"), Some(&aadhaar)),
+        ));
+        assert_eq!(&*d.rule, "vault-only");
+        let d = decided(decide(
+            &p,
+            &facts("vault.example.in", Some("IN"), Some(&aadhaar)),
+        ));
+        assert_eq!(d.verdict, Verdict::Allow);
+    }
+
+    #[test]
+    fn low_confidence_findings_do_not_count_by_default() {
+        let p = policy(STRICT);
+        let weak = [DataSeen {
+            class: 1,
+            confidence: Confidence::Low,
+        }];
+        let d = decided(decide(
+            &p,
+            &facts("api.example.com", Some("US"), Some(&weak)),
+        ));
+        assert_eq!(d.verdict, Verdict::Allow);
+    }
+
+    #[test]
+    fn wildcard_matches_subdomains_not_apex() {
+        let p = policy(STRICT);
+        let pan = [DataSeen {
+            class: 1,
+            confidence: Confidence::High,
+        }];
+        let d = decided(decide(
+            &p,
+            &facts("a.b.partner.example", Some("US"), Some(&pan)),
+        ));
+        assert_eq!(&*d.rule, "partner-allowed");
+        let d = decided(decide(
+            &p,
+            &facts("partner.example", Some("US"), Some(&pan)),
+        ));
+        assert_eq!(&*d.rule, "personal-data-stays-home");
+    }
+
+    #[test]
+    fn report_mode_turns_blocks_into_reports() {
+        let p = policy(&STRICT.replace("home: [IN]", "home: [IN]\nmode: report"));
+        let pan = [DataSeen {
+            class: 1,
+            confidence: Confidence::High,
+        }];
+        let d = decided(decide(
+            &p,
+            &facts("api.example.com", Some("US"), Some(&pan)),
+        ));
+        assert_eq!(d.verdict, Verdict::Report);
+        let d = decided(decide(&p, &facts("x", None, None)));
+        assert_eq!(d.verdict, Verdict::Report);
+    }
+
+    #[test]
+    fn data_match_all() {
+        let p = policy("version: 1\nname: t\nrules:\n  - id: both\n    when: { data: [AADHAAR, PAN], data_match: all }\n    action: block\n");
+        let one = [DataSeen {
+            class: 0,
+            confidence: Confidence::High,
+        }];
+        let both = [
+            one[0],
+            DataSeen {
+                class: 1,
+                confidence: Confidence::Medium,
+            },
+        ];
+        assert_eq!(
+            decided(decide(&p, &facts("h", Some("IN"), Some(&one)))).verdict,
+            Verdict::Allow
+        );
+        assert_eq!(
+            decided(decide(&p, &facts("h", Some("IN"), Some(&both)))).verdict,
+            Verdict::Deny
+        );
+    }
+
+    #[test]
+    fn errors_name_the_rule_and_hint() {
+        let err = compile(
+            &[PolicySource {
+                origin: "p.yaml".into(),
+                text: "version: 1\nname: t\nrules:\n  - id: r1\n    when: { data: [AADHAR], countries: [XX] }\n    action: block\n".into(),
+            }],
+            CLASSES,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("p.yaml") && err.contains("rules[0] (r1)"),
+            "{err}"
+        );
+        assert!(err.contains("did you mean `AADHAAR`"), "{err}");
+        assert!(err.contains("`XX`"), "{err}");
+        let err = compile(
+            &[PolicySource {
+                origin: "p.yaml".into(),
+                text: "version: 2\nname: t\n".into(),
+            }],
+            CLASSES,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("version: 1"), "{err}");
+        let err = compile(
+            &[PolicySource {
+                origin: "p.yaml".into(),
+                text: "version: 1\nname: t\ndefualt: allow\n".into(),
+            }],
+            CLASSES,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("defualt") && err.contains("line 3"), "{err}");
+    }
+}

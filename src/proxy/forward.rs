@@ -1,0 +1,110 @@
+//! HTTP forwarding helpers: hop-by-hop header removal (RFC 9110 §7.6.1, including every
+//! token named in `Connection`), `Via`, and client-address headers.
+
+use std::net::IpAddr;
+
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
+};
+use http::HeaderMap;
+
+use crate::config::ForwardedMode;
+
+/// The pseudonym Sima uses in `Via` (RFC 9110 §7.6.3).
+pub const VIA_VALUE: &str = "1.1 sima";
+
+const KEEP_ALIVE: &str = "keep-alive";
+const PROXY_CONNECTION: &str = "proxy-connection";
+const PROXY_AUTHENTICATE: &str = "proxy-authenticate";
+const PROXY_AUTHORIZATION: &str = "proxy-authorization";
+
+/// Removes hop-by-hop headers: the fixed set plus every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Appends Sima to `Via`.
+pub fn add_via(headers: &mut HeaderMap) {
+    headers.append(VIA, HeaderValue::from_static(VIA_VALUE));
+}
+
+/// Adds `X-Forwarded-For` and/or `Forwarded` for `client`, as configured.
+pub fn add_forwarded(headers: &mut HeaderMap, mode: ForwardedMode, client: IpAddr) {
+    let xff = matches!(mode, ForwardedMode::XForwardedFor | ForwardedMode::Both);
+    let fwd = matches!(mode, ForwardedMode::Forwarded | ForwardedMode::Both);
+    if xff {
+        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {client}"),
+            None => client.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    if fwd {
+        let node = match client {
+            IpAddr::V4(ip) => format!("for={ip}"),
+            IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+        };
+        if let Ok(v) = HeaderValue::from_str(&node) {
+            headers.append(http::header::FORWARDED, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_fixed_set_and_connection_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "keep-alive, X-Secret-Hop, close".parse().unwrap(),
+        );
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("proxy-authorization", "Basic eA==".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("x-end-to-end", "kept".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, ForwardedMode::Both, "::1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
+        assert_eq!(h["forwarded"], "for=\"[::1]\"");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, ForwardedMode::None, "10.0.0.1".parse().unwrap());
+        assert!(h.is_empty());
+    }
+}

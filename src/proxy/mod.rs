@@ -1,0 +1,537 @@
+//! The request path: one function calling the steps in order (parse target, snapshot,
+//! resolve, guard, locate, decide, forward or tunnel, finish). The steps live in their own
+//! modules; this one only wires them and carries per-request state in `RequestCtx`.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::{Config, ForwardedMode};
+use crate::geo::{Country, GeoSource, Locator};
+use crate::guard;
+use crate::metrics::{Metrics, Transport};
+use crate::policy::{self, Decision, Facts, Outcome, Policy, Reason, Verdict};
+use crate::resolve::Resolver;
+
+pub mod forward;
+pub mod respond;
+pub mod routes;
+pub mod target;
+pub mod tunnel;
+pub mod upstream;
+
+use respond::{ProxyError, REQUEST_ID_HEADER};
+use routes::Routes;
+use target::{Host, Target};
+use upstream::{Dial, UpstreamSettings, Upstreams};
+
+/// Boxed error for bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both sides of the proxy.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// What a request sees from start to end: replaced whole on reload (invariant I6).
+pub struct Snapshot {
+    /// The compiled policy.
+    pub policy: Arc<Policy>,
+    /// Overrides + geo database.
+    pub geo: Arc<Locator>,
+}
+
+/// State shared by every request.
+pub struct Shared {
+    /// Current policy and geo database.
+    pub snapshot: ArcSwap<Snapshot>,
+    resolver: Resolver,
+    upstreams: Upstreams,
+    routes: Routes,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    forwarded: ForwardedMode,
+    tunnel_idle: Duration,
+    connect_timeout: Duration,
+    own: Vec<SocketAddr>,
+    next_id: AtomicU64,
+}
+
+/// Per-request state, filled in as the steps run; read by the final log line and metrics.
+pub struct RequestCtx {
+    /// Request id (also in the `sima-request-id` response header).
+    pub id: String,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Method.
+    pub method: Method,
+    /// How it arrived.
+    pub transport: Transport,
+    /// Destination host as the policy sees it.
+    pub host: String,
+    /// Destination port.
+    pub port: u16,
+    /// The address dialled (or judged).
+    pub addr: Option<IpAddr>,
+    /// Its country.
+    pub country: Option<Country>,
+    /// Who answered the geo lookup.
+    pub geo_source: Option<GeoSource>,
+    /// Policy name.
+    pub policy_name: String,
+    /// The decision, once made.
+    pub decision: Option<Decision>,
+    /// Data classes found (names only, never values).
+    pub data_classes: Vec<String>,
+    /// Route name for reverse-proxied requests.
+    pub route: Option<String>,
+}
+
+/// One address judged by the policy.
+struct Candidate {
+    ip: IpAddr,
+    country: Option<Country>,
+    source: GeoSource,
+    outcome: Outcome,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// Builds the shared state. `own` are Sima's listener addresses (loop protection).
+    pub fn new(
+        config: &Config,
+        snapshot: Snapshot,
+        resolver: Resolver,
+        routes: Routes,
+        metrics: Arc<Metrics>,
+        own: Vec<SocketAddr>,
+    ) -> Shared {
+        let t = &config.timeouts;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            resolver,
+            upstreams: Upstreams::new(UpstreamSettings {
+                connect_timeout: t.upstream_connect,
+                response_timeout: t.upstream_response,
+                pool_idle: t.pool_idle,
+                max_idle_per_key: config.limits.pool_max_idle_per_host,
+            }),
+            routes,
+            metrics,
+            forwarded: config.forwarded,
+            tunnel_idle: t.tunnel_idle,
+            connect_timeout: t.upstream_connect,
+            own,
+            next_id: AtomicU64::new(seed.rotate_left(17) & 0xffff_ffff_0000_0000),
+        }
+    }
+
+    fn request_id(&self) -> String {
+        format!("{:016x}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn is_own(&self, addr: SocketAddr) -> bool {
+        self.own.iter().any(|o| {
+            o.port() == addr.port()
+                && (o.ip() == addr.ip()
+                    || (o.ip().is_unspecified() && guard::canonical(addr.ip()).is_loopback()))
+        })
+    }
+}
+
+/// Serves one request; never fails (errors become responses).
+pub async fn handle(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let snapshot = shared.snapshot.load_full();
+    let mut ctx = RequestCtx {
+        id: shared.request_id(),
+        client,
+        method: req.method().clone(),
+        transport: Transport::Forward,
+        host: String::new(),
+        port: 0,
+        addr: None,
+        country: None,
+        geo_source: None,
+        policy_name: snapshot.policy.name.clone(),
+        decision: None,
+        data_classes: Vec::new(),
+        route: None,
+    };
+    let result = serve(&shared, &snapshot, &mut ctx, req).await;
+    let (mut resp, verdict, reason) = match result {
+        Ok(resp) => {
+            let (v, r) = ctx
+                .decision
+                .as_ref()
+                .map_or((Verdict::Allow, Reason::Allowed), |d| (d.verdict, d.reason));
+            (resp, v, r)
+        }
+        Err(err) => {
+            let resp = respond::error_response(&ctx, &err);
+            if let ProxyError::Upstream(e) = &err {
+                shared
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[upstream_kind(e)])
+                    .inc();
+            }
+            if let ProxyError::Resolve(_) = &err {
+                shared
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&["resolve"])
+                    .inc();
+            }
+            log_error(&ctx, &err);
+            (resp, Verdict::Deny, err.reason())
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+        resp.headers_mut().entry(REQUEST_ID_HEADER).or_insert(v);
+    }
+    finish(&shared, &ctx, verdict, reason, resp.status(), start);
+    Ok(resp)
+}
+
+fn upstream_kind(e: &upstream::UpstreamError) -> &'static str {
+    use upstream::UpstreamError as E;
+    match e {
+        E::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionReset => {
+            "reset"
+        }
+        E::Connect { .. } => "connect",
+        E::Tls { .. } => "tls",
+        E::ConnectTimeout { .. } | E::ResponseTimeout { .. } => "timeout",
+        E::Http { source, .. } if source.is_incomplete_message() || source.is_canceled() => "reset",
+        E::Http { .. } => "protocol",
+    }
+}
+
+async fn serve(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    ctx: &mut RequestCtx,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
+    // 1. target
+    let target = target::parse(req.method(), req.uri())?;
+    let (host, port, authority, path_and_query, tls, forwarded) = match target {
+        Target::Connect(a) => {
+            ctx.transport = Transport::Connect;
+            (
+                a.host,
+                a.port,
+                String::new(),
+                String::new(),
+                None,
+                shared.forwarded,
+            )
+        }
+        Target::Forward {
+            authority,
+            path_and_query,
+        } => {
+            let shown = if authority.port == 80 {
+                authority.host.to_string()
+            } else {
+                authority.to_string()
+            };
+            (
+                authority.host,
+                authority.port,
+                shown,
+                path_and_query,
+                None,
+                shared.forwarded,
+            )
+        }
+        Target::Origin => {
+            ctx.transport = Transport::Reverse;
+            let host_header = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(strip_port)
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+            let (route, path) = shared
+                .routes
+                .find(host_header.as_deref(), req.uri().path(), req.uri().query())
+                .ok_or_else(|| ProxyError::NoRoute {
+                    path: req.uri().path().to_owned(),
+                })?;
+            ctx.route = Some(route.name.clone());
+            let r = (
+                route.upstream.clone(),
+                route.port,
+                route.authority.clone(),
+                path,
+                route.tls.clone(),
+                route.forwarded,
+            );
+            r
+        }
+    };
+    ctx.host = host.policy_name();
+    ctx.port = port;
+
+    // 2-5. resolve, guard, locate, decide per address
+    let ips = match &host {
+        Host::Ip(ip) => vec![*ip],
+        Host::Name(name) => {
+            let t = Instant::now();
+            let r = shared.resolver.resolve(name).await;
+            shared.metrics.dns_lookup.observe(t.elapsed().as_secs_f64());
+            r?
+        }
+    };
+    let path = req.uri().path().to_owned();
+    let chosen = choose(shared, snapshot, ctx, &ips, port, &path)?;
+    ctx.addr = Some(chosen.ip);
+    ctx.country = chosen.country;
+    ctx.geo_source = Some(chosen.source);
+    let decision = match chosen.outcome {
+        Outcome::Decided(d) => d,
+        // Body inspection is wired in by the inspection step; until a request can be
+        // inspected it cannot be judged, so it fails closed.
+        Outcome::NeedsInspection => Decision {
+            verdict: Verdict::Deny,
+            reason: Reason::Uninspectable,
+            rule: "uninspectable".into(),
+            message: "this request must be inspected for personal data, and it could not be".into(),
+            citation: None,
+        },
+    };
+    if decision.verdict == Verdict::Deny {
+        ctx.decision = Some(decision.clone());
+        return Err(ProxyError::Blocked(decision));
+    }
+    ctx.decision = Some(decision);
+    let addr = SocketAddr::new(chosen.ip, port);
+
+    // 6. connect and stream
+    if ctx.transport == Transport::Connect {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let stream = tokio::time::timeout(shared.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| upstream::UpstreamError::ConnectTimeout {
+                addr,
+                after: shared.connect_timeout,
+            })?
+            .map_err(|source| upstream::UpstreamError::Connect { addr, source })?;
+        let _ = stream.set_nodelay(true);
+        let idle = shared.tunnel_idle;
+        let metrics = shared.metrics.clone();
+        let id = ctx.id.clone();
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    metrics.active_tunnels.inc();
+                    let (up, down, end) =
+                        tunnel::splice(TokioIo::new(upgraded), stream, idle).await;
+                    metrics.active_tunnels.dec();
+                    tracing::debug!(sima.request_id = %id, sima.bytes_up = up, sima.bytes_down = down, sima.tunnel_end = ?end, "tunnel closed");
+                }
+                Err(e) => {
+                    tracing::debug!(sima.request_id = %id, error = %e, "tunnel upgrade failed")
+                }
+            }
+        });
+        let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+        *resp.status_mut() = StatusCode::OK;
+        return Ok(resp);
+    }
+
+    let (mut parts, body) = req.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    forward::add_via(&mut parts.headers);
+    forward::add_forwarded(&mut parts.headers, forwarded, ctx.client.ip());
+    let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+    let dial = Dial { addr, tls };
+    let resp = shared
+        .upstreams
+        .send(&dial, &authority, &path_and_query, upstream_req)
+        .await?;
+    let (mut parts, body) = resp.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    forward::add_via(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed_unsync(),
+    ))
+}
+
+/// Judges every address; returns the best one the policy allows, or why none is allowed.
+fn choose(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    ctx: &RequestCtx,
+    ips: &[IpAddr],
+    port: u16,
+    path: &str,
+) -> Result<Candidate, ProxyError> {
+    let mut forbidden = None;
+    let mut denied: Option<Candidate> = None;
+    let mut best: Option<(u8, Candidate)> = None;
+    let method = ctx.method.as_str();
+    for &ip in ips {
+        let sock = SocketAddr::new(ip, port);
+        if shared.is_own(sock) {
+            return Err(ProxyError::ProxyLoop { addr: sock });
+        }
+        let geo = &snapshot.geo;
+        if let Some(class) = guard::classify(ip) {
+            if geo.override_for(ip).is_none() {
+                forbidden.get_or_insert((ip, class));
+                continue;
+            }
+        }
+        let t = Instant::now();
+        let located = geo.locate(ip);
+        let (country, source, result) = match located {
+            Ok(l) => (
+                l.country,
+                l.source,
+                if l.country.is_some() { "hit" } else { "miss" },
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "geo lookup failed; treating the country as unknown");
+                (None, GeoSource::Database, "error")
+            }
+        };
+        shared
+            .metrics
+            .geo_lookup
+            .with_label_values(&[result])
+            .observe(t.elapsed().as_secs_f64());
+        let facts = Facts {
+            host: &ctx.host,
+            addr: ip,
+            country,
+            method,
+            path,
+            client_groups: &[],
+            data: None,
+        };
+        let outcome = policy::decide(&snapshot.policy, &facts);
+        let rank = match &outcome {
+            Outcome::Decided(d) if d.verdict == Verdict::Allow => 0,
+            Outcome::Decided(d) if d.verdict == Verdict::Report => 1,
+            Outcome::NeedsInspection => 2,
+            Outcome::Decided(_) => {
+                if denied.is_none() {
+                    denied = Some(Candidate {
+                        ip,
+                        country,
+                        source,
+                        outcome,
+                    });
+                }
+                continue;
+            }
+        };
+        let cand = Candidate {
+            ip,
+            country,
+            source,
+            outcome,
+        };
+        if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+            best = Some((rank, cand));
+        }
+    }
+    if let Some((_, c)) = best {
+        return Ok(c);
+    }
+    if let Some(c) = denied {
+        return Ok(c);
+    }
+    match forbidden {
+        Some((addr, class)) => Err(ProxyError::ForbiddenAddress {
+            host: ctx.host.clone(),
+            addr,
+            class,
+        }),
+        None => Err(ProxyError::Internal("no address to judge".into())),
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn log_error(ctx: &RequestCtx, err: &ProxyError) {
+    match err.side() {
+        respond::Side::Internal => {
+            tracing::error!(sima.request_id = %ctx.id, error = %err, "request failed")
+        }
+        respond::Side::Upstream => {
+            tracing::warn!(sima.request_id = %ctx.id, error = %err, "upstream failed")
+        }
+        respond::Side::Client => {
+            tracing::debug!(sima.request_id = %ctx.id, error = %err, "request refused")
+        }
+    }
+}
+
+/// Step 9: one canonical log line and the metrics, on every exit path.
+fn finish(
+    shared: &Shared,
+    ctx: &RequestCtx,
+    verdict: Verdict,
+    reason: Reason,
+    status: StatusCode,
+    start: Instant,
+) {
+    let elapsed = start.elapsed();
+    let country = ctx.country.as_ref().map_or("unknown", |c| c.as_str());
+    let counted_country = if ctx.addr.is_some() {
+        Some(country)
+    } else {
+        None
+    };
+    shared.metrics.request(
+        verdict,
+        reason,
+        ctx.transport,
+        elapsed.as_secs_f64(),
+        counted_country,
+    );
+    let rule = ctx.decision.as_ref().map_or("-", |d| &*d.rule);
+    let addr = ctx.addr.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        sima.request_id = %ctx.id,
+        client.address = %ctx.client.ip(),
+        http.request.method = %ctx.method,
+        sima.transport = ctx.transport.as_str(),
+        server.address = %ctx.host,
+        server.port = ctx.port,
+        network.peer.address = %addr,
+        sima.country = country,
+        sima.decision = verdict.as_str(),
+        sima.reason = reason.as_str(),
+        sima.rule_id = rule,
+        http.response.status_code = status.as_u16(),
+        sima.duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+}

@@ -1,0 +1,319 @@
+//! Request target parsing: absolute-form, authority-form (CONNECT) and origin-form ->
+//! `Target`, with host names normalised and ambiguous spellings rejected. Pure.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use http::{Method, Uri};
+
+/// A destination host: a normalised name or an IP literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// Lower-case ASCII (punycode), no trailing dot.
+    Name(String),
+    /// An IP literal.
+    Ip(IpAddr),
+}
+
+/// Host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority {
+    /// Host.
+    pub host: Host,
+    /// Port.
+    pub port: u16,
+}
+
+/// What the client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `GET http://host/path` — forward proxying.
+    Forward {
+        /// Destination.
+        authority: Authority,
+        /// Path and query to send (origin-form).
+        path_and_query: String,
+    },
+    /// `CONNECT host:port` — a tunnel.
+    Connect(Authority),
+    /// `GET /path` — only valid when a route matches.
+    Origin,
+}
+
+/// Why a target was refused; each message says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// `user:pass@host`.
+    #[error("credentials in the request target are not allowed; send them in a header instead")]
+    UserInfo,
+    /// CONNECT without a port.
+    #[error("CONNECT needs host:port, got `{0}`")]
+    MissingPort(String),
+    /// `https://` in absolute form.
+    #[error(
+        "absolute-form https:// requests are not supported; use CONNECT (HTTPS_PROXY) or a route"
+    )]
+    HttpsAbsoluteForm,
+    /// Any scheme but http.
+    #[error("scheme `{0}` is not supported; only http:// can be forward-proxied")]
+    UnsupportedScheme(String),
+    /// Not a valid host name.
+    #[error("`{0}` is not a valid host name")]
+    BadHost(String),
+    /// `2130706433`, `0x7f.1`, `127.1`, `017700000001`.
+    #[error(
+        "`{0}` is an ambiguous IPv4 spelling; write the address as four decimal numbers (a.b.c.d)"
+    )]
+    AmbiguousIpv4(String),
+    /// No host at all.
+    #[error("the request target has no host")]
+    NoHost,
+}
+
+// === impl Host ===
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl Host {
+    /// The host as policy rules see it (IPv6 without brackets).
+    pub fn policy_name(&self) -> String {
+        match self {
+            Host::Name(n) => n.clone(),
+            Host::Ip(ip) => ip.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Classifies the request target.
+pub fn parse(method: &Method, uri: &Uri) -> Result<Target, TargetError> {
+    if method == Method::CONNECT {
+        let auth = uri.authority().ok_or(TargetError::NoHost)?;
+        if auth.as_str().contains('@') {
+            return Err(TargetError::UserInfo);
+        }
+        let port = auth
+            .port_u16()
+            .ok_or_else(|| TargetError::MissingPort(auth.to_string()))?;
+        return Ok(Target::Connect(Authority {
+            host: parse_host(auth.host())?,
+            port,
+        }));
+    }
+    match uri.scheme_str() {
+        None => Ok(Target::Origin),
+        Some(s) if s.eq_ignore_ascii_case("http") => {
+            let auth = uri.authority().ok_or(TargetError::NoHost)?;
+            if auth.as_str().contains('@') {
+                return Err(TargetError::UserInfo);
+            }
+            Ok(Target::Forward {
+                authority: Authority {
+                    host: parse_host(auth.host())?,
+                    port: auth.port_u16().unwrap_or(80),
+                },
+                path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+            })
+        }
+        Some(s) if s.eq_ignore_ascii_case("https") => Err(TargetError::HttpsAbsoluteForm),
+        Some(s) => Err(TargetError::UnsupportedScheme(s.to_owned())),
+    }
+}
+
+/// Normalises a host: IP literals (IPv6 bracketed or not), names lower-cased, trailing dot
+/// removed, IDNA to punycode. Numeric spellings other than dotted-quad are refused.
+pub fn parse_host(raw: &str) -> Result<Host, TargetError> {
+    let bad = || TargetError::BadHost(raw.to_owned());
+    if raw.is_empty() {
+        return Err(TargetError::NoHost);
+    }
+    if let Some(inner) = raw.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or_else(bad)?;
+        // Zone ids (`%eth0`) name a local interface: never a valid remote destination.
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .map(|ip| Host::Ip(IpAddr::V6(ip)))
+            .map_err(|_| bad());
+    }
+    if let Ok(ip) = raw.parse::<IpAddr>() {
+        return Ok(Host::Ip(ip));
+    }
+    let trimmed = raw.strip_suffix('.').unwrap_or(raw);
+    if let Ok(ip) = trimmed.parse::<std::net::Ipv4Addr>() {
+        return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
+    // WHATWG URL: a host whose last label is numeric is an IPv4 address. Anything that is
+    // not canonical dotted-quad is one of the spellings resolvers disagree on.
+    let last = trimmed.rsplit('.').next().unwrap_or(trimmed);
+    let numeric = !last.is_empty()
+        && (last.bytes().all(|b| b.is_ascii_digit())
+            || ((last.starts_with("0x") || last.starts_with("0X"))
+                && last[2..].bytes().all(|b| b.is_ascii_hexdigit())));
+    if numeric {
+        return Err(TargetError::AmbiguousIpv4(raw.to_owned()));
+    }
+    let ascii = idna::domain_to_ascii(trimmed).map_err(|_| bad())?;
+    if ascii.is_empty()
+        || ascii.len() > 253
+        || ascii.starts_with('.')
+        || ascii.contains("..")
+        || !ascii
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        || ascii.split('.').any(|l| l.is_empty() || l.len() > 63)
+    {
+        return Err(bad());
+    }
+    Ok(Host::Name(ascii))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(method: &str, uri: &str) -> Result<Target, TargetError> {
+        parse(&method.parse().unwrap(), &uri.parse().unwrap())
+    }
+
+    #[test]
+    fn absolute_form() {
+        let got = t("GET", "http://API.Example.COM./a?b=c").unwrap();
+        assert_eq!(
+            got,
+            Target::Forward {
+                authority: Authority {
+                    host: Host::Name("api.example.com".into()),
+                    port: 80
+                },
+                path_and_query: "/a?b=c".into()
+            }
+        );
+        let got = t("GET", "http://[::1]:8080").unwrap();
+        let Target::Forward {
+            authority,
+            path_and_query,
+        } = got
+        else {
+            panic!()
+        };
+        assert_eq!(authority.host, Host::Ip("::1".parse().unwrap()));
+        assert_eq!(authority.port, 8080);
+        assert_eq!(path_and_query, "/");
+    }
+
+    #[test]
+    fn connect_form() {
+        assert_eq!(
+            t("CONNECT", "example.com:443").unwrap(),
+            Target::Connect(Authority {
+                host: Host::Name("example.com".into()),
+                port: 443
+            })
+        );
+        assert_eq!(
+            t("CONNECT", "[2001:db8::1]:443").unwrap(),
+            Target::Connect(Authority {
+                host: Host::Ip("2001:db8::1".parse().unwrap()),
+                port: 443
+            })
+        );
+    }
+
+    #[test]
+    fn origin_form_needs_a_route() {
+        assert_eq!(t("GET", "/partner/x").unwrap(), Target::Origin);
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(
+            t("GET", "http://user:pw@example.com/").unwrap_err(),
+            TargetError::UserInfo
+        );
+        assert_eq!(
+            t("CONNECT", "user@example.com:443").unwrap_err(),
+            TargetError::UserInfo
+        );
+        assert_eq!(
+            t("GET", "https://example.com/").unwrap_err(),
+            TargetError::HttpsAbsoluteForm
+        );
+        assert!(matches!(
+            t("GET", "ftp://example.com/").unwrap_err(),
+            TargetError::UnsupportedScheme(_)
+        ));
+    }
+
+    #[test]
+    fn odd_ipv4_spellings_are_refused() {
+        for host in [
+            "2130706433",
+            "0x7f.1",
+            "017700000001",
+            "127.1",
+            "0x7f000001",
+            "127.0.0.01",
+            "1.2.3.0x4",
+            "0177.0.0.1",
+        ] {
+            assert!(
+                matches!(parse_host(host), Err(TargetError::AmbiguousIpv4(_))),
+                "{host} -> {:?}",
+                parse_host(host)
+            );
+        }
+        assert_eq!(
+            parse_host("127.0.0.1").unwrap(),
+            Host::Ip("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_host("127.0.0.1.").unwrap(),
+            Host::Ip("127.0.0.1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn idna_and_case() {
+        assert_eq!(
+            parse_host("Bücher.Example").unwrap(),
+            Host::Name("xn--bcher-kva.example".into())
+        );
+        assert_eq!(
+            parse_host("EXAMPLE.com.").unwrap(),
+            Host::Name("example.com".into())
+        );
+        assert!(parse_host("exa mple.com").is_err());
+        assert!(parse_host("a..b").is_err());
+        assert!(parse_host("[fe80::1%25eth0]").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let _ = parse_host(&s);
+        }
+
+        // Whatever the spelling, a host that parses as a name never parses back as an IP.
+        #[test]
+        fn names_are_never_numeric(s in "[0-9a-fA-Fx.]{1,20}") {
+            if let Ok(Host::Name(n)) = parse_host(&s) {
+                let last = n.rsplit('.').next().unwrap_or("");
+                prop_assert!(!last.bytes().all(|b| b.is_ascii_digit()));
+            }
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Upstream connections: dials only a checked `SocketAddr` (never a name), originates TLS
+//! with rustls, negotiates h2 or http/1.1 by ALPN, and pools idle connections per
+//! (address, TLS name).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{header, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::Body;
+
+/// TLS to originate on a connection.
+#[derive(Clone)]
+pub struct TlsDial {
+    /// rustls config (roots, ALPN).
+    pub config: Arc<ClientConfig>,
+    /// Name sent as SNI and verified against the certificate.
+    pub server_name: ServerName<'static>,
+    /// Distinguishes configs in the pool key (routes with different CA bundles).
+    pub config_id: usize,
+}
+
+/// Where to connect: a checked address, with or without TLS.
+#[derive(Clone)]
+pub struct Dial {
+    /// The address the policy approved.
+    pub addr: SocketAddr,
+    /// TLS, for https upstreams.
+    pub tls: Option<TlsDial>,
+}
+
+/// Failures talking to an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP connect failed.
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// Address.
+        addr: SocketAddr,
+        /// IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP or TLS connect took too long.
+    #[error("connect to {addr} timed out after {after:?}")]
+    ConnectTimeout {
+        /// Address.
+        addr: SocketAddr,
+        /// Timeout.
+        after: Duration,
+    },
+    /// TLS handshake or certificate verification failed.
+    #[error("TLS with {name} at {addr} failed: {detail}")]
+    Tls {
+        /// Address.
+        addr: SocketAddr,
+        /// Server name.
+        name: String,
+        /// rustls' message (e.g. invalid peer certificate: UnknownIssuer).
+        detail: String,
+    },
+    /// The upstream did not send a response head in time.
+    #[error("upstream {addr} sent no response within {after:?}")]
+    ResponseTimeout {
+        /// Address.
+        addr: SocketAddr,
+        /// Timeout.
+        after: Duration,
+    },
+    /// HTTP-level failure (reset, malformed response, aborted request).
+    #[error("upstream {addr}: {source}")]
+    Http {
+        /// Address.
+        addr: SocketAddr,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    addr: SocketAddr,
+    tls: Option<(String, usize)>,
+}
+
+enum Sender {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head.
+    pub response_timeout: Duration,
+    /// Idle pooled connection lifetime.
+    pub pool_idle: Duration,
+    /// Idle connections kept per key.
+    pub max_idle_per_key: usize,
+}
+
+/// The pool of upstream connections.
+pub struct Upstreams {
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    settings: UpstreamSettings,
+}
+
+// === impl Upstreams ===
+
+impl Upstreams {
+    /// An empty pool.
+    pub fn new(settings: UpstreamSettings) -> Upstreams {
+        Upstreams {
+            idle: Mutex::new(HashMap::new()),
+            settings,
+        }
+    }
+
+    /// Sends `req` to `dial.addr`. `authority` is the Host (h1) / `:authority` (h2) value;
+    /// `path_and_query` the origin-form target.
+    pub async fn send(
+        &self,
+        dial: &Dial,
+        authority: &str,
+        path_and_query: &str,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let key = Key {
+            addr: dial.addr,
+            tls: dial
+                .tls
+                .as_ref()
+                .map(|t| (t.server_name.to_str().into_owned(), t.config_id)),
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (sender, reused) = match self.checkout(&key) {
+                Some(s) => (s, true),
+                None => (self.connect(dial).await?, false),
+            };
+            let result = match sender {
+                Sender::H1(mut s) => {
+                    set_target(
+                        &mut req,
+                        false,
+                        dial.tls.is_some(),
+                        authority,
+                        path_and_query,
+                    );
+                    let fut = s.try_send_request(req);
+                    let r = self.timed(dial.addr, fut).await;
+                    if r.as_ref().is_ok_and(|r| r.is_ok()) {
+                        self.checkin(&key, Sender::H1(s));
+                    }
+                    r?
+                }
+                Sender::H2(mut s) => {
+                    set_target(
+                        &mut req,
+                        true,
+                        dial.tls.is_some(),
+                        authority,
+                        path_and_query,
+                    );
+                    let fut = s.try_send_request(req);
+                    self.checkin(&key, Sender::H2(s));
+                    self.timed(dial.addr, fut).await?
+                }
+            };
+            match result {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    // A pooled connection closed under us before the request went out:
+                    // the request is intact, so one retry on a fresh connection is safe.
+                    Some(back) if reused && attempt == 1 => req = back,
+                    _ => {
+                        return Err(UpstreamError::Http {
+                            addr: dial.addr,
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+    }
+
+    async fn timed<F, T>(&self, addr: SocketAddr, fut: F) -> Result<T, UpstreamError>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        tokio::time::timeout(self.settings.response_timeout, fut)
+            .await
+            .map_err(|_| UpstreamError::ResponseTimeout {
+                addr,
+                after: self.settings.response_timeout,
+            })
+    }
+
+    fn checkout(&self, key: &Key) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        let list = idle.get_mut(key)?;
+        let now = Instant::now();
+        list.retain(|i| {
+            now.duration_since(i.since) < self.settings.pool_idle
+                && match &i.sender {
+                    Sender::H1(s) => !s.is_closed(),
+                    Sender::H2(s) => !s.is_closed(),
+                }
+        });
+        // h2 connections multiplex: hand out a clone and keep the original pooled.
+        if let Some(pos) = list
+            .iter()
+            .position(|i| matches!(&i.sender, Sender::H2(s) if s.is_ready()))
+        {
+            if let Sender::H2(s) = &list[pos].sender {
+                return Some(Sender::H2(s.clone()));
+            }
+        }
+        // h1: a connection still streaming its previous response is not ready; leave it.
+        let pos = list
+            .iter()
+            .rposition(|i| matches!(&i.sender, Sender::H1(s) if s.is_ready()))?;
+        Some(list.swap_remove(pos).sender)
+    }
+
+    fn checkin(&self, key: &Key, sender: Sender) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        let list = idle.entry(key.clone()).or_default();
+        if let Sender::H2(_) = sender {
+            if list
+                .iter()
+                .any(|i| matches!(&i.sender, Sender::H2(s) if !s.is_closed()))
+            {
+                return;
+            }
+        }
+        if list.len() < self.settings.max_idle_per_key {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self, dial: &Dial) -> Result<Sender, UpstreamError> {
+        let t = self.settings.connect_timeout;
+        let timeout = || UpstreamError::ConnectTimeout {
+            addr: dial.addr,
+            after: t,
+        };
+        let tcp = tokio::time::timeout(t, TcpStream::connect(dial.addr))
+            .await
+            .map_err(|_| timeout())?
+            .map_err(|source| UpstreamError::Connect {
+                addr: dial.addr,
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let http_err = |source| UpstreamError::Http {
+            addr: dial.addr,
+            source,
+        };
+        match &dial.tls {
+            None => {
+                let (sender, conn) = http1::Builder::new()
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(http_err)?;
+                tokio::spawn(conn);
+                Ok(Sender::H1(sender))
+            }
+            Some(tls) => {
+                let connector = TlsConnector::from(tls.config.clone());
+                let stream =
+                    tokio::time::timeout(t, connector.connect(tls.server_name.clone(), tcp))
+                        .await
+                        .map_err(|_| timeout())?
+                        .map_err(|e| UpstreamError::Tls {
+                            addr: dial.addr,
+                            name: tls.server_name.to_str().into_owned(),
+                            detail: e.to_string(),
+                        })?;
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                if h2 {
+                    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(http_err)?;
+                    tokio::spawn(conn);
+                    Ok(Sender::H2(sender))
+                } else {
+                    let (sender, conn) = http1::Builder::new()
+                        .handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(http_err)?;
+                    tokio::spawn(conn);
+                    Ok(Sender::H1(sender))
+                }
+            }
+        }
+    }
+}
+
+/// h1 wants origin-form plus `Host`; h2 wants the absolute URI (`:authority`) and no `Host`.
+fn set_target(req: &mut Request<Body>, h2: bool, tls: bool, authority: &str, path_and_query: &str) {
+    if h2 {
+        let scheme = if tls { "https" } else { "http" };
+        if let Ok(uri) = format!("{scheme}://{authority}{path_and_query}").parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        req.headers_mut().remove(header::HOST);
+        *req.version_mut() = http::Version::HTTP_2;
+    } else {
+        if let Ok(uri) = path_and_query.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
+        if let Ok(v) = http::HeaderValue::from_str(authority) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        *req.version_mut() = http::Version::HTTP_11;
+    }
+}

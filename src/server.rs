@@ -1,0 +1,120 @@
+//! Listeners: the proxy accept loop (connection limit, hyper HTTP/1.1 + h2c, upgrades for
+//! CONNECT, graceful drain) and the admin accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::proxy::{self, Shared};
+
+/// What the HTTP server needs from config.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Request head timeout.
+    pub header_read: Duration,
+    /// Request head size.
+    pub max_header_bytes: usize,
+    /// Header count.
+    pub max_headers: usize,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Drain time on shutdown.
+    pub drain: Duration,
+}
+
+impl HttpSettings {
+    /// From the validated config.
+    pub fn from_config(c: &Config) -> HttpSettings {
+        HttpSettings {
+            header_read: c.timeouts.header_read,
+            max_header_bytes: c.limits.max_header_bytes,
+            max_headers: c.limits.max_headers,
+            max_connections: c.limits.max_connections,
+            drain: c.timeouts.drain,
+        }
+    }
+}
+
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nsima-reason: overloaded\r\nconnection: close\r\ncontent-length: 69\r\n\r\n{\"error\":\"overloaded\",\"message\":\"too many connections; retry later\"}\n";
+
+/// Accepts proxy connections until `stop` turns true, then drains for `drain`.
+pub async fn serve_proxy(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    http: HttpSettings,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(http.header_read)
+        .max_buf_size(http.max_header_bytes)
+        .max_headers(http.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX));
+    let limit = Arc::new(Semaphore::new(http.max_connections));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared.metrics.connections_rejected.inc();
+            tokio::spawn(reject(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared2 = shared.clone();
+        let svc = service_fn(move |req| proxy::handle(shared2.clone(), peer, req));
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn.into_owned());
+        let metrics = shared.metrics.clone();
+        tokio::spawn(async move {
+            metrics.active_connections.inc();
+            if let Err(e) = conn.await {
+                tracing::debug!(client.address = %peer, error = %e, "client connection closed with error");
+            }
+            metrics.active_connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(http.drain) => tracing::warn!(drain = ?http.drain, "drain timeout reached; cutting remaining connections"),
+    }
+}
+
+async fn reject(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(OVERLOADED)).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Binds a listener with a clear error.
+pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
+    })
+}

@@ -1,0 +1,26 @@
+//! Logging: a tracing subscriber writing text or JSON lines to stderr. The canonical
+//! per-request line is emitted by `proxy::finish` under target `sima::request`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Default filter when `RUST_LOG` is unset: one line per request, warnings and errors.
+pub const DEFAULT_FILTER: &str = "info";
+
+/// Installs the global subscriber. Safe to call more than once (later calls do nothing).
+pub fn init(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}

@@ -180,6 +180,10 @@ cpu_ticks() { # utime+stime (+ reaped children) of a process tree, in clock tick
   echo "$total"
 }
 
+core_busy() { # busy ticks (user+nice+system+irq+softirq+steal) of one core, or of all with "cpu"
+  awk -v c="$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
 # ---- configuration files -----------------------------------------------------
 mkdir -p "$TMP/www" "$TMP/upstream" "$TMP/nginx" "$TMP/squid" "$TMP/sima"
 head -c 1024 /dev/zero | tr '\0' 'a' >"$TMP/www/1k.bin"
@@ -365,20 +369,33 @@ measure() { # target scenario proxy_pid(or "")
   if ! sanity "$t" "$s"; then FAILED+=("$t/$s"); return 0; fi
   if ((WARM_S > 0)); then run_wrk "$t" "$s" "$WARMUP" "$TMP/wrk-warmup.log" || true; fi
   [[ -n "$pid" ]] && before="$(cpu_ticks "$pid")"
+  local core_before core_after; core_before="$(core_busy "cpu$PROXY_CPU")"
   if ! run_wrk "$t" "$s" "$DURATION" "$log"; then
     echo "run.sh: wrk failed for $t/$s:" >&2; tail -n 5 "$log" >&2; FAILED+=("$t/$s"); return 0
   fi
   [[ -n "$pid" ]] && after="$(cpu_ticks "$pid")"
+  core_after="$(core_busy "cpu$PROXY_CPU")"
   line="$(grep '^RESULT ' "$log" | tail -n 1)" || { echo "run.sh: no wrk result for $t/$s" >&2; FAILED+=("$t/$s"); return 0; }
   local requests duration_us bytes p50_us p99_us max_us err_connect err_read err_write err_status err_timeout
   eval "$(echo "${line#RESULT }" | tr ' ' '\n' | grep -E '^[a-z0-9_]+=[0-9]+$')"
   local errors=$((err_connect + err_read + err_write + err_status + err_timeout))
-  ROWS+=("$s $t $requests $duration_us $p50_us $p99_us $errors $([[ -n "$pid" ]] && echo $((after - before)) || echo -)")
+  # other = time the proxy's core was busy with anything but the proxy (softirq, other programs)
+  local other=$(( (core_after - core_before) - (after - before) ))
+  ROWS+=("$s $t $requests $duration_us $p50_us $p99_us $errors $([[ -n "$pid" ]] && echo $((after - before)) || echo -) $other")
   printf '   %-12s %-10s %9d req  %10.0f req/s  p99 %7.2f ms  errors %d\n' "$t" "$s" "$requests" \
     "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN{print r/(d/1e6)}')" "$(awk -v p="$p99_us" 'BEGIN{print p/1000}')" "$errors"
   if ((errors > 0)); then echo "   warning: $errors errors (non-2xx/3xx, socket errors or timeouts) in $t/$s" >&2; fi
+  if ((other * 100000000 > 15 * CLK_TCK * duration_us)); then
+    echo "   warning: core $PROXY_CPU was $(awk -v o="$other" -v d="$duration_us" -v k="$CLK_TCK" 'BEGIN{printf "%.0f", 100*o/k/(d/1e6)}')% busy with other work during $t/$s: noisy" >&2
+  fi
 }
 
+# Pre-flight: is something else using the CPUs?
+b0="$(core_busy cpu)"; sleep 1; b1="$(core_busy cpu)"
+BG_PCT=$(( (b1 - b0) * 100 / CLK_TCK / CORES ))
+if ((BG_PCT > 10)); then
+  echo "run.sh: warning: the machine is already ${BG_PCT}% busy (other programs); results will be noisy" >&2
+fi
 echo "== Sima load comparison: ${DURATION} x ${CONNECTIONS} connections x ${THREADS} wrk threads;" \
      "proxy on core $PROXY_CPU, wrk+upstream on core $LOAD_CPU ($CORES cores); temp dir $TMP"
 start_server upstream "$LOAD_CPU" "$UPSTREAM_PORT" "$TMP/upstream/stdout.log" \
@@ -418,7 +435,7 @@ V_SIMA="none"; if want sima-forward || want sima-route; then V_SIMA="$(ver timeo
 mkdir -p "$(dirname "$OUT")"
 printf '%s\n' "${ROWS[@]}" | awk -v tck="$CLK_TCK" -v out="$OUT.tmp" \
   -v dur="$DURATION" -v conns="$CONNECTIONS" -v thr="$THREADS" -v pcpu="$PROXY_CPU" -v lcpu="$LOAD_CPU" \
-  -v cores="$CORES" -v vn="$V_NGINX" -v vs="$V_SQUID" -v vw="$V_WRK" -v vsi="$V_SIMA" \
+  -v cores="$CORES" -v bg="$BG_PCT" -v vn="$V_NGINX" -v vs="$V_SQUID" -v vw="$V_WRK" -v vsi="$V_SIMA" \
   -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -v kern="$(uname -r)" -v failed="${FAILED[*]-}" '
 function num(x) { return x == "" ? "null" : x }
 function f(x, fmt) { return x == "" ? "n/a" : sprintf(fmt, x) }
@@ -431,15 +448,16 @@ function f(x, fmt) { return x == "" ? "n/a" : sprintf(fmt, x) }
     PER10K[n] = $3 > 0 ? CPU[n] / $3 * 10000 : ""
     EFF[n] = CPU[n] > 0 ? $3 / CPU[n] : ""
   }
+  OTHER[n] = 100 * ($9 / tck) / secs
   E[key] = EFF[n]; seen[s] = 1
 }
 END {
   label["get"] = "GET 1KiB"; label["post"] = "POST 64KiB"
-  hdr = sprintf("%-10s  %-12s  %10s  %8s  %8s  %6s  %9s  %9s  %10s  %9s", "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU", "CPU %", "CPU-s/10k", "req/CPU-s")
+  hdr = sprintf("%-10s  %-12s  %8s  %7s  %7s  %6s  %9s  %6s  %9s  %9s  %6s", "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU", "CPU %", "CPU-s/10k", "req/CPU-s", "other%")
   print ""; print hdr; gsub(/./, "-", hdr); print hdr
   for (i = 1; i <= n; i++)
-    printf "%-10s  %-12s  %10.0f  %8.2f  %8.2f  %6d  %9s  %9s  %10s  %9s\n", label[S[i]], T[i], RPS[i], P50[i], P99[i], ERR[i],
-      f(CPU[i], "%.2fs"), f(UTIL[i], "%.0f%%"), f(PER10K[i], "%.3f"), f(EFF[i], "%.0f")
+    printf "%-10s  %-12s  %8.0f  %7.2f  %7.2f  %6d  %9s  %6s  %9s  %9s  %5.0f%%\n", label[S[i]], T[i], RPS[i], P50[i], P99[i], ERR[i],
+      f(CPU[i], "%.2fs"), f(UTIL[i], "%.0f%%"), f(PER10K[i], "%.3f"), f(EFF[i], "%.0f"), OTHER[i]
   print ""
   nr = 0
   split("get post", order, " ")
@@ -457,11 +475,11 @@ END {
   if (nr == 0) print "(no Sima-vs-nginx/squid ratio: select Sima and nginx and/or squid)"
   if (failed != "") print "FAILED: " failed
   printf "{\n  \"generated_at\": \"%s\",\n", when > out
-  printf "  \"params\": {\"duration\": \"%s\", \"connections\": %d, \"wrk_threads\": %d, \"proxy_cpu\": %d, \"load_cpu\": %d, \"cores\": %d, \"clk_tck\": %d, \"kernel\": \"%s\"},\n", dur, conns, thr, pcpu, lcpu, cores, tck, kern > out
+  printf "  \"params\": {\"duration\": \"%s\", \"connections\": %d, \"wrk_threads\": %d, \"proxy_cpu\": %d, \"load_cpu\": %d, \"cores\": %d, \"clk_tck\": %d, \"kernel\": \"%s\", \"busy_pct_before\": %d},\n", dur, conns, thr, pcpu, lcpu, cores, tck, kern, bg > out
   printf "  \"versions\": {\"nginx\": \"%s\", \"squid\": \"%s\", \"wrk\": \"%s\", \"sima\": \"%s\"},\n", vn, vs, vw, vsi > out
   printf "  \"results\": [\n" > out
   for (i = 1; i <= n; i++)
-    printf "    {\"scenario\": \"%s\", \"target\": \"%s\", \"requests\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"errors\": %d, \"proxy_cpu_s\": %s, \"proxy_cpu_pct\": %s, \"cpu_s_per_10k\": %s, \"req_per_cpu_s\": %s}%s\n", S[i], T[i], REQ[i], RPS[i], P50[i], P99[i], ERR[i], num(CPU[i]), UTIL[i] == "" ? "null" : sprintf("%.1f", UTIL[i]), PER10K[i] == "" ? "null" : sprintf("%.4f", PER10K[i]), EFF[i] == "" ? "null" : sprintf("%.1f", EFF[i]), i < n ? "," : "" > out
+    printf "    {\"scenario\": \"%s\", \"target\": \"%s\", \"requests\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"errors\": %d, \"proxy_cpu_s\": %s, \"proxy_cpu_pct\": %s, \"cpu_s_per_10k\": %s, \"req_per_cpu_s\": %s, \"proxy_core_other_pct\": %.1f}%s\n", S[i], T[i], REQ[i], RPS[i], P50[i], P99[i], ERR[i], num(CPU[i]), UTIL[i] == "" ? "null" : sprintf("%.1f", UTIL[i]), PER10K[i] == "" ? "null" : sprintf("%.4f", PER10K[i]), EFF[i] == "" ? "null" : sprintf("%.1f", EFF[i]), OTHER[i], i < n ? "," : "" > out
   printf "  ],\n  \"sima_ratios\": [\n" > out
   for (i = 1; i <= nr; i++)
     printf "    {\"scenario\": \"%s\", \"sima_target\": \"%s\", \"vs\": \"%s\", \"req_per_cpu_s_ratio\": %.3f}%s\n", RSC[i], RT[i], RO[i], RV[i], i < nr ? "," : "" > out

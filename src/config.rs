@@ -304,10 +304,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         // The embedded defaults are valid by construction; the unit test below proves it.
-        match Config::from_yaml("{}", "<defaults>", Path::new(".")) {
-            Ok(c) => c,
-            Err(_) => unreachable_defaults(),
-        }
+        Config::from_yaml("{}", "<defaults>", Path::new("."))
+            .unwrap_or_else(|_| unreachable_defaults())
     }
 }
 
@@ -388,7 +386,7 @@ impl RawConfig {
         out.listen = socket_addr("listen", listen, problems).unwrap_or(out.listen);
         let admin = self.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
         out.admin_listen = socket_addr("admin_listen", admin, problems).unwrap_or(out.admin_listen);
-        if out.listen == out.admin_listen {
+        if out.listen == out.admin_listen && out.listen.port() != 0 {
             problems.push(format!(
                 "listen and admin_listen are both {}: the admin listener never shares a port with proxied traffic",
                 out.listen

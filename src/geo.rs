@@ -192,23 +192,38 @@ impl GeoDb {
     }
 
     fn from_bytes(bytes: Bytes, origin: String) -> Result<GeoDb, GeoError> {
-        let reader = maxminddb::Reader::from_source(bytes).map_err(|e| GeoError::Corrupt {
+        let corrupt = |detail: String| GeoError::Corrupt {
             origin: origin.clone(),
-            detail: e.to_string(),
-        })?;
+            detail,
+        };
+        // The file is untrusted input: a sample lookup walks the tree and decodes a record
+        // so most corruption fails the load (or reload), not requests. (`Reader::verify`
+        // also rejects valid files with an empty description map, as the embedded one has.)
+        // The reader is kept from taking the process down on inputs it did not expect.
+        let opened = std::panic::catch_unwind(move || {
+            let reader = maxminddb::Reader::from_source(bytes)?;
+            let mut probes = vec![IpAddr::from([1, 1, 1, 1])];
+            if reader.metadata().ip_version == 6 {
+                probes.push(IpAddr::from([0x2400, 0, 0, 0, 0, 0, 0, 1]));
+            }
+            for probe in probes {
+                reader
+                    .lookup(probe)
+                    .and_then(|r| r.decode::<Record<'_>>())?;
+            }
+            Ok::<_, maxminddb::MaxMindDbError>(reader)
+        });
+        let reader = match opened {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(corrupt(e.to_string())),
+            Err(_) => return Err(corrupt("the reader failed on malformed data".into())),
+        };
         let info = GeoInfo {
-            database_type: reader.metadata.database_type.clone(),
-            build_epoch: reader.metadata.build_epoch,
+            database_type: reader.metadata().database_type.clone(),
+            build_epoch: reader.metadata().build_epoch,
             origin,
         };
-        let db = GeoDb { reader, info };
-        // Catch a file whose metadata parses but whose tree is garbage now, not per request.
-        db.lookup(IpAddr::from([1, 1, 1, 1]))
-            .map_err(|e| GeoError::Corrupt {
-                origin: db.info.origin.clone(),
-                detail: e.to_string(),
-            })?;
-        Ok(db)
+        Ok(GeoDb { reader, info })
     }
 
     /// Facts about this database.
@@ -219,10 +234,11 @@ impl GeoDb {
     /// The country the database records for `ip`: `country`, then `registered_country`,
     /// then `country_code`.
     pub fn lookup(&self, ip: IpAddr) -> Result<Option<Country>, GeoError> {
-        let rec: Option<Record<'_>> = self
-            .reader
-            .lookup(ip)
-            .map_err(|e| GeoError::Lookup(e.to_string()))?;
+        let reader = std::panic::AssertUnwindSafe(&self.reader);
+        let rec: Option<Record<'_>> =
+            std::panic::catch_unwind(|| reader.lookup(ip).and_then(|r| r.decode()))
+                .map_err(|_| GeoError::Lookup("the reader failed on malformed data".into()))?
+                .map_err(|e| GeoError::Lookup(e.to_string()))?;
         let Some(rec) = rec else { return Ok(None) };
         let code = rec
             .country

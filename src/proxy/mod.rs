@@ -231,7 +231,7 @@ async fn serve(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
     // 1. target
-    let target = target::parse(req.method(), req.uri())?;
+    let target = target::parse(req.method(), req.uri(), req.version())?;
     let (host, port, authority, path_and_query, tls, forwarded) = match target {
         Target::Connect(a) => {
             ctx.transport = Transport::Connect;
@@ -264,10 +264,12 @@ async fn serve(
         }
         Target::Origin => {
             ctx.transport = Transport::Reverse;
+            // h2 carries the host in `:authority`; h1 in `Host`.
             let host_header = req
                 .headers()
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri().authority().map(|a| a.as_str()))
                 .map(strip_port)
                 .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
             let (route, path) = shared
@@ -277,15 +279,14 @@ async fn serve(
                     path: req.uri().path().to_owned(),
                 })?;
             ctx.route = Some(route.name.clone());
-            let r = (
+            (
                 route.upstream.clone(),
                 route.port,
                 route.authority.clone(),
                 path,
                 route.tls.clone(),
                 route.forwarded,
-            );
-            r
+            )
         }
     };
     ctx.host = host.policy_name();

@@ -98,8 +98,10 @@ impl fmt::Display for Authority {
     }
 }
 
-/// Classifies the request target.
-pub fn parse(method: &Method, uri: &Uri) -> Result<Target, TargetError> {
+/// Classifies the request target. HTTP/2 requests always carry a scheme and authority
+/// (RFC 9113 §8.3.1), and h2 clients reach a forward proxy through CONNECT, so a non-CONNECT
+/// h2 request is treated as origin-form: it is for a route.
+pub fn parse(method: &Method, uri: &Uri, version: http::Version) -> Result<Target, TargetError> {
     if method == Method::CONNECT {
         let auth = uri.authority().ok_or(TargetError::NoHost)?;
         if auth.as_str().contains('@') {
@@ -112,6 +114,9 @@ pub fn parse(method: &Method, uri: &Uri) -> Result<Target, TargetError> {
             host: parse_host(auth.host())?,
             port,
         }));
+    }
+    if version == http::Version::HTTP_2 {
+        return Ok(Target::Origin);
     }
     match uri.scheme_str() {
         None => Ok(Target::Origin),
@@ -186,7 +191,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn t(method: &str, uri: &str) -> Result<Target, TargetError> {
-        parse(&method.parse().unwrap(), &uri.parse().unwrap())
+        parse(
+            &method.parse().unwrap(),
+            &uri.parse().unwrap(),
+            http::Version::HTTP_11,
+        )
     }
 
     #[test]
@@ -236,6 +245,12 @@ mod tests {
     #[test]
     fn origin_form_needs_a_route() {
         assert_eq!(t("GET", "/partner/x").unwrap(), Target::Origin);
+        let h2 = parse(
+            &Method::GET,
+            &"http://sima:3128/partner/x".parse().unwrap(),
+            http::Version::HTTP_2,
+        );
+        assert_eq!(h2.unwrap(), Target::Origin);
     }
 
     #[test]

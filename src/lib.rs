@@ -29,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod geo;
 pub mod guard;
+pub mod inspect;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

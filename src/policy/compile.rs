@@ -120,6 +120,8 @@ pub fn compile(sources: &[PolicySource], classes: &[&str]) -> Result<Policy, Pol
         home: vec![Country::IN],
         mode: Mode::Enforce,
         unknown_country: Action::Block,
+        tunnels: Action::Allow,
+        uninspectable: Action::Block,
         rules: Vec::new(),
         default: Action::Allow,
         classes: classes.iter().map(|c| (*c).to_owned()).collect(),
@@ -176,6 +178,8 @@ pub fn compile(sources: &[PolicySource], classes: &[&str]) -> Result<Policy, Pol
             policy.home = home;
             policy.mode = mode(raw.mode);
             policy.unknown_country = raw.unknown_country.map(action).unwrap_or(Action::Block);
+            policy.tunnels = raw.tunnels.map(action).unwrap_or(Action::Allow);
+            policy.uninspectable = raw.uninspectable.map(action).unwrap_or(Action::Block);
             policy.default = raw.default.map(action).unwrap_or(Action::Allow);
         }
         let file_mode = mode(raw.mode).max_with(policy.mode);

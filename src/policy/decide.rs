@@ -2,11 +2,12 @@
 //! blocked. Pure: no tokio, hyper or sockets; unit-tested without any.
 
 use super::compile::{CountrySet, DataCond, HostPattern, Rule};
-use super::{Action, DataSeen, Decision, Facts, Mode, Outcome, Policy, Reason, Verdict};
+use super::{Action, DataSeen, DataView, Decision, Facts, Mode, Outcome, Policy, Reason, Verdict};
 use crate::geo::Country;
 
-/// Decides one request. With `facts.data == None`, returns `NeedsInspection` as soon as a
-/// rule about personal data could be the first match.
+/// Decides one request. With `DataView::NotInspected`, returns `NeedsInspection` as soon as
+/// a rule about personal data could be the first match. A rule about data that meets
+/// content Sima cannot see applies the policy's `tunnels` or `uninspectable` action.
 pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
     if facts.country.is_none() && policy.unknown_country != Action::Allow {
         return Outcome::Decided(builtin(
@@ -22,10 +23,18 @@ pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
             continue;
         }
         if let Some(cond) = &rule.data {
-            match facts.data {
-                None => return Outcome::NeedsInspection,
-                Some(seen) if !data_matches(cond, seen) => continue,
-                Some(_) => {}
+            let unseen = match facts.data {
+                DataView::NotInspected => return Outcome::NeedsInspection,
+                DataView::Seen(seen) if !data_matches(cond, seen) => continue,
+                DataView::Seen(_) => None,
+                DataView::Tunnel => Some((policy.tunnels, "tunnel", "this tunnel's content cannot be inspected, and a rule about personal data applies to this destination")),
+                DataView::Uninspectable => Some((policy.uninspectable, "uninspectable", "the request body could not be inspected for personal data, and a rule about personal data applies to this destination")),
+            };
+            if let Some((action, id, msg)) = unseen {
+                if action == Action::Allow {
+                    continue;
+                }
+                return Outcome::Decided(builtin(policy, action, Reason::Uninspectable, id, msg));
             }
         }
         return Outcome::Decided(Decision {
@@ -166,6 +175,7 @@ mod tests {
     }
 
     fn facts<'a>(host: &'a str, country: Option<&str>, data: Option<&'a [DataSeen]>) -> Facts<'a> {
+        let data = data.map_or(DataView::NotInspected, DataView::Seen);
         Facts {
             host,
             addr: IpAddr::from([192, 0, 2, 1]),
@@ -327,6 +337,29 @@ default: allow
         assert_eq!(d.verdict, Verdict::Report);
         let d = decided(decide(&p, &facts("x", None, None)));
         assert_eq!(d.verdict, Verdict::Report);
+    }
+
+    #[test]
+    fn unseen_content_uses_the_policy_fallbacks() {
+        let p = policy(STRICT);
+        let mut f = facts("x.example", Some("US"), None);
+        f.data = DataView::Tunnel;
+        // tunnels: allow (default) -> data rules are skipped, destination rules apply.
+        assert_eq!(decided(decide(&p, &f)).verdict, Verdict::Allow);
+        f.data = DataView::Uninspectable;
+        let d = decided(decide(&p, &f));
+        assert_eq!(
+            (d.verdict, d.reason, &*d.rule),
+            (Verdict::Deny, Reason::Uninspectable, "uninspectable")
+        );
+        // Where no rule about data applies, an uninspectable body is no problem.
+        let mut f = facts("vault.example.in", Some("IN"), None);
+        f.data = DataView::Uninspectable;
+        assert_eq!(decided(decide(&p, &f)).verdict, Verdict::Allow);
+        let p = policy(&STRICT.replace("home: [IN]", "home: [IN]\ntunnels: block"));
+        let mut f = facts("x.example", Some("US"), None);
+        f.data = DataView::Tunnel;
+        assert_eq!(decided(decide(&p, &f)).reason, Reason::Uninspectable);
     }
 
     #[test]

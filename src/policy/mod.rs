@@ -126,6 +126,19 @@ pub struct DataSeen {
     pub confidence: Confidence,
 }
 
+/// What is known about the personal data a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataView<'a> {
+    /// Not inspected yet: a rule about data makes `decide` ask for inspection.
+    NotInspected,
+    /// A CONNECT tunnel without interception: the content cannot be seen.
+    Tunnel,
+    /// Inspection failed (too large, corrupt, too deeply encoded).
+    Uninspectable,
+    /// Inspected; these classes were found.
+    Seen(&'a [DataSeen]),
+}
+
 /// Everything `decide` may look at. Borrowed: building one allocates nothing.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
@@ -141,8 +154,8 @@ pub struct Facts<'a> {
     pub path: &'a str,
     /// Client groups the client belongs to.
     pub client_groups: &'a [Arc<str>],
-    /// Data classes seen; `None` before the request was inspected.
-    pub data: Option<&'a [DataSeen]>,
+    /// What is known about personal data in the request.
+    pub data: DataView<'a>,
 }
 
 /// The answer for one request.
@@ -181,6 +194,8 @@ pub struct Policy {
     /// Whole-policy mode.
     pub mode: Mode,
     pub(crate) unknown_country: Action,
+    pub(crate) tunnels: Action,
+    pub(crate) uninspectable: Action,
     pub(crate) rules: Vec<compile::Rule>,
     pub(crate) default: Action,
     pub(crate) classes: Vec<String>,

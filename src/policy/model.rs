@@ -28,6 +28,14 @@ pub struct RawPolicy {
     /// What to do when an address's country is unknown: `block` (default), `report`, `allow`.
     #[serde(default)]
     pub unknown_country: Option<RawAction>,
+    /// Rules about data meeting a CONNECT tunnel (content unseen): `allow` (default: the
+    /// tunnel gets destination rules only), `report` or `block`.
+    #[serde(default)]
+    pub tunnels: Option<RawAction>,
+    /// Rules about data meeting a body that cannot be inspected: `block` (default),
+    /// `report` or `allow`.
+    #[serde(default)]
+    pub uninspectable: Option<RawAction>,
     /// Rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RawRule>,

@@ -21,7 +21,7 @@ use crate::config::{Config, ForwardedMode};
 use crate::geo::{Country, GeoSource, Locator};
 use crate::guard;
 use crate::metrics::{Metrics, Transport};
-use crate::policy::{self, Decision, Facts, Outcome, Policy, Reason, Verdict};
+use crate::policy::{self, DataView, Decision, Facts, Outcome, Policy, Reason, Verdict};
 use crate::resolve::Resolver;
 
 pub mod forward;
@@ -428,7 +428,11 @@ fn choose(
             method,
             path,
             client_groups: &[],
-            data: None,
+            data: if ctx.transport == Transport::Connect {
+                DataView::Tunnel
+            } else {
+                DataView::NotInspected
+            },
         };
         let outcome = policy::decide(&snapshot.policy, &facts);
         let rank = match &outcome {

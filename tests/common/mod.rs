@@ -1,7 +1,13 @@
 //! End-to-end harness: a real Sima on loopback, recording upstreams on 127.0.0.2/127.0.0.3
 //! (and [::1]), a fake DNS server, and clients. Refuses to run outside a loopback-only
 //! network namespace, so a broken guard can never send traffic off the machine.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

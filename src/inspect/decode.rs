@@ -1,0 +1,3550 @@
+//! content-encoding and percent/JSON/multipart normalisation; pure, no IO
+//!
+//! The inspector feeds raw request-body bytes to a [`Pipeline`] in chunks of any size. The
+//! pipeline undoes the `Content-Encoding` stack (gzip, deflate, br, zstd; decoded in reverse
+//! order of the header) and normalises the decoded body according to its [`BodyKind`] into
+//! the *normalised stream*, which it hands to a sink as [`Segment`]s.
+//!
+//! # The normalised stream
+//!
+//! * The stream is the concatenation of `Segment::text` of every segment given to the sink,
+//!   in call order, over all `feed` and `finish` calls of one pipeline. `Segment::offset` is
+//!   the position of `text[0]` in that stream: the first segment has offset 0 and each
+//!   segment starts exactly where the previous one ended (no gaps, no overlap). Every byte
+//!   the pipeline inserts (separators, decoded base64) is part of the stream and counted.
+//! * However the body is chunked, the stream bytes and the key of every byte are identical;
+//!   only the places where the stream is cut into segments differ (a value may arrive in
+//!   several segments, and neighbouring bytes with the same key may share one segment).
+//! * Neighbouring values (JSON keys, strings and numbers, form names and values, multipart
+//!   part headers and bodies, decoded base64) are separated by one [`SEPARATOR`] byte with
+//!   key `None`, so identifiers cannot merge across values. Empty values add nothing.
+//! * JSON: object keys are emitted as text with key `None`; string values (escapes decoded,
+//!   `\uXXXX` and surrogate pairs included, broken ones as U+FFFD) and numbers carry the
+//!   nearest object key (inside arrays, the key of the enclosing member). `true`, `false`,
+//!   `null` and punctuation are dropped. Once the bytes stop being JSON (bad structure), the
+//!   last [`JSON_LOOKBACK`] raw bytes before the fault are emitted again as raw text,
+//!   followed by the rest of the body raw, so nothing escapes the detectors.
+//! * Form: names are emitted with key `None`, values with key = decoded name.
+//! * Multipart: preamble and epilogue are raw text (key `None`); each part's header block is
+//!   raw text (key `None`); the part body has key = its `Content-Disposition` name, and is
+//!   normalised as JSON or form when the part's own `Content-Type` says so.
+//! * Base64 runs (16..=4096 characters, standard or URL-safe) found in raw text, JSON string
+//!   values, form values and multipart text parts are decoded; when the result is mostly
+//!   printable it is inserted right after the run, between separators, with the key of the
+//!   text it came from. At most [`BASE64_MAX_SEGMENTS`] such inserts and
+//!   [`BASE64_MAX_BYTES`] decoded bytes per body.
+//!
+//! Bodies are never buffered whole: every stage keeps bounded state across chunk boundaries.
+//!
+//! # Limits and errors
+//!
+//! * Every decoding stage's output is counted before it goes further; passing
+//!   `max_decoded_bytes`, or `max_ratio` times the raw bytes fed so far (once past
+//!   `ratio_grace_bytes`), stops decoding at once with [`DecodeError::TooLarge`] /
+//!   [`DecodeError::RatioExceeded`]. Output is produced in 32 KiB pieces, so a bomb never
+//!   allocates. The ratio uses the raw bytes fed *so far*, so whether a borderline body trips
+//!   it can depend on chunking; nothing else does.
+//! * Truncated or corrupt encoded input, or data after the end of a deflate/br stream, is
+//!   [`DecodeError::Corrupt`] (an empty body is accepted for any coding). After any error the
+//!   pipeline stays failed; what was produced before the error was handed to the sink.
+//! * Malformed structure is never an error (except JSON nesting beyond `max_depth`): it
+//!   degrades to raw text. A multipart body whose delimiters are not `CRLF--boundary` is all
+//!   preamble, i.e. raw text with key `None`.
+
+use std::io::Read as _;
+
+use base64::Engine as _;
+use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
+use flate2::{Crc, Decompress, FlushDecompress, Status};
+use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
+
+/// The byte inserted between neighbouring values of the normalised stream.
+pub const SEPARATOR: u8 = b'\n';
+/// How many raw bytes before the point where JSON parsing failed are emitted again as raw text.
+pub const JSON_LOOKBACK: usize = 64;
+/// Longest object key / field / part name kept as a segment key (longer names are truncated
+/// for key purposes; the full name is still emitted as text).
+pub const MAX_KEY_LEN: usize = 256;
+/// Most decoded base64 inserts per body.
+pub const BASE64_MAX_SEGMENTS: usize = 1024;
+/// Most decoded base64 bytes inserted per body.
+pub const BASE64_MAX_BYTES: usize = 1 << 20;
+
+const BASE64_MIN_RUN: usize = 16;
+const BASE64_MAX_RUN: usize = 4096;
+const OUT_CHUNK: usize = 32 * 1024;
+const FLUSH_AT: usize = 16 * 1024;
+const MAX_PART_HEADER: usize = 8 * 1024;
+const MAX_BOUNDARY: usize = 200;
+const ZSTD_MAX_BLOCK: usize = 128 * 1024;
+const ZSTD_MIN_WINDOW_CAP: u64 = 8 << 20;
+const ZSTD_MAX_WINDOW_CAP: u64 = 128 << 20;
+
+/// A decoded text segment handed to the detectors, with the field name it sits under when known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// Normalised bytes (not necessarily UTF-8).
+    pub text: &'a [u8],
+    /// Decoded name of the JSON key, form field or multipart part the text belongs to.
+    pub key: Option<&'a [u8]>,
+    /// Offset of `text[0]` in this pipeline's normalised stream (see the module docs).
+    pub offset: u64,
+}
+
+/// How the decoded body is structured, taken from its `Content-Type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    /// Any `*/json`, `*+json` or other media type whose subtype mentions `json` (NDJSON too).
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// `multipart/*` with a usable `boundary` parameter.
+    Multipart {
+        /// The boundary parameter, without the leading `--`.
+        boundary: Vec<u8>,
+    },
+    /// Anything else, including no `Content-Type` at all: scanned as raw text.
+    Text,
+}
+
+impl BodyKind {
+    /// Classifies a `Content-Type` header value; unknown or missing types are [`BodyKind::Text`].
+    pub fn from_content_type(content_type: Option<&str>) -> BodyKind {
+        let Some(ct) = content_type else {
+            return BodyKind::Text;
+        };
+        match media_class(ct.as_bytes()) {
+            MediaClass::Json => BodyKind::Json,
+            MediaClass::Form => BodyKind::Form,
+            MediaClass::Multipart => match header_param(ct.as_bytes(), b"boundary") {
+                Some(b) if !b.is_empty() && b.len() <= MAX_BOUNDARY => {
+                    BodyKind::Multipart { boundary: b }
+                }
+                _ => BodyKind::Text,
+            },
+            MediaClass::Other => BodyKind::Text,
+        }
+    }
+}
+
+/// One content coding of a `Content-Encoding` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coding {
+    /// `gzip` / `x-gzip` (multi-member streams accepted).
+    Gzip,
+    /// `deflate`: zlib-wrapped, or raw deflate as some clients send it (detected).
+    Deflate,
+    /// `br` (Brotli, standard window).
+    Br,
+    /// `zstd` (Zstandard, one or more frames).
+    Zstd,
+    /// `identity`: no transformation.
+    Identity,
+}
+
+/// Parses a `Content-Encoding` value such as `"gzip, br"` into codings in header order
+/// (the order in which they were applied). Empty list elements are skipped; names are
+/// case-insensitive. An unknown coding is `Err(Unsupported(name))`.
+pub fn parse_content_encoding(value: &str) -> Result<Vec<Coding>, DecodeError> {
+    let mut out = Vec::new();
+    for token in value.split(',') {
+        let t = token.trim_matches(|c| c == ' ' || c == '\t');
+        if t.is_empty() {
+            continue;
+        }
+        let coding = if t.eq_ignore_ascii_case("gzip") || t.eq_ignore_ascii_case("x-gzip") {
+            Coding::Gzip
+        } else if t.eq_ignore_ascii_case("deflate") {
+            Coding::Deflate
+        } else if t.eq_ignore_ascii_case("br") {
+            Coding::Br
+        } else if t.eq_ignore_ascii_case("zstd") {
+            Coding::Zstd
+        } else if t.eq_ignore_ascii_case("identity") {
+            Coding::Identity
+        } else {
+            return Err(DecodeError::Unsupported(t.chars().take(64).collect()));
+        };
+        out.push(coding);
+    }
+    Ok(out)
+}
+
+/// Resource limits of one [`Pipeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes any decoding stage may produce (for an identity body: the body size).
+    /// Default 16 MiB.
+    pub max_decoded_bytes: u64,
+    /// Most bytes any decoding stage may produce per raw body byte fed so far. Default 100.
+    pub max_ratio: u32,
+    /// Deepest JSON nesting of arrays and objects accepted. Default 512.
+    pub max_depth: u32,
+    /// Most non-identity content codings. Default 3.
+    pub max_encodings: usize,
+    /// `max_ratio` is only enforced once a stage has produced more than this many bytes, so
+    /// small, very compressible bodies pass. Default 1 MiB.
+    pub ratio_grace_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_decoded_bytes: 16 << 20,
+            max_ratio: 100,
+            max_depth: 512,
+            max_encodings: 3,
+            ratio_grace_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a body could not be decoded. After any error the pipeline stays failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A content coding this module does not implement (name as given), or a zstd feature
+    /// (dictionary, oversized window) it refuses.
+    #[error("unsupported content coding: {0}")]
+    Unsupported(String),
+    /// The encoded body is malformed or truncated.
+    #[error("corrupt encoded body: {0}")]
+    Corrupt(String),
+    /// A decoding stage produced more than `max_decoded_bytes`.
+    #[error("decoded body exceeds {limit} bytes")]
+    TooLarge {
+        /// The configured `max_decoded_bytes`.
+        limit: u64,
+    },
+    /// A decoding stage produced more than `max_ratio` bytes per raw byte.
+    #[error("decompression ratio exceeds {limit}: {decoded} bytes decoded from {encoded}")]
+    RatioExceeded {
+        /// The configured `max_ratio`.
+        limit: u32,
+        /// Bytes the stage would have produced.
+        decoded: u64,
+        /// Raw body bytes fed so far.
+        encoded: u64,
+    },
+    /// JSON nesting went deeper than `max_depth`.
+    #[error("json nesting deeper than {limit}")]
+    TooDeep {
+        /// The configured `max_depth`.
+        limit: u32,
+    },
+    /// More non-identity content codings than `max_encodings`.
+    #[error("too many content codings: {count} (limit {limit})")]
+    TooManyEncodings {
+        /// Non-identity codings in the header.
+        count: usize,
+        /// The configured `max_encodings`.
+        limit: usize,
+    },
+    /// `feed` or `finish` was called after `finish`.
+    #[error("pipeline already finished")]
+    Finished,
+}
+
+fn corrupt(msg: &str) -> DecodeError {
+    DecodeError::Corrupt(msg.to_string())
+}
+
+type Sink<'s> = dyn FnMut(Segment<'_>) + 's;
+type Out<'s> = dyn FnMut(&[u8]) -> Result<(), DecodeError> + 's;
+
+/// Streaming pipeline: content decoding (stacked, applied in reverse order of the header) then structure-aware normalisation.
+pub struct Pipeline {
+    stages: Vec<Stage>,
+    norm: Normaliser,
+    limits: Limits,
+    raw_in: u64,
+    decoded: u64,
+    failed: Option<DecodeError>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("stages", &self.stages.len())
+            .field("raw_in", &self.raw_in)
+            .field("decoded", &self.decoded)
+            .field("emitted", &self.norm.em.emitted)
+            .field("failed", &self.failed)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Builds a pipeline. `codings` is in header order (as from [`parse_content_encoding`]);
+    /// identity entries are ignored. More than `limits.max_encodings` others is
+    /// `Err(TooManyEncodings)`.
+    pub fn new(
+        codings: Vec<Coding>,
+        kind: BodyKind,
+        limits: Limits,
+    ) -> Result<Pipeline, DecodeError> {
+        let real: Vec<Coding> = codings
+            .into_iter()
+            .filter(|c| *c != Coding::Identity)
+            .collect();
+        if real.len() > limits.max_encodings {
+            return Err(DecodeError::TooManyEncodings {
+                count: real.len(),
+                limit: limits.max_encodings,
+            });
+        }
+        let stages = real
+            .iter()
+            .rev()
+            .filter_map(|c| Codec::new(*c, &limits).map(|codec| Stage { codec, produced: 0 }))
+            .collect();
+        Ok(Pipeline {
+            stages,
+            norm: Normaliser::new(kind, limits.max_depth),
+            limits,
+            raw_in: 0,
+            decoded: 0,
+            failed: None,
+            finished: false,
+        })
+    }
+
+    /// Convenience constructor from the raw `Content-Type` and `Content-Encoding` values.
+    pub fn from_headers(
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        limits: Limits,
+    ) -> Result<Pipeline, DecodeError> {
+        let codings = match content_encoding {
+            Some(v) => parse_content_encoding(v)?,
+            None => Vec::new(),
+        };
+        Pipeline::new(codings, BodyKind::from_content_type(content_type), limits)
+    }
+
+    /// Feed raw bytes; calls `sink` with zero or more normalised segments. Segments are contiguous pieces of the normalised stream. Text belonging to one JSON string / form value / multipart part may be split over several calls to sink, but each segment carries its key and offsets are consistent (see the module docs). Everything produced is handed to `sink` before this returns, also when it returns an error.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn FnMut(Segment<'_>),
+    ) -> Result<(), DecodeError> {
+        self.usable()?;
+        self.raw_in = self.raw_in.saturating_add(input.len() as u64);
+        let result = self.run(input, false, sink);
+        self.settle(result, sink)
+    }
+
+    /// Ends the body: flushes every stage and the normaliser. A truncated or corrupt encoded
+    /// stream is `Err(Corrupt)`; an unterminated JSON value or multipart body is not an error
+    /// (its bytes were already emitted).
+    pub fn finish(&mut self, sink: &mut dyn FnMut(Segment<'_>)) -> Result<(), DecodeError> {
+        self.usable()?;
+        self.finished = true;
+        let result = self.run(&[], true, sink);
+        self.settle(result, sink)
+    }
+
+    /// Bytes produced by content decoding so far (the size of the decoded body fed to the
+    /// normaliser; for an identity body, the raw bytes fed).
+    pub fn decoded_bytes(&self) -> u64 {
+        self.decoded
+    }
+
+    /// Raw (encoded) bytes fed so far.
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw_in
+    }
+
+    /// Length of the normalised stream handed to the sink so far (the next segment's offset).
+    pub fn emitted_bytes(&self) -> u64 {
+        self.norm.em.emitted
+    }
+
+    fn usable(&self) -> Result<(), DecodeError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.finished {
+            return Err(DecodeError::Finished);
+        }
+        Ok(())
+    }
+
+    fn settle(
+        &mut self,
+        result: Result<(), DecodeError>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), DecodeError> {
+        self.norm.em.flush(sink);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn run(&mut self, input: &[u8], finish: bool, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
+        let limits = self.limits;
+        let raw_in = self.raw_in;
+        let Pipeline {
+            stages,
+            norm,
+            decoded,
+            ..
+        } = self;
+        let mut last = |chunk: &[u8]| -> Result<(), DecodeError> {
+            let total = decoded.saturating_add(chunk.len() as u64);
+            if total > limits.max_decoded_bytes {
+                return Err(DecodeError::TooLarge {
+                    limit: limits.max_decoded_bytes,
+                });
+            }
+            *decoded = total;
+            norm.feed(chunk, sink)
+        };
+        drive(stages, input, finish, &limits, raw_in, &mut last)?;
+        if finish {
+            norm.finish(sink)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_limits(limits: &Limits, total: u64, raw_in: u64) -> Result<(), DecodeError> {
+    if total > limits.max_decoded_bytes {
+        return Err(DecodeError::TooLarge {
+            limit: limits.max_decoded_bytes,
+        });
+    }
+    if total > limits.ratio_grace_bytes
+        && total > raw_in.saturating_mul(u64::from(limits.max_ratio))
+    {
+        return Err(DecodeError::RatioExceeded {
+            limit: limits.max_ratio,
+            decoded: total,
+            encoded: raw_in,
+        });
+    }
+    Ok(())
+}
+
+/// Pushes `input` through `stages` (first = outermost coding) into `last`; with `finish`,
+/// ends every stage in order. Each stage's output is checked against the limits before it
+/// goes any further.
+fn drive(
+    stages: &mut [Stage],
+    input: &[u8],
+    finish: bool,
+    limits: &Limits,
+    raw_in: u64,
+    last: &mut Out<'_>,
+) -> Result<(), DecodeError> {
+    let Some((first, rest)) = stages.split_first_mut() else {
+        return if input.is_empty() {
+            Ok(())
+        } else {
+            last(input)
+        };
+    };
+    let Stage { codec, produced } = first;
+    let mut forward = |chunk: &[u8]| -> Result<(), DecodeError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let total = produced.saturating_add(chunk.len() as u64);
+        check_limits(limits, total, raw_in)?;
+        *produced = total;
+        drive(rest, chunk, false, limits, raw_in, last)
+    };
+    if !input.is_empty() {
+        codec.push(input, &mut forward)?;
+    }
+    if finish {
+        codec.finish(&mut forward)?;
+        drive(rest, &[], true, limits, raw_in, last)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Content decoding
+// ---------------------------------------------------------------------------------------
+
+struct Stage {
+    codec: Codec,
+    produced: u64,
+}
+
+enum Codec {
+    Gzip(Box<GzipDec>),
+    Deflate(Box<DeflateDec>),
+    Br(Box<BrDec>),
+    Zstd(Box<ZstdDec>),
+}
+
+impl Codec {
+    fn new(coding: Coding, limits: &Limits) -> Option<Codec> {
+        Some(match coding {
+            Coding::Gzip => Codec::Gzip(Box::new(GzipDec::new())),
+            Coding::Deflate => Codec::Deflate(Box::new(DeflateDec::new())),
+            Coding::Br => Codec::Br(Box::new(BrDec::new())),
+            Coding::Zstd => Codec::Zstd(Box::new(ZstdDec::new(limits))),
+            Coding::Identity => return None,
+        })
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<(), DecodeError> {
+        match self {
+            Codec::Gzip(d) => d.push(input, out),
+            Codec::Deflate(d) => d.push(input, out),
+            Codec::Br(d) => d.push(input, out),
+            Codec::Zstd(d) => d.push(input, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Out<'_>) -> Result<(), DecodeError> {
+        match self {
+            Codec::Gzip(d) => d.finish(),
+            Codec::Deflate(d) => d.finish(),
+            Codec::Br(d) => d.finish(),
+            Codec::Zstd(d) => d.finish(out),
+        }
+    }
+}
+
+/// Inflates `input` into `buf`-sized pieces handed to `out` until the input is used up or
+/// the deflate stream ends. Returns (bytes consumed, stream ended).
+fn inflate(
+    z: &mut Decompress,
+    input: &[u8],
+    buf: &mut [u8],
+    mut crc: Option<&mut Crc>,
+    what: &str,
+    out: &mut Out<'_>,
+) -> Result<(usize, bool), DecodeError> {
+    let mut pos = 0;
+    loop {
+        let rest = input.get(pos..).unwrap_or(&[]);
+        let (in0, out0) = (z.total_in(), z.total_out());
+        let status = z
+            .decompress(rest, buf, FlushDecompress::None)
+            .map_err(|e| DecodeError::Corrupt(format!("{what}: {e}")))?;
+        let consumed = (z.total_in() - in0) as usize;
+        let produced = (z.total_out() - out0) as usize;
+        pos += consumed;
+        if produced > 0 {
+            let piece = buf.get(..produced).unwrap_or(&[]);
+            if let Some(c) = crc.as_mut() {
+                c.update(piece);
+            }
+            out(piece)?;
+        }
+        if status == Status::StreamEnd {
+            return Ok((pos, true));
+        }
+        if produced < buf.len() && (pos >= input.len() || (consumed == 0 && produced == 0)) {
+            if pos < input.len() {
+                return Err(DecodeError::Corrupt(format!("{what}: decoder stalled")));
+            }
+            return Ok((pos, false));
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GzStep {
+    Fixed,
+    XLen,
+    Extra,
+    Name,
+    Comment,
+    Hcrc,
+    Done,
+}
+
+/// Streaming parser of one gzip member header (RFC 1952).
+struct GzHeader {
+    step: GzStep,
+    buf: [u8; 10],
+    n: usize,
+    flags: u8,
+    left: usize,
+}
+
+impl GzHeader {
+    fn new() -> Self {
+        GzHeader {
+            step: GzStep::Fixed,
+            buf: [0; 10],
+            n: 0,
+            flags: 0,
+            left: 0,
+        }
+    }
+
+    fn take(&mut self, data: &[u8], i: &mut usize, want: usize) -> bool {
+        while self.n < want {
+            let Some(&b) = data.get(*i) else {
+                return false;
+            };
+            if let Some(slot) = self.buf.get_mut(self.n) {
+                *slot = b;
+            }
+            self.n += 1;
+            *i += 1;
+        }
+        true
+    }
+
+    /// Returns (bytes consumed, header complete).
+    fn feed(&mut self, data: &[u8]) -> Result<(usize, bool), DecodeError> {
+        let mut i = 0;
+        loop {
+            match self.step {
+                GzStep::Fixed => {
+                    if !self.take(data, &mut i, 10) {
+                        return Ok((i, false));
+                    }
+                    if self.buf[0] != 0x1f || self.buf[1] != 0x8b {
+                        return Err(corrupt("gzip: bad magic"));
+                    }
+                    if self.buf[2] != 8 {
+                        return Err(corrupt("gzip: unknown compression method"));
+                    }
+                    self.flags = self.buf[3];
+                    if self.flags & 0xe0 != 0 {
+                        return Err(corrupt("gzip: reserved flag set"));
+                    }
+                    self.step = GzStep::XLen;
+                    self.n = 0;
+                }
+                GzStep::XLen => {
+                    if self.flags & 0x04 == 0 {
+                        self.step = GzStep::Name;
+                        continue;
+                    }
+                    if !self.take(data, &mut i, 2) {
+                        return Ok((i, false));
+                    }
+                    self.left = usize::from(u16::from_le_bytes([self.buf[0], self.buf[1]]));
+                    self.n = 0;
+                    self.step = GzStep::Extra;
+                }
+                GzStep::Extra => {
+                    let take = self.left.min(data.len().saturating_sub(i));
+                    i += take;
+                    self.left -= take;
+                    if self.left > 0 {
+                        return Ok((i, false));
+                    }
+                    self.step = GzStep::Name;
+                }
+                GzStep::Name | GzStep::Comment => {
+                    let (flag, next) = if self.step == GzStep::Name {
+                        (0x08, GzStep::Comment)
+                    } else {
+                        (0x10, GzStep::Hcrc)
+                    };
+                    if self.flags & flag != 0 {
+                        let rest = data.get(i..).unwrap_or(&[]);
+                        match memchr::memchr(0, rest) {
+                            Some(k) => i += k + 1,
+                            None => return Ok((data.len(), false)),
+                        }
+                    }
+                    self.step = next;
+                }
+                GzStep::Hcrc => {
+                    if self.flags & 0x02 != 0 && !self.take(data, &mut i, 2) {
+                        return Ok((i, false));
+                    }
+                    self.step = GzStep::Done;
+                }
+                GzStep::Done => return Ok((i, true)),
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GzPhase {
+    Header,
+    Body,
+    Trailer,
+    Between,
+}
+
+/// gzip decoder: header parser, raw inflate with CRC-32, trailer check; multi-member.
+struct GzipDec {
+    phase: GzPhase,
+    hdr: GzHeader,
+    z: Decompress,
+    crc: Crc,
+    trailer: [u8; 8],
+    tn: usize,
+    seen: bool,
+    buf: Vec<u8>,
+}
+
+impl GzipDec {
+    fn new() -> Self {
+        GzipDec {
+            phase: GzPhase::Header,
+            hdr: GzHeader::new(),
+            z: Decompress::new(false),
+            crc: Crc::new(),
+            trailer: [0; 8],
+            tn: 0,
+            seen: false,
+            buf: vec![0; OUT_CHUNK],
+        }
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<(), DecodeError> {
+        self.seen |= !input.is_empty();
+        let mut i = 0;
+        while i < input.len() {
+            let rest = input.get(i..).unwrap_or(&[]);
+            match self.phase {
+                GzPhase::Between => {
+                    self.hdr = GzHeader::new();
+                    self.phase = GzPhase::Header;
+                }
+                GzPhase::Header => {
+                    let (n, done) = self.hdr.feed(rest)?;
+                    i += n;
+                    if done {
+                        self.z.reset(false);
+                        self.crc.reset();
+                        self.phase = GzPhase::Body;
+                    }
+                }
+                GzPhase::Body => {
+                    let (n, ended) = inflate(
+                        &mut self.z,
+                        rest,
+                        &mut self.buf,
+                        Some(&mut self.crc),
+                        "gzip",
+                        out,
+                    )?;
+                    i += n;
+                    if ended {
+                        self.tn = 0;
+                        self.phase = GzPhase::Trailer;
+                    }
+                }
+                GzPhase::Trailer => {
+                    for &b in rest.iter().take(8 - self.tn) {
+                        if let Some(slot) = self.trailer.get_mut(self.tn) {
+                            *slot = b;
+                        }
+                        self.tn += 1;
+                        i += 1;
+                    }
+                    if self.tn == 8 {
+                        let t = self.trailer;
+                        let crc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+                        let size = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
+                        if crc != self.crc.sum() {
+                            return Err(corrupt("gzip: crc mismatch"));
+                        }
+                        if size != self.crc.amount() {
+                            return Err(corrupt("gzip: length mismatch"));
+                        }
+                        self.phase = GzPhase::Between;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), DecodeError> {
+        match self.phase {
+            GzPhase::Between => Ok(()),
+            GzPhase::Header if !self.seen => Ok(()),
+            _ => Err(corrupt("truncated gzip stream")),
+        }
+    }
+}
+
+/// `deflate` decoder: zlib (RFC 1950) or, when the first two bytes are no zlib header, raw
+/// deflate (RFC 1951).
+struct DeflateDec {
+    z: Option<Decompress>,
+    head: [u8; 2],
+    hn: usize,
+    ended: bool,
+    buf: Vec<u8>,
+}
+
+impl DeflateDec {
+    fn new() -> Self {
+        DeflateDec {
+            z: None,
+            head: [0; 2],
+            hn: 0,
+            ended: false,
+            buf: vec![0; OUT_CHUNK],
+        }
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<(), DecodeError> {
+        let mut input = input;
+        if self.z.is_none() {
+            while self.hn < 2 {
+                let Some((&b, rest)) = input.split_first() else {
+                    return Ok(());
+                };
+                self.head[self.hn] = b;
+                self.hn += 1;
+                input = rest;
+            }
+            let [cmf, flg] = self.head;
+            let zlib = cmf & 0x0f == 8
+                && cmf >> 4 <= 7
+                && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0;
+            self.z = Some(Decompress::new(zlib));
+            let head = self.head;
+            self.inflate(&head, out)?;
+        }
+        self.inflate(input, out)
+    }
+
+    fn inflate(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<(), DecodeError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        let Some(z) = self.z.as_mut() else {
+            return Ok(());
+        };
+        if self.ended {
+            return Err(corrupt("deflate: data after end of stream"));
+        }
+        let (n, ended) = inflate(z, input, &mut self.buf, None, "deflate", out)?;
+        self.ended = ended;
+        if n < input.len() {
+            return Err(corrupt("deflate: data after end of stream"));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), DecodeError> {
+        if self.ended || self.hn == 0 {
+            Ok(())
+        } else {
+            Err(corrupt("truncated deflate stream"))
+        }
+    }
+}
+
+/// Brotli decoder (standard window, at most 16 MiB of history).
+struct BrDec {
+    state: BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>,
+    buf: Vec<u8>,
+    seen: bool,
+    done: bool,
+}
+
+impl BrDec {
+    fn new() -> Self {
+        BrDec {
+            state: BrotliState::new_strict(
+                StandardAlloc::default(),
+                StandardAlloc::default(),
+                StandardAlloc::default(),
+            ),
+            buf: vec![0; OUT_CHUNK],
+            seen: false,
+            done: false,
+        }
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<(), DecodeError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.seen = true;
+        if self.done {
+            return Err(corrupt("br: data after end of stream"));
+        }
+        let mut avail_in = input.len();
+        let mut in_off = 0;
+        loop {
+            let mut avail_out = self.buf.len();
+            let mut out_off = 0;
+            let mut total = 0;
+            let res = BrotliDecompressStream(
+                &mut avail_in,
+                &mut in_off,
+                input,
+                &mut avail_out,
+                &mut out_off,
+                &mut self.buf,
+                &mut total,
+                &mut self.state,
+            );
+            if out_off > 0 {
+                out(self.buf.get(..out_off).unwrap_or(&[]))?;
+            }
+            match res {
+                BrotliResult::ResultSuccess => {
+                    self.done = true;
+                    if in_off < input.len() {
+                        return Err(corrupt("br: data after end of stream"));
+                    }
+                    return Ok(());
+                }
+                BrotliResult::NeedsMoreInput => {
+                    if in_off < input.len() {
+                        return Err(corrupt("br: decoder stalled"));
+                    }
+                    return Ok(());
+                }
+                BrotliResult::NeedsMoreOutput => {}
+                BrotliResult::ResultFailure => return Err(corrupt("br: invalid stream")),
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), DecodeError> {
+        if self.done || !self.seen {
+            Ok(())
+        } else {
+            Err(corrupt("truncated br stream"))
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ZPhase {
+    FrameStart,
+    Blocks,
+    Skip,
+}
+
+/// Zstandard decoder. Frames are cut into single blocks here so that the block decoder never
+/// sees more than one block (at most 128 KiB of output) at a time; history is bounded by the
+/// window cap checked before the frame is set up.
+struct ZstdDec {
+    dec: FrameDecoder,
+    inbuf: Vec<u8>,
+    phase: ZPhase,
+    checksum: bool,
+    skip_left: u64,
+    window_cap: u64,
+    seen: bool,
+    buf: Vec<u8>,
+}
+
+fn zstd_err<E: std::fmt::Display>(e: E) -> DecodeError {
+    DecodeError::Corrupt(format!("zstd: {e}"))
+}
+
+fn guarded<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T, DecodeError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(zstd_err),
+        Err(_) => Err(corrupt("zstd: decoder failed on malformed input")),
+    }
+}
+
+impl ZstdDec {
+    fn new(limits: &Limits) -> Self {
+        let window_cap = limits
+            .max_decoded_bytes
+            .clamp(ZSTD_MIN_WINDOW_CAP, ZSTD_MAX_WINDOW_CAP);
+        let mut dec = FrameDecoder::new();
+        dec.set_max_window_size(window_cap);
+        ZstdDec {
+            dec,
+            inbuf: Vec::new(),
+            phase: ZPhase::FrameStart,
+            checksum: false,
+            skip_left: 0,
+            window_cap,
+            seen: false,
+            buf: vec![0; OUT_CHUNK],
+        }
+    }
+
+    fn push(&mut self, input: &[u8], out: &mut Out<'_>) -> Result<(), DecodeError> {
+        self.seen |= !input.is_empty();
+        self.inbuf.extend_from_slice(input);
+        let mut pos = 0;
+        let result = self.units(&mut pos, out);
+        self.inbuf.drain(..pos.min(self.inbuf.len()));
+        result
+    }
+
+    /// Consumes every complete unit (frame header, block, skippable frame) from `inbuf`.
+    fn units(&mut self, pos: &mut usize, out: &mut Out<'_>) -> Result<(), DecodeError> {
+        loop {
+            let avail = self.inbuf.get(*pos..).unwrap_or(&[]);
+            match self.phase {
+                ZPhase::Skip => {
+                    let n = (avail.len() as u64).min(self.skip_left);
+                    *pos += n as usize;
+                    self.skip_left -= n;
+                    if self.skip_left > 0 {
+                        return Ok(());
+                    }
+                    self.phase = ZPhase::FrameStart;
+                }
+                ZPhase::FrameStart => {
+                    let Some(magic) = avail.get(..4) else {
+                        return Ok(());
+                    };
+                    let magic = u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]);
+                    if magic & 0xffff_fff0 == 0x184d_2a50 {
+                        let Some(len) = avail.get(4..8) else {
+                            return Ok(());
+                        };
+                        self.skip_left =
+                            u64::from(u32::from_le_bytes([len[0], len[1], len[2], len[3]]));
+                        *pos += 8;
+                        self.phase = ZPhase::Skip;
+                        continue;
+                    }
+                    if magic != 0xfd2f_b528 {
+                        return Err(corrupt("zstd: bad magic"));
+                    }
+                    let Some(&fhd) = avail.get(4) else {
+                        return Ok(());
+                    };
+                    let single = fhd & 0x20 != 0;
+                    let did = [0usize, 1, 2, 4][usize::from(fhd & 3)];
+                    let fcs = match fhd >> 6 {
+                        0 => usize::from(single),
+                        1 => 2,
+                        2 => 4,
+                        _ => 8,
+                    };
+                    let hlen = 5 + usize::from(!single) + did + fcs;
+                    let Some(header) = avail.get(..hlen) else {
+                        return Ok(());
+                    };
+                    if fhd & 0x08 != 0 {
+                        return Err(corrupt("zstd: reserved frame header bit set"));
+                    }
+                    if did > 0
+                        && header
+                            .get(5 + usize::from(!single)..5 + usize::from(!single) + did)
+                            .is_some_and(|d| d.iter().any(|&b| b != 0))
+                    {
+                        return Err(DecodeError::Unsupported("zstd with dictionary".to_string()));
+                    }
+                    let window = if single {
+                        let mut v = [0u8; 8];
+                        let start = 5 + did;
+                        for (k, b) in header.iter().skip(start).take(fcs).enumerate() {
+                            if let Some(slot) = v.get_mut(k) {
+                                *slot = *b;
+                            }
+                        }
+                        let raw = u64::from_le_bytes(v);
+                        if fcs == 2 {
+                            raw + 256
+                        } else {
+                            raw
+                        }
+                    } else {
+                        let wd = header.get(5).copied().unwrap_or(0);
+                        let base = 1u64 << (10 + u32::from(wd >> 3));
+                        base + (base / 8) * u64::from(wd & 7)
+                    };
+                    if window > self.window_cap {
+                        return Err(DecodeError::Unsupported(format!(
+                            "zstd window of {window} bytes (limit {})",
+                            self.window_cap
+                        )));
+                    }
+                    let dec = &mut self.dec;
+                    guarded(|| dec.reset(header))?;
+                    self.checksum = fhd & 0x04 != 0;
+                    *pos += hlen;
+                    self.phase = ZPhase::Blocks;
+                }
+                ZPhase::Blocks => {
+                    let Some(h) = avail.get(..3) else {
+                        return Ok(());
+                    };
+                    let h = u32::from(h[0]) | u32::from(h[1]) << 8 | u32::from(h[2]) << 16;
+                    let last = h & 1 != 0;
+                    let size = (h >> 3) as usize;
+                    let body = match (h >> 1) & 3 {
+                        0 | 2 => size,
+                        1 => 1,
+                        _ => return Err(corrupt("zstd: reserved block type")),
+                    };
+                    if size > ZSTD_MAX_BLOCK {
+                        return Err(corrupt("zstd: block too large"));
+                    }
+                    let unit = 3 + body + if last && self.checksum { 4 } else { 0 };
+                    let Some(block) = avail.get(..unit) else {
+                        return Ok(());
+                    };
+                    let dec = &mut self.dec;
+                    guarded(|| dec.decode_blocks(block, BlockDecodingStrategy::UptoBlocks(1)))?;
+                    *pos += unit;
+                    self.drain(out)?;
+                    if last {
+                        if self.checksum {
+                            let dec = &self.dec;
+                            if let (Some(want), Some(got)) =
+                                (dec.get_checksum_from_data(), dec.get_calculated_checksum())
+                            {
+                                if want != got {
+                                    return Err(corrupt("zstd: checksum mismatch"));
+                                }
+                            }
+                        }
+                        self.phase = ZPhase::FrameStart;
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, out: &mut Out<'_>) -> Result<(), DecodeError> {
+        loop {
+            let (dec, buf) = (&mut self.dec, &mut self.buf);
+            let n = guarded(|| dec.read(buf))?;
+            if n == 0 {
+                return Ok(());
+            }
+            out(self.buf.get(..n).unwrap_or(&[]))?;
+        }
+    }
+
+    fn finish(&mut self, out: &mut Out<'_>) -> Result<(), DecodeError> {
+        if !self.seen {
+            return Ok(());
+        }
+        if self.phase == ZPhase::FrameStart && self.inbuf.is_empty() {
+            return self.drain(out);
+        }
+        Err(corrupt("truncated zstd stream"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Output: segments, separators, base64
+// ---------------------------------------------------------------------------------------
+
+const B64_NONE: u8 = 0;
+const B64_ALNUM: u8 = 1;
+const B64_STD: u8 = 2;
+const B64_URL: u8 = 3;
+const B64_PAD: u8 = 4;
+
+const B64_CLASS: [u8; 256] = {
+    let mut t = [B64_NONE; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = if c.is_ascii_alphanumeric() {
+            B64_ALNUM
+        } else if c == b'+' || c == b'/' {
+            B64_STD
+        } else if c == b'-' || c == b'_' {
+            B64_URL
+        } else if c == b'=' {
+            B64_PAD
+        } else {
+            B64_NONE
+        };
+        i += 1;
+    }
+    t
+};
+
+const B64_ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Tracks the current run of base64-alphabet bytes in value text.
+#[derive(Default)]
+struct B64 {
+    run: Vec<u8>,
+    len: usize,
+    pad: usize,
+    std: bool,
+    url: bool,
+    segments: usize,
+    bytes: usize,
+    mapped: Vec<u8>,
+    decoded: Vec<u8>,
+}
+
+impl B64 {
+    fn push(&mut self, c: u8, cls: u8) {
+        match cls {
+            B64_PAD => self.pad += 1,
+            B64_STD => self.std = true,
+            B64_URL => self.url = true,
+            _ => {}
+        }
+        self.len += 1;
+        if self.len <= BASE64_MAX_RUN {
+            self.run.push(c);
+        }
+    }
+
+    fn reset(&mut self) {
+        self.run.clear();
+        self.len = 0;
+        self.pad = 0;
+        self.std = false;
+        self.url = false;
+    }
+
+    fn candidate(&self) -> bool {
+        let data = self.len.saturating_sub(self.pad);
+        self.segments < BASE64_MAX_SEGMENTS
+            && self.bytes < BASE64_MAX_BYTES
+            && (BASE64_MIN_RUN..=BASE64_MAX_RUN).contains(&self.len)
+            && self.pad <= 2
+            && !(self.std && self.url)
+            && data % 4 != 1
+    }
+
+    /// Decodes the current run into `self.decoded`; true when it is worth emitting.
+    fn decode(&mut self) -> bool {
+        self.mapped.clear();
+        self.decoded.clear();
+        let data = self.len.saturating_sub(self.pad);
+        self.mapped
+            .extend(self.run.iter().take(data).map(|&c| match c {
+                b'-' => b'+',
+                b'_' => b'/',
+                c => c,
+            }));
+        if B64_ENGINE
+            .decode_vec(&self.mapped, &mut self.decoded)
+            .is_err()
+        {
+            return false;
+        }
+        let room = BASE64_MAX_BYTES.saturating_sub(self.bytes);
+        if !mostly_printable(&self.decoded) || self.decoded.len() > room {
+            return false;
+        }
+        self.segments += 1;
+        self.bytes += self.decoded.len();
+        true
+    }
+}
+
+/// Cheap "is this text" check for decoded base64: at least 90% printable ASCII / whitespace,
+/// or valid UTF-8 without control characters.
+fn mostly_printable(d: &[u8]) -> bool {
+    if d.len() < 6 {
+        return false;
+    }
+    let printable = d
+        .iter()
+        .filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'))
+        .count();
+    if printable * 10 >= d.len() * 9 {
+        return true;
+    }
+    match std::str::from_utf8(d) {
+        Ok(s) => !s
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
+        Err(_) => false,
+    }
+}
+
+/// Builds the normalised stream: buffers bytes of one key, inserts separators, scans value
+/// text for base64 and keeps the stream offset.
+#[derive(Default)]
+struct Emitter {
+    buf: Vec<u8>,
+    key: Vec<u8>,
+    keyed: bool,
+    emitted: u64,
+    need_sep: bool,
+    dirty: bool,
+    b64: B64,
+}
+
+impl Emitter {
+    fn same_key(&self, key: Option<&[u8]>) -> bool {
+        match key {
+            None => !self.keyed,
+            Some(k) => self.keyed && self.key == k,
+        }
+    }
+
+    fn flush(&mut self, sink: &mut Sink<'_>) {
+        if self.buf.is_empty() {
+            return;
+        }
+        sink(Segment {
+            text: &self.buf,
+            key: if self.keyed { Some(&self.key) } else { None },
+            offset: self.emitted,
+        });
+        self.emitted += self.buf.len() as u64;
+        self.buf.clear();
+    }
+
+    fn raw(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.buf.is_empty() && !self.same_key(key) {
+            self.flush(sink);
+        }
+        if self.buf.is_empty() {
+            if bytes.len() >= FLUSH_AT {
+                sink(Segment {
+                    text: bytes,
+                    key,
+                    offset: self.emitted,
+                });
+                self.emitted += bytes.len() as u64;
+                return;
+            }
+            self.keyed = key.is_some();
+            self.key.clear();
+            self.key.extend_from_slice(key.unwrap_or(&[]));
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= FLUSH_AT {
+            self.flush(sink);
+        }
+    }
+
+    /// Appends `bytes` verbatim (no base64 scan), after a pending separator.
+    fn put(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.need_sep {
+            self.need_sep = false;
+            self.raw(&[SEPARATOR], None, sink);
+        }
+        self.raw(bytes, key, sink);
+        self.dirty = true;
+    }
+
+    /// Marks the end of a value: the next non-empty output is preceded by a separator.
+    fn boundary(&mut self) {
+        if self.dirty {
+            self.dirty = false;
+            self.need_sep = true;
+        }
+    }
+
+    /// Appends value text, scanning it for base64 runs.
+    fn text(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        let mut start = 0;
+        for (i, &c) in bytes.iter().enumerate() {
+            let cls = B64_CLASS[usize::from(c)];
+            let ends = if cls == B64_NONE {
+                self.b64.len > 0
+            } else {
+                cls != B64_PAD && self.b64.pad > 0
+            };
+            if ends {
+                if self.b64.candidate() {
+                    self.put(bytes.get(start..i).unwrap_or(&[]), key, sink);
+                    start = i;
+                    self.close_run(key, sink);
+                }
+                self.b64.reset();
+            }
+            if cls != B64_NONE {
+                self.b64.push(c, cls);
+            }
+        }
+        self.put(bytes.get(start..).unwrap_or(&[]), key, sink);
+    }
+
+    fn close_run(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if self.b64.candidate() && self.b64.decode() {
+            let decoded = std::mem::take(&mut self.b64.decoded);
+            self.boundary();
+            self.put(&decoded, key, sink);
+            self.boundary();
+            self.b64.decoded = decoded;
+        }
+        self.b64.reset();
+    }
+
+    /// Ends a piece of value text: closes its base64 run, then a boundary.
+    fn end_value(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if self.b64.len > 0 {
+            self.close_run(key, sink);
+        }
+        self.boundary();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Normalisation
+// ---------------------------------------------------------------------------------------
+
+struct Normaliser {
+    mode: Mode,
+    em: Emitter,
+}
+
+enum Mode {
+    Text,
+    Json(Box<Json>),
+    Form(Box<Form>),
+    Multipart(Box<Multipart>),
+}
+
+impl Normaliser {
+    fn new(kind: BodyKind, max_depth: u32) -> Self {
+        let mode = match kind {
+            BodyKind::Json => Mode::Json(Box::new(Json::new(max_depth, None))),
+            BodyKind::Form => Mode::Form(Box::default()),
+            BodyKind::Multipart { boundary } => {
+                Mode::Multipart(Box::new(Multipart::new(&boundary, max_depth)))
+            }
+            BodyKind::Text => Mode::Text,
+        };
+        Normaliser {
+            mode,
+            em: Emitter::default(),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
+        let em = &mut self.em;
+        match &mut self.mode {
+            Mode::Text => {
+                em.text(data, None, sink);
+                Ok(())
+            }
+            Mode::Json(j) => j.feed(data, em, sink),
+            Mode::Form(f) => {
+                f.feed(data, em, sink);
+                Ok(())
+            }
+            Mode::Multipart(m) => m.feed(data, em, sink),
+        }
+    }
+
+    fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
+        let em = &mut self.em;
+        match &mut self.mode {
+            Mode::Text => em.end_value(None, sink),
+            Mode::Json(j) => j.finish(em, sink),
+            Mode::Form(f) => f.finish(em, sink),
+            Mode::Multipart(m) => m.finish(em, sink)?,
+        }
+        Ok(())
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn key_at(arena: &[u8], range: Option<(usize, usize)>) -> Option<&[u8]> {
+    range.and_then(|(a, b)| arena.get(a..b))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JSt {
+    /// Expecting a value (document start, after `:`).
+    Value,
+    /// After `[` or `,` in an array: a value or `]`.
+    ArrFirst,
+    /// After `{` or `,` in an object: a key or `}`.
+    ObjFirst,
+    /// After a key: `:`.
+    Colon,
+    /// After a value: `,` or a closing bracket; at top level, whitespace or another document.
+    After,
+    Str,
+    Num,
+    Lit,
+    /// Not JSON after all: everything from here on is raw text.
+    Raw,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Esc {
+    None,
+    Backslash,
+    Hex { n: u8, acc: u16 },
+}
+
+/// What [`Json::structural`] did with a byte.
+enum Step {
+    Consumed,
+    /// The state changed; handle the same byte again.
+    Reprocess,
+    /// Not JSON.
+    Invalid,
+}
+
+struct Frame {
+    obj: bool,
+    base: usize,
+    key: Option<(usize, usize)>,
+}
+
+/// Streaming JSON tokenizer. Memory: the frame stack (at most `max_depth`), the keys of the
+/// open objects (at most [`MAX_KEY_LEN`] each), a [`JSON_LOOKBACK`] tail and one chunk of
+/// string scratch.
+struct Json {
+    st: JSt,
+    frames: Vec<Frame>,
+    arena: Vec<u8>,
+    root: Option<(usize, usize)>,
+    max_depth: u32,
+    in_key: bool,
+    esc: Esc,
+    high: Option<u16>,
+    lit: &'static [u8],
+    lit_pos: usize,
+    tail: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl Json {
+    fn new(max_depth: u32, root_key: Option<&[u8]>) -> Self {
+        let mut arena = Vec::new();
+        let root = root_key.map(|k| {
+            arena.extend(k.iter().take(MAX_KEY_LEN));
+            (0, arena.len())
+        });
+        Json {
+            st: JSt::Value,
+            frames: Vec::new(),
+            arena,
+            root,
+            max_depth,
+            in_key: false,
+            esc: Esc::None,
+            high: None,
+            lit: b"",
+            lit_pos: 0,
+            tail: Vec::with_capacity(JSON_LOOKBACK),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn cur_key(&self) -> Option<(usize, usize)> {
+        match self.frames.last() {
+            Some(f) => f.key,
+            None => self.root,
+        }
+    }
+
+    fn feed(
+        &mut self,
+        data: &[u8],
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), DecodeError> {
+        let mut i = 0;
+        while i < data.len() {
+            match self.st {
+                JSt::Raw => {
+                    em.text(
+                        data.get(i..).unwrap_or(&[]),
+                        key_at(&self.arena, self.root),
+                        sink,
+                    );
+                    i = data.len();
+                }
+                JSt::Str => i = self.string(data, i, em, sink),
+                JSt::Num => {
+                    let start = i;
+                    while data.get(i).is_some_and(|&c| {
+                        matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                    }) {
+                        i += 1;
+                    }
+                    em.put(
+                        data.get(start..i).unwrap_or(&[]),
+                        key_at(&self.arena, self.cur_key()),
+                        sink,
+                    );
+                    if i < data.len() {
+                        em.boundary();
+                        self.st = JSt::After;
+                    }
+                }
+                JSt::Lit => {
+                    let c = data.get(i).copied();
+                    if c.is_some() && self.lit.get(self.lit_pos).copied() == c {
+                        self.lit_pos += 1;
+                        i += 1;
+                        if self.lit_pos == self.lit.len() {
+                            self.st = JSt::After;
+                        }
+                    } else {
+                        self.fallback(data, i, em, sink);
+                    }
+                }
+                _ => {
+                    let c = data.get(i).copied().unwrap_or(b' ');
+                    if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                        i += 1;
+                        continue;
+                    }
+                    match self.structural(c)? {
+                        Step::Consumed => i += 1,
+                        Step::Reprocess => {}
+                        Step::Invalid => self.fallback(data, i, em, sink),
+                    }
+                }
+            }
+        }
+        if self.st == JSt::Str {
+            self.flush_str(em, sink);
+        }
+        if self.st != JSt::Raw {
+            if data.len() >= JSON_LOOKBACK {
+                self.tail.clear();
+                self.tail
+                    .extend_from_slice(data.get(data.len() - JSON_LOOKBACK..).unwrap_or(&[]));
+            } else {
+                self.tail.extend_from_slice(data);
+                let excess = self.tail.len().saturating_sub(JSON_LOOKBACK);
+                self.tail.drain(..excess);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one non-whitespace byte outside strings, numbers and literals.
+    fn structural(&mut self, c: u8) -> Result<Step, DecodeError> {
+        let value_pos = matches!(self.st, JSt::Value | JSt::ArrFirst);
+        let step = match (self.st, c) {
+            (_, b'"') if value_pos => {
+                self.in_key = false;
+                self.start_string();
+                Step::Consumed
+            }
+            (_, b'{') if value_pos => {
+                self.push(true)?;
+                self.st = JSt::ObjFirst;
+                Step::Consumed
+            }
+            (_, b'[') if value_pos => {
+                self.push(false)?;
+                self.st = JSt::ArrFirst;
+                Step::Consumed
+            }
+            (_, b'-' | b'0'..=b'9') if value_pos => {
+                self.st = JSt::Num;
+                Step::Reprocess
+            }
+            (_, b't' | b'f' | b'n') if value_pos => {
+                self.lit = match c {
+                    b't' => b"true",
+                    b'f' => b"false",
+                    _ => b"null",
+                };
+                self.lit_pos = 0;
+                self.st = JSt::Lit;
+                Step::Reprocess
+            }
+            (JSt::ArrFirst, b']') => self.pop(false),
+            (JSt::ObjFirst, b'"') => {
+                self.in_key = true;
+                let base = self.frames.last().map_or(self.arena.len(), |f| f.base);
+                self.arena.truncate(base);
+                if let Some(f) = self.frames.last_mut() {
+                    f.key = None;
+                }
+                self.start_string();
+                Step::Consumed
+            }
+            (JSt::ObjFirst, b'}') => self.pop(true),
+            (JSt::Colon, b':') => {
+                self.st = JSt::Value;
+                Step::Consumed
+            }
+            (JSt::After, _) => match self.frames.last().map(|f| f.obj) {
+                None if c == b'{' || c == b'[' => {
+                    self.st = JSt::Value;
+                    Step::Reprocess
+                }
+                Some(true) if c == b',' => {
+                    self.st = JSt::ObjFirst;
+                    Step::Consumed
+                }
+                Some(false) if c == b',' => {
+                    self.st = JSt::ArrFirst;
+                    Step::Consumed
+                }
+                Some(true) if c == b'}' => self.pop(true),
+                Some(false) if c == b']' => self.pop(false),
+                _ => Step::Invalid,
+            },
+            _ => Step::Invalid,
+        };
+        Ok(step)
+    }
+
+    fn push(&mut self, obj: bool) -> Result<(), DecodeError> {
+        if self.frames.len() >= self.max_depth as usize {
+            return Err(DecodeError::TooDeep {
+                limit: self.max_depth,
+            });
+        }
+        let key = if obj { None } else { self.cur_key() };
+        self.frames.push(Frame {
+            obj,
+            base: self.arena.len(),
+            key,
+        });
+        Ok(())
+    }
+
+    fn pop(&mut self, obj: bool) -> Step {
+        match self.frames.last() {
+            Some(f) if f.obj == obj => {
+                let base = f.base;
+                self.frames.pop();
+                self.arena.truncate(base);
+                self.st = JSt::After;
+                Step::Consumed
+            }
+            _ => Step::Invalid,
+        }
+    }
+
+    fn start_string(&mut self) {
+        self.esc = Esc::None;
+        self.high = None;
+        self.st = JSt::Str;
+    }
+
+    /// Switches to raw text for the rest of the body, first re-emitting up to
+    /// [`JSON_LOOKBACK`] bytes before `data[i]`.
+    fn fallback(&mut self, data: &[u8], i: usize, em: &mut Emitter, sink: &mut Sink<'_>) {
+        let root = key_at(&self.arena, self.root).map(<[u8]>::to_vec);
+        let root = root.as_deref();
+        em.boundary();
+        let pre = data.get(..i).unwrap_or(&[]);
+        if pre.len() >= JSON_LOOKBACK {
+            em.text(
+                pre.get(pre.len() - JSON_LOOKBACK..).unwrap_or(&[]),
+                root,
+                sink,
+            );
+        } else {
+            let need = JSON_LOOKBACK - pre.len();
+            let t = self
+                .tail
+                .get(self.tail.len().saturating_sub(need)..)
+                .unwrap_or(&[]);
+            em.text(t, root, sink);
+            em.text(pre, root, sink);
+        }
+        self.st = JSt::Raw;
+        self.frames = Vec::new();
+        self.tail = Vec::new();
+        if let Some((_, end)) = self.root {
+            self.arena.truncate(end);
+        }
+    }
+
+    fn push_char(&mut self, cp: u32) {
+        let ch = char::from_u32(cp).unwrap_or('\u{fffd}');
+        let mut tmp = [0u8; 4];
+        self.scratch
+            .extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+    }
+
+    fn flush_high(&mut self) {
+        if self.high.take().is_some() {
+            self.push_char(0xfffd);
+        }
+    }
+
+    fn code_unit(&mut self, u: u16) {
+        if let Some(h) = self.high.take() {
+            if (0xdc00..=0xdfff).contains(&u) {
+                let cp = 0x10000 + ((u32::from(h) - 0xd800) << 10) + (u32::from(u) - 0xdc00);
+                self.push_char(cp);
+                return;
+            }
+            self.push_char(0xfffd);
+        }
+        if (0xd800..=0xdbff).contains(&u) {
+            self.high = Some(u);
+        } else {
+            // Lone low surrogates become U+FFFD via char::from_u32.
+            self.push_char(u32::from(u));
+        }
+    }
+
+    /// Consumes string bytes from `data[i..]`; returns the new position.
+    fn string(
+        &mut self,
+        data: &[u8],
+        mut i: usize,
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> usize {
+        while let Some(&c) = data.get(i) {
+            match self.esc {
+                Esc::None => {
+                    if self.high.is_none() {
+                        let rest = data.get(i..).unwrap_or(&[]);
+                        let n = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+                        self.scratch.extend_from_slice(rest.get(..n).unwrap_or(&[]));
+                        i += n;
+                        if self.scratch.len() >= FLUSH_AT {
+                            self.flush_str(em, sink);
+                        }
+                        if n > 0 {
+                            continue;
+                        }
+                    }
+                    i += 1;
+                    match c {
+                        b'"' => {
+                            self.flush_high();
+                            self.end_string(em, sink);
+                            return i;
+                        }
+                        b'\\' => self.esc = Esc::Backslash,
+                        _ => {
+                            self.flush_high();
+                            self.scratch.push(c);
+                        }
+                    }
+                }
+                Esc::Backslash => {
+                    i += 1;
+                    if c == b'u' {
+                        self.esc = Esc::Hex { n: 0, acc: 0 };
+                        continue;
+                    }
+                    self.flush_high();
+                    self.esc = Esc::None;
+                    let d = match c {
+                        b'b' => 0x08,
+                        b'f' => 0x0c,
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'"' | b'\\' | b'/' => c,
+                        other => {
+                            self.scratch.push(b'\\');
+                            other
+                        }
+                    };
+                    self.scratch.push(d);
+                }
+                Esc::Hex { n, acc } => match hex_val(c) {
+                    Some(v) => {
+                        i += 1;
+                        let acc = acc << 4 | u16::from(v);
+                        if n == 3 {
+                            self.esc = Esc::None;
+                            self.code_unit(acc);
+                        } else {
+                            self.esc = Esc::Hex { n: n + 1, acc };
+                        }
+                    }
+                    None => {
+                        // Broken \u escape: U+FFFD, then the byte is handled as usual.
+                        self.flush_high();
+                        self.push_char(0xfffd);
+                        self.esc = Esc::None;
+                    }
+                },
+            }
+        }
+        i
+    }
+
+    fn flush_str(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
+        if self.scratch.is_empty() {
+            return;
+        }
+        if self.in_key {
+            let base = self.frames.last().map_or(self.arena.len(), |f| f.base);
+            let room = MAX_KEY_LEN.saturating_sub(self.arena.len() - base);
+            self.arena.extend(self.scratch.iter().take(room));
+            em.put(&self.scratch, None, sink);
+        } else {
+            em.text(&self.scratch, key_at(&self.arena, self.cur_key()), sink);
+        }
+        self.scratch.clear();
+    }
+
+    fn end_string(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
+        self.flush_str(em, sink);
+        if self.in_key {
+            let end = self.arena.len();
+            if let Some(f) = self.frames.last_mut() {
+                f.key = Some((f.base, end));
+            }
+            em.boundary();
+            self.st = JSt::Colon;
+        } else {
+            em.end_value(key_at(&self.arena, self.cur_key()), sink);
+            self.st = JSt::After;
+        }
+        self.in_key = false;
+    }
+
+    fn finish(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
+        match self.st {
+            JSt::Str => {
+                match self.esc {
+                    Esc::Backslash => self.scratch.push(b'\\'),
+                    Esc::Hex { .. } => {
+                        self.flush_high();
+                        self.push_char(0xfffd);
+                    }
+                    Esc::None => {}
+                }
+                self.esc = Esc::None;
+                self.flush_high();
+                self.end_string(em, sink);
+            }
+            JSt::Num => em.boundary(),
+            JSt::Raw => em.end_value(key_at(&self.arena, self.root), sink),
+            _ => {}
+        }
+    }
+}
+
+/// Streaming `application/x-www-form-urlencoded` normaliser.
+#[derive(Default)]
+struct Form {
+    in_value: bool,
+    /// 0: no escape pending; 1: after `%`; 2: after `%` and one hex digit (`hi`).
+    pct: u8,
+    hi: u8,
+    key: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl Form {
+    fn out(&mut self, b: u8) {
+        self.scratch.push(b);
+        if !self.in_value && self.key.len() < MAX_KEY_LEN {
+            self.key.push(b);
+        }
+    }
+
+    fn feed(&mut self, data: &[u8], em: &mut Emitter, sink: &mut Sink<'_>) {
+        for &c in data {
+            match self.pct {
+                1 => {
+                    self.pct = 0;
+                    if hex_val(c).is_some() {
+                        self.hi = c;
+                        self.pct = 2;
+                        continue;
+                    }
+                    self.out(b'%');
+                }
+                2 => {
+                    self.pct = 0;
+                    if let (Some(h), Some(l)) = (hex_val(self.hi), hex_val(c)) {
+                        self.out(h << 4 | l);
+                        continue;
+                    }
+                    self.out(b'%');
+                    self.out(self.hi);
+                }
+                _ => {}
+            }
+            match c {
+                b'&' => self.end_field(em, sink),
+                b'=' if !self.in_value => {
+                    self.flush(em, sink);
+                    em.boundary();
+                    self.in_value = true;
+                }
+                b'+' => self.out(b' '),
+                b'%' => self.pct = 1,
+                _ => self.out(c),
+            }
+        }
+        self.flush(em, sink);
+    }
+
+    fn flush(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
+        if self.scratch.is_empty() {
+            return;
+        }
+        if self.in_value {
+            em.text(&self.scratch, Some(&self.key), sink);
+        } else {
+            em.put(&self.scratch, None, sink);
+        }
+        self.scratch.clear();
+    }
+
+    fn end_field(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
+        self.flush(em, sink);
+        if self.in_value {
+            em.end_value(Some(&self.key), sink);
+        } else {
+            em.boundary();
+        }
+        self.key.clear();
+        self.in_value = false;
+    }
+
+    fn finish(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
+        match self.pct {
+            1 => self.out(b'%'),
+            2 => {
+                self.out(b'%');
+                self.out(self.hi);
+            }
+            _ => {}
+        }
+        self.pct = 0;
+        self.end_field(em, sink);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MpPhase {
+    Preamble,
+    AfterDelim,
+    Headers,
+    Body,
+    Epilogue,
+}
+
+enum PartBody {
+    Text,
+    Json(Box<Json>),
+    Form(Box<Form>),
+}
+
+struct Part {
+    body: PartBody,
+    name: Vec<u8>,
+    named: bool,
+    max_depth: u32,
+}
+
+impl Part {
+    fn key(&self) -> Option<&[u8]> {
+        if self.named {
+            Some(&self.name)
+        } else {
+            None
+        }
+    }
+
+    fn release(
+        &mut self,
+        in_body: bool,
+        bytes: &[u8],
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), DecodeError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if !in_body {
+            em.text(bytes, None, sink);
+            return Ok(());
+        }
+        let key = if self.named {
+            Some(self.name.as_slice())
+        } else {
+            None
+        };
+        match &mut self.body {
+            PartBody::Text => em.text(bytes, key, sink),
+            PartBody::Json(j) => j.feed(bytes, em, sink)?,
+            PartBody::Form(f) => f.feed(bytes, em, sink),
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
+        let key = if self.named {
+            Some(self.name.as_slice())
+        } else {
+            None
+        };
+        match &mut self.body {
+            PartBody::Text => em.end_value(key, sink),
+            PartBody::Json(j) => j.finish(em, sink),
+            PartBody::Form(f) => f.finish(em, sink),
+        }
+        em.boundary();
+    }
+
+    fn begin(&mut self, headers: &[u8]) {
+        let (name, class) = parse_part_headers(headers);
+        self.named = name.is_some();
+        self.name = name
+            .map(|mut n| {
+                n.truncate(MAX_KEY_LEN);
+                n
+            })
+            .unwrap_or_default();
+        self.body = match class {
+            MediaClass::Json => PartBody::Json(Box::new(Json::new(self.max_depth, self.key()))),
+            MediaClass::Form => PartBody::Form(Box::default()),
+            _ => PartBody::Text,
+        };
+    }
+}
+
+/// Streaming multipart parser: delimiter search by KMP across chunks (a partial match is kept
+/// as a count, since its bytes are the delimiter's own prefix).
+struct Multipart {
+    /// `\r\n--boundary`.
+    delim: Vec<u8>,
+    fail: Vec<usize>,
+    matched: usize,
+    /// Leading bytes of the current match that were never in the input (the `\r\n` assumed
+    /// before the very first delimiter).
+    virt: usize,
+    phase: MpPhase,
+    after: u8,
+    hdr: Vec<u8>,
+    hdr_last: u32,
+    part: Part,
+}
+
+impl Multipart {
+    fn new(boundary: &[u8], max_depth: u32) -> Self {
+        let mut delim = b"\r\n--".to_vec();
+        delim.extend_from_slice(boundary);
+        let mut fail = vec![0usize; delim.len()];
+        let mut k = 0;
+        for i in 1..delim.len() {
+            while k > 0 && delim.get(i) != delim.get(k) {
+                k = fail.get(k - 1).copied().unwrap_or(0);
+            }
+            if delim.get(i) == delim.get(k) {
+                k += 1;
+            }
+            if let Some(slot) = fail.get_mut(i) {
+                *slot = k;
+            }
+        }
+        Multipart {
+            delim,
+            fail,
+            matched: 2,
+            virt: 2,
+            phase: MpPhase::Preamble,
+            after: 0,
+            hdr: Vec::new(),
+            hdr_last: 0x0d0a,
+            part: Part {
+                body: PartBody::Text,
+                name: Vec::new(),
+                named: false,
+                max_depth,
+            },
+        }
+    }
+
+    fn feed(
+        &mut self,
+        data: &[u8],
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), DecodeError> {
+        let mut i = 0;
+        while i < data.len() {
+            match self.phase {
+                MpPhase::Preamble | MpPhase::Body => i = self.scan(data, i, em, sink)?,
+                MpPhase::AfterDelim => {
+                    let c = data.get(i).copied().unwrap_or(0);
+                    i += 1;
+                    match (self.after, c) {
+                        (0, b'-') => self.after = 1,
+                        (1, b'-') => {
+                            self.phase = MpPhase::Epilogue;
+                        }
+                        (0 | 2, b' ' | b'\t') => {}
+                        (0 | 2, b'\r') => self.after = 2,
+                        (0 | 2, b'\n') => self.start_headers(),
+                        _ => {
+                            i -= 1;
+                            self.start_headers();
+                        }
+                    }
+                }
+                MpPhase::Headers => i = self.headers(data, i, em, sink),
+                MpPhase::Epilogue => {
+                    em.text(data.get(i..).unwrap_or(&[]), None, sink);
+                    i = data.len();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_headers(&mut self) {
+        self.phase = MpPhase::Headers;
+        self.hdr.clear();
+        self.hdr_last = 0x0d0a;
+    }
+
+    fn headers(
+        &mut self,
+        data: &[u8],
+        mut i: usize,
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> usize {
+        let start = i;
+        let mut done = false;
+        while let Some(&c) = data.get(i) {
+            i += 1;
+            if self.hdr.len() < MAX_PART_HEADER {
+                self.hdr.push(c);
+            }
+            self.hdr_last = self.hdr_last << 8 | u32::from(c);
+            if self.hdr_last == 0x0d0a_0d0a || self.hdr_last & 0xffff == 0x0a0a {
+                done = true;
+                break;
+            }
+        }
+        em.put(data.get(start..i).unwrap_or(&[]), None, sink);
+        if done {
+            em.boundary();
+            self.part.begin(&self.hdr);
+            self.phase = MpPhase::Body;
+            self.matched = 0;
+            self.virt = 0;
+        }
+        i
+    }
+
+    fn scan(
+        &mut self,
+        data: &[u8],
+        mut i: usize,
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> Result<usize, DecodeError> {
+        let in_body = self.phase == MpPhase::Body;
+        let Multipart {
+            delim,
+            fail,
+            matched,
+            virt,
+            part,
+            ..
+        } = self;
+        let mut span = i;
+        let mut found = false;
+        while i < data.len() {
+            if *matched == 0 {
+                // delim[0] is always b'\r'
+                let rest = data.get(i..).unwrap_or(&[]);
+                match memchr::memchr(b'\r', rest) {
+                    Some(k) => i += k,
+                    None => {
+                        i = data.len();
+                        break;
+                    }
+                }
+                part.release(in_body, data.get(span..i).unwrap_or(&[]), em, sink)?;
+                span = i;
+            }
+            let c = data.get(i).copied();
+            i += 1;
+            loop {
+                if c.is_some() && delim.get(*matched).copied() == c {
+                    *matched += 1;
+                    span = i;
+                    break;
+                }
+                if *matched == 0 {
+                    break;
+                }
+                let keep = fail.get(*matched - 1).copied().unwrap_or(0);
+                let drop = *matched - keep;
+                let skip = drop.min(*virt);
+                *virt -= skip;
+                part.release(in_body, delim.get(skip..drop).unwrap_or(&[]), em, sink)?;
+                *matched = keep;
+            }
+            if *matched == delim.len() {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            part.release(in_body, data.get(span..i).unwrap_or(&[]), em, sink)?;
+            return Ok(i);
+        }
+        self.matched = 0;
+        self.virt = 0;
+        if in_body {
+            self.part.end(em, sink);
+        } else {
+            em.end_value(None, sink);
+        }
+        self.phase = MpPhase::AfterDelim;
+        self.after = 0;
+        Ok(i)
+    }
+
+    fn finish(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
+        match self.phase {
+            MpPhase::Preamble | MpPhase::Body => {
+                let in_body = self.phase == MpPhase::Body;
+                let skip = self.virt.min(self.matched);
+                let pending = self.delim.get(skip..self.matched).unwrap_or(&[]).to_vec();
+                self.matched = 0;
+                self.part.release(in_body, &pending, em, sink)?;
+                if in_body {
+                    self.part.end(em, sink);
+                } else {
+                    em.end_value(None, sink);
+                }
+            }
+            MpPhase::Epilogue => em.end_value(None, sink),
+            MpPhase::AfterDelim | MpPhase::Headers => em.boundary(),
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Header helpers
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum MediaClass {
+    Json,
+    Form,
+    Multipart,
+    Other,
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\r' | b'\n', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t' | b'\r' | b'\n'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn media_class(value: &[u8]) -> MediaClass {
+    let mt = trim(value.split(|&b| b == b';').next().unwrap_or(&[]));
+    let mt = mt.to_ascii_lowercase();
+    if mt == b"application/x-www-form-urlencoded" {
+        return MediaClass::Form;
+    }
+    if mt.starts_with(b"multipart/") {
+        return MediaClass::Multipart;
+    }
+    let subtype = mt.splitn(2, |&b| b == b'/').nth(1).unwrap_or(&[]);
+    if memchr::memmem::find(subtype, b"json").is_some() {
+        return MediaClass::Json;
+    }
+    MediaClass::Other
+}
+
+/// Value of parameter `want` (case-insensitive name) in a header value of the form
+/// `token; a=b; c="quoted \" value"`.
+fn header_param(value: &[u8], want: &[u8]) -> Option<Vec<u8>> {
+    let mut i = memchr::memchr(b';', value)? + 1;
+    while i < value.len() {
+        while value
+            .get(i)
+            .is_some_and(|&b| matches!(b, b' ' | b'\t' | b';'))
+        {
+            i += 1;
+        }
+        let start = i;
+        while value.get(i).is_some_and(|&b| b != b'=' && b != b';') {
+            i += 1;
+        }
+        let name = trim(value.get(start..i).unwrap_or(&[]));
+        if value.get(i) != Some(&b'=') {
+            continue;
+        }
+        i += 1;
+        while value.get(i).is_some_and(|&b| matches!(b, b' ' | b'\t')) {
+            i += 1;
+        }
+        let mut v = Vec::new();
+        if value.get(i) == Some(&b'"') {
+            i += 1;
+            while let Some(&b) = value.get(i) {
+                i += 1;
+                match b {
+                    b'"' => break,
+                    b'\\' => {
+                        if let Some(&n) = value.get(i) {
+                            v.push(n);
+                            i += 1;
+                        }
+                    }
+                    _ => v.push(b),
+                }
+            }
+            while value.get(i).is_some_and(|&b| b != b';') {
+                i += 1;
+            }
+        } else {
+            let vs = i;
+            while value.get(i).is_some_and(|&b| b != b';') {
+                i += 1;
+            }
+            v.extend_from_slice(trim(value.get(vs..i).unwrap_or(&[])));
+        }
+        if name.eq_ignore_ascii_case(want) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// (Content-Disposition name, Content-Type class) of a multipart part header block.
+fn parse_part_headers(block: &[u8]) -> (Option<Vec<u8>>, MediaClass) {
+    let mut name = None;
+    let mut class = MediaClass::Other;
+    for line in block.split(|&b| b == b'\n') {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let field = trim(line.get(..colon).unwrap_or(&[]));
+        let value = trim(line.get(colon + 1..).unwrap_or(&[]));
+        if field.eq_ignore_ascii_case(b"content-disposition") {
+            name = header_param(value, b"name");
+        } else if field.eq_ignore_ascii_case(b"content-type") {
+            class = media_class(value);
+        }
+    }
+    (name, class)
+}
+
+// ---------------------------------------------------------------------------------------
+// One-shot helpers
+// ---------------------------------------------------------------------------------------
+
+/// Appends the form-decoding of `input` to `out`: `%XX` becomes the byte, `+` a space;
+/// invalid or truncated escapes (`%zz`, `%4`) are kept literally.
+pub fn percent_decode_form(input: &[u8], out: &mut Vec<u8>) {
+    out.reserve(input.len());
+    let mut i = 0;
+    while let Some(&c) = input.get(i) {
+        i += 1;
+        match c {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = input.get(i).copied().and_then(hex_val);
+                let lo = input.get(i + 1).copied().and_then(hex_val);
+                if let (Some(h), Some(l)) = (hi, lo) {
+                    out.push(h << 4 | l);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+}
+
+/// Calls `f(decoded key, decoded value)` for each `&`-separated pair of a URL query string
+/// (pass the part after `?`). Empty pairs are skipped; a pair without `=` has an empty value.
+pub fn for_each_query_pair(query: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
+    let mut key = Vec::new();
+    let mut value = Vec::new();
+    for pair in query.split(|&b| b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (k, v) = match memchr::memchr(b'=', pair) {
+            Some(eq) => (
+                pair.get(..eq).unwrap_or(&[]),
+                pair.get(eq + 1..).unwrap_or(&[]),
+            ),
+            None => (pair, &[][..]),
+        };
+        key.clear();
+        value.clear();
+        percent_decode_form(k, &mut key);
+        percent_decode_form(v, &mut value);
+        f(&key, &value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
+    use flate2::Compression;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// The normalised stream as runs of (key, bytes), adjacent runs of one key merged, so two
+    /// streams compare equal exactly when their bytes and per-byte keys are equal.
+    type Stream = Vec<(Option<Vec<u8>>, Vec<u8>)>;
+
+    #[derive(Default)]
+    struct Collect {
+        runs: Stream,
+        next: u64,
+    }
+
+    impl Collect {
+        fn push(&mut self, s: Segment<'_>) {
+            assert_eq!(s.offset, self.next, "segment offsets must be contiguous");
+            assert!(!s.text.is_empty(), "no empty segments");
+            self.next += s.text.len() as u64;
+            let key = s.key.map(<[u8]>::to_vec);
+            match self.runs.last_mut() {
+                Some((k, t)) if *k == key => t.extend_from_slice(s.text),
+                _ => self.runs.push((key, s.text.to_vec())),
+            }
+        }
+    }
+
+    fn run_with(
+        codings: &[Coding],
+        kind: BodyKind,
+        limits: Limits,
+        chunks: &[&[u8]],
+    ) -> (Stream, Result<(), DecodeError>) {
+        let mut p = Pipeline::new(codings.to_vec(), kind, limits).unwrap();
+        let mut c = Collect::default();
+        let mut res = Ok(());
+        for ch in chunks {
+            res = p.feed(ch, &mut |s| c.push(s));
+            if res.is_err() {
+                break;
+            }
+        }
+        if res.is_ok() {
+            res = p.finish(&mut |s| c.push(s));
+        }
+        assert_eq!(p.emitted_bytes(), c.next);
+        (c.runs, res)
+    }
+
+    fn run(kind: BodyKind, chunks: &[&[u8]]) -> (Stream, Result<(), DecodeError>) {
+        run_with(&[], kind, Limits::default(), chunks)
+    }
+
+    fn one_shot(kind: BodyKind, body: &[u8]) -> Stream {
+        let (s, r) = run(kind, &[body]);
+        assert_eq!(r, Ok(()));
+        s
+    }
+
+    /// Cuts `body` into pieces whose sizes cycle through `sizes`.
+    fn split<'a>(body: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        let mut k = 0;
+        while !rest.is_empty() {
+            let n = sizes[k % sizes.len()].clamp(1, rest.len());
+            out.push(&rest[..n]);
+            rest = &rest[n..];
+            k += 1;
+        }
+        out
+    }
+
+    fn render(stream: &Stream) -> String {
+        let mut s = String::new();
+        for (k, t) in stream {
+            match k {
+                Some(k) => {
+                    s.push('{');
+                    s.push_str(&String::from_utf8_lossy(k));
+                    s.push('=');
+                    s.push_str(&String::from_utf8_lossy(t));
+                    s.push('}');
+                }
+                None => s.push_str(&String::from_utf8_lossy(t)),
+            }
+        }
+        s
+    }
+
+    fn norm(kind: BodyKind, body: &[u8]) -> String {
+        render(&one_shot(kind, body))
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn encode(coding: Coding, data: &[u8]) -> Vec<u8> {
+        match coding {
+            Coding::Gzip => gzip(data),
+            Coding::Deflate => {
+                let mut e = ZlibEncoder::new(Vec::new(), Compression::default());
+                e.write_all(data).unwrap();
+                e.finish().unwrap()
+            }
+            Coding::Br => {
+                let mut out = Vec::new();
+                {
+                    let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    w.write_all(data).unwrap();
+                }
+                out
+            }
+            Coding::Zstd => {
+                ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+            }
+            Coding::Identity => data.to_vec(),
+        }
+    }
+
+    /// Applies `codings` in header order.
+    fn encode_all(codings: &[Coding], data: &[u8]) -> Vec<u8> {
+        codings
+            .iter()
+            .fold(data.to_vec(), |acc, c| encode(*c, &acc))
+    }
+
+    fn sample_json(records: usize) -> Vec<u8> {
+        let mut s = String::from("[");
+        for i in 0..records {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!(
+                r#"{{"id":{i},"aadhaar":"{:04} {:04} {:04}","name":"user\u0020{i}","tags":["a{}","b"],"ok":true}}"#,
+                i % 10000,
+                (i * 7) % 10000,
+                (i * 13) % 10000,
+                i % 97
+            ));
+        }
+        s.push(']');
+        s.into_bytes()
+    }
+
+    // ----- headers -------------------------------------------------------------------
+
+    #[test]
+    fn content_encoding_parsing() {
+        use Coding::*;
+        assert_eq!(parse_content_encoding("gzip, br"), Ok(vec![Gzip, Br]));
+        assert_eq!(
+            parse_content_encoding(" X-GZIP ,identity,,\tZSTD"),
+            Ok(vec![Gzip, Identity, Zstd])
+        );
+        assert_eq!(parse_content_encoding("Deflate"), Ok(vec![Deflate]));
+        assert_eq!(parse_content_encoding(""), Ok(vec![]));
+        assert_eq!(
+            parse_content_encoding("gzip, compress"),
+            Err(DecodeError::Unsupported("compress".into()))
+        );
+        assert_eq!(
+            DecodeError::Unsupported("compress".into()).to_string(),
+            "unsupported content coding: compress"
+        );
+    }
+
+    #[test]
+    fn body_kind_from_content_type() {
+        let cases: &[(Option<&str>, BodyKind)] = &[
+            (None, BodyKind::Text),
+            (Some("application/json"), BodyKind::Json),
+            (Some("Application/JSON; charset=utf-8"), BodyKind::Json),
+            (Some("application/vnd.api+json"), BodyKind::Json),
+            (Some("application/x-ndjson"), BodyKind::Json),
+            (
+                Some("application/x-www-form-urlencoded; charset=UTF-8"),
+                BodyKind::Form,
+            ),
+            (
+                Some("multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxk"),
+                BodyKind::Multipart {
+                    boundary: b"----WebKitFormBoundary7MA4YWxk".to_vec(),
+                },
+            ),
+            (
+                Some("multipart/mixed; charset=x; Boundary=\"a b;c\""),
+                BodyKind::Multipart {
+                    boundary: b"a b;c".to_vec(),
+                },
+            ),
+            (Some("multipart/form-data"), BodyKind::Text),
+            (Some("multipart/form-data; boundary="), BodyKind::Text),
+            (Some("text/plain"), BodyKind::Text),
+            (Some("application/octet-stream"), BodyKind::Text),
+            (Some("json/whatever"), BodyKind::Text),
+        ];
+        for (ct, want) in cases {
+            assert_eq!(&BodyKind::from_content_type(*ct), want, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_encodings() {
+        use Coding::*;
+        let err = Pipeline::new(
+            vec![Gzip, Br, Zstd, Deflate],
+            BodyKind::Text,
+            Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err, DecodeError::TooManyEncodings { count: 4, limit: 3 });
+        assert_eq!(err.to_string(), "too many content codings: 4 (limit 3)");
+        assert!(Pipeline::new(
+            vec![Gzip, Identity, Br, Identity, Zstd],
+            BodyKind::Text,
+            Limits::default()
+        )
+        .is_ok());
+        assert!(
+            Pipeline::from_headers(Some("text/plain"), Some("gzip, lzma"), Limits::default())
+                .is_err()
+        );
+    }
+
+    // ----- JSON ----------------------------------------------------------------------
+
+    #[test]
+    fn json_values_keys_and_separators() {
+        let body = br#"{"aadhaar":"1234 5678 9012","n":-1.5e3,"arr":["a",{"x":"y"},"b",7],"t":true,"z":null,"e":""}"#;
+        assert_eq!(
+            norm(BodyKind::Json, body),
+            "aadhaar\n{aadhaar=1234 5678 9012}\nn\n{n=-1.5e3}\narr\n{arr=a}\nx\n{x=y}\n{arr=b}\n{arr=7}\nt\nz\ne"
+        );
+        assert_eq!(
+            norm(BodyKind::Json, br#"["a", 1, {"k": [["deep"]]}]"#),
+            "a\n1\nk\n{k=deep}"
+        );
+        assert_eq!(norm(BodyKind::Json, b" \"top\" "), "top");
+    }
+
+    #[test]
+    fn json_escapes_and_unicode() {
+        let body = br#"{"a":"\u0032\u0033\u0034","b":"\ud83d\ude00","c":"x\ud800y","d":"\udc00","e":"\u12G4","f":"\n\t\/\x\"","g":"\uD800\uD800\uDC00"}"#;
+        assert_eq!(
+            norm(BodyKind::Json, body),
+            "a\n{a=234}\nb\n{b=\u{1f600}}\nc\n{c=x\u{fffd}y}\nd\n{d=\u{fffd}}\ne\n{e=\u{fffd}G4}\nf\n{f=\n\t/\\x\"}\ng\n{g=\u{fffd}\u{10000}}"
+        );
+        // Escaped key decodes too, and digits written as \u escapes become plain digits.
+        assert_eq!(
+            norm(
+                BodyKind::Json,
+                br#"{"\u0061adhaar":"\u0031\u0032\u0033\u0034 5678"}"#
+            ),
+            "aadhaar\n{aadhaar=1234 5678}"
+        );
+        // Unterminated escapes at end of body.
+        assert_eq!(norm(BodyKind::Json, br#"{"a":"x\u00"#), "a\n{a=x\u{fffd}}");
+        assert_eq!(norm(BodyKind::Json, br#"{"a":"x\"#), "a\n{a=x\\}");
+    }
+
+    #[test]
+    fn json_invalid_falls_back_to_raw_with_lookback() {
+        assert_eq!(
+            norm(BodyKind::Json, br#"{"a": 1234 5678 9012}"#),
+            "a\n{a=1234}\n{\"a\": 1234 5678 9012}"
+        );
+        assert_eq!(
+            norm(BodyKind::Json, b"aadhaar=1234 5678 9012"),
+            "aadhaar=1234 5678 9012"
+        );
+        assert_eq!(norm(BodyKind::Json, b"[1,2] x"), "1\n2\n[1,2] x");
+        assert_eq!(norm(BodyKind::Json, b"{\"a\":tru 99}"), "a\n{\"a\":tru 99}");
+        // Long valid prefix: only the last JSON_LOOKBACK bytes are repeated.
+        let mut body = br#"{"pad":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'p', 200));
+        body.extend_from_slice(br#"", "x": 1 2}"#);
+        let out = norm(BodyKind::Json, &body);
+        let raw = &body[body.len() - 2 - JSON_LOOKBACK..];
+        assert!(
+            out.ends_with(&format!("\n{}", String::from_utf8_lossy(raw))),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn json_concatenated_documents() {
+        assert_eq!(
+            norm(BodyKind::Json, b"{\"a\":1}\n{\"a\":2}\n[3]"),
+            "a\n{a=1}\na\n{a=2}\n3"
+        );
+        // Lenient trailing commas.
+        assert_eq!(norm(BodyKind::Json, br#"{"a":[1,],}"#), "a\n{a=1}");
+    }
+
+    #[test]
+    fn json_invalid_utf8_passes_through() {
+        let (s, r) = run(BodyKind::Json, &[b"{\"k\":\"\xff\xfe12\xc3\"}"]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(s[1], (Some(b"k".to_vec()), b"\xff\xfe12\xc3".to_vec()));
+        let (s, r) = run(BodyKind::Text, &[b"\xff\x00abc\x80"]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(s, vec![(None, b"\xff\x00abc\x80".to_vec())]);
+    }
+
+    #[test]
+    fn json_depth_limit() {
+        let ok = [b"[".repeat(512), b"]".repeat(512)].concat();
+        assert_eq!(run(BodyKind::Json, &[&ok]).1, Ok(()));
+        let deep = b"[".repeat(513);
+        assert_eq!(
+            run(BodyKind::Json, &[&deep]).1,
+            Err(DecodeError::TooDeep { limit: 512 })
+        );
+        assert_eq!(
+            DecodeError::TooDeep { limit: 512 }.to_string(),
+            "json nesting deeper than 512"
+        );
+    }
+
+    #[test]
+    fn json_100k_nesting_is_too_deep_without_recursion() {
+        let arrays = b"[".repeat(100_000);
+        let objects = br#"{"a":"#.repeat(100_000);
+        for body in [&arrays, &objects] {
+            assert_eq!(
+                run(BodyKind::Json, &[body]).1,
+                Err(DecodeError::TooDeep { limit: 512 })
+            );
+            assert_eq!(
+                run(BodyKind::Json, &split(body, &[1, 3])).1,
+                Err(DecodeError::TooDeep { limit: 512 })
+            );
+        }
+        // With a limit above the nesting, 100k levels are parsed iteratively (no stack use).
+        let limits = Limits {
+            max_depth: 200_000,
+            ..Limits::default()
+        };
+        let body = [
+            br#"{"a":"#.repeat(100_000),
+            b"\"x\"".to_vec(),
+            b"}".repeat(100_000),
+        ]
+        .concat();
+        let (s, r) = run_with(&[], BodyKind::Json, limits, &[&body]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(s.last(), Some(&(Some(b"a".to_vec()), b"x".to_vec())));
+    }
+
+    #[test]
+    fn json_long_keys_truncated_for_key_only() {
+        let key = "k".repeat(1000);
+        let body = format!(r#"{{"{key}":"v"}}"#);
+        let s = one_shot(BodyKind::Json, body.as_bytes());
+        assert_eq!(s[0], (None, format!("{key}\n").into_bytes()));
+        assert_eq!(s[1], (Some(vec![b'k'; MAX_KEY_LEN]), b"v".to_vec()));
+    }
+
+    // ----- form ----------------------------------------------------------------------
+
+    #[test]
+    fn form_fields() {
+        assert_eq!(
+            norm(BodyKind::Form, b"name=Ravi+Kumar&aadhaar=1234%205678%209012&flag&=v&&bad=%zz%4"),
+            "name\n{name=Ravi Kumar}\naadhaar\n{aadhaar=1234 5678 9012}\nflag\n{=v}\nbad\n{bad=%zz%4}"
+        );
+        assert_eq!(norm(BodyKind::Form, b"a%3D=b=c%3"), "a=\n{a==b=c%3}");
+        assert_eq!(norm(BodyKind::Form, b"x=%"), "x\n{x=%}");
+    }
+
+    #[test]
+    fn form_escape_split_anywhere() {
+        let body = b"pan=ABCDE%31234F&aad%68aar=%31%32%33%34+5678+9012&z=%4&y=%%41";
+        let want = one_shot(BodyKind::Form, body);
+        assert_eq!(
+            render(&want),
+            "pan\n{pan=ABCDE1234F}\naadhaar\n{aadhaar=1234 5678 9012}\nz\n{z=%4}\ny\n{y=%A}"
+        );
+        for cut in 0..=body.len() {
+            let (s, r) = run(BodyKind::Form, &[&body[..cut], &body[cut..]]);
+            assert_eq!(r, Ok(()));
+            assert_eq!(s, want, "cut at {cut}");
+        }
+        assert_eq!(run(BodyKind::Form, &split(body, &[1])).0, want);
+    }
+
+    #[test]
+    fn one_shot_percent_helpers() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"a+b%20c", b"a b c"),
+            (b"%zz%4", b"%zz%4"),
+            (b"%", b"%"),
+            (b"%4a%4A", b"JJ"),
+            (b"%%41", b"%A"),
+            (b"\xff%ff", b"\xff\xff"),
+        ];
+        for (input, want) in cases {
+            let mut out = b"pre:".to_vec();
+            percent_decode_form(input, &mut out);
+            assert_eq!(&out[4..], *want);
+            assert_eq!(&out[..4], b"pre:");
+        }
+        let mut pairs = Vec::new();
+        for_each_query_pair(b"q=1234+5678&&aad%68aar=9012&flag&=x&k=a=b", &mut |k, v| {
+            pairs.push((k.to_vec(), v.to_vec()))
+        });
+        let want: Vec<(Vec<u8>, Vec<u8>)> = [
+            ("q", "1234 5678"),
+            ("aadhaar", "9012"),
+            ("flag", ""),
+            ("", "x"),
+            ("k", "a=b"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(pairs, want);
+    }
+
+    // ----- multipart -----------------------------------------------------------------
+
+    const MP_BODY: &[u8] = b"preamble text\r\n--XyZ\r\nContent-Disposition: form-data; name=\"pan\"\r\n\r\nABCDE1234F\r\n--XyZ\r\nContent-Disposition: form-data; name=\"doc\"\r\nContent-Type: application/json\r\n\r\n{\"aadhaar\":\"1234 5678 9012\",\"x\":[1]}\r\n--XyZ  \r\nContent-Disposition: form-data; name=\"f\"\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\na=1&b=2\r\n--XyZ\r\nContent-Type: text/plain\r\n\r\nanon\r\n--X\r\n--Xy\r\n--XyZ--\r\nepilogue";
+
+    fn mp_kind() -> BodyKind {
+        BodyKind::Multipart {
+            boundary: b"XyZ".to_vec(),
+        }
+    }
+
+    #[test]
+    fn multipart_parts() {
+        assert_eq!(
+            norm(mp_kind(), MP_BODY),
+            "preamble text\nContent-Disposition: form-data; name=\"pan\"\r\n\r\n\n{pan=ABCDE1234F}\n\
+             Content-Disposition: form-data; name=\"doc\"\r\nContent-Type: application/json\r\n\r\n\n\
+             aadhaar\n{aadhaar=1234 5678 9012}\nx\n{x=1}\n\
+             Content-Disposition: form-data; name=\"f\"\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n\n\
+             a\n{a=1}\nb\n{b=2}\nContent-Type: text/plain\r\n\r\n\nanon\r\n--X\r\n--Xy\n\r\nepilogue"
+        );
+        // Body starting with the delimiter (no preamble) and a JSON part without an object key.
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"ids\"\r\nContent-Type: application/json\r\n\r\n[\"1234\"]\r\n--b--";
+        assert_eq!(
+            norm(BodyKind::Multipart { boundary: b"b".to_vec() }, body),
+            "Content-Disposition: form-data; name=\"ids\"\r\nContent-Type: application/json\r\n\r\n\n{ids=1234}"
+        );
+    }
+
+    #[test]
+    fn multipart_boundary_split_anywhere() {
+        let want = one_shot(mp_kind(), MP_BODY);
+        for cut in 0..=MP_BODY.len() {
+            let (s, r) = run(mp_kind(), &[&MP_BODY[..cut], &MP_BODY[cut..]]);
+            assert_eq!(r, Ok(()));
+            assert_eq!(s, want, "cut at {cut}");
+        }
+        assert_eq!(run(mp_kind(), &split(MP_BODY, &[1])).0, want);
+        assert_eq!(run(mp_kind(), &split(MP_BODY, &[2, 5, 3])).0, want);
+    }
+
+    #[test]
+    fn multipart_unterminated_and_self_overlapping_boundary() {
+        // Boundary "aab": KMP must handle "\r\n--aaab" (partial match restarting mid-way).
+        let kind = BodyKind::Multipart {
+            boundary: b"aab".to_vec(),
+        };
+        let body = b"--aab\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\nx\r\n--aaab\r\n--aab\r\n\r\nlast 1234\r\n--aa";
+        let want = one_shot(kind.clone(), body);
+        assert_eq!(
+            render(&want),
+            "Content-Disposition: form-data; name=\"n\"\r\n\r\n\n{n=x\r\n--aaab}\n\r\n\nlast 1234\r\n--aa"
+        );
+        for cut in 0..=body.len() {
+            assert_eq!(
+                run(kind.clone(), &[&body[..cut], &body[cut..]]).0,
+                want,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    // ----- text and base64 -----------------------------------------------------------
+
+    #[test]
+    fn text_base64_runs_decoded() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let secret = "Hello World 1234 5678 9012";
+        let b = STANDARD.encode(secret);
+        let body = format!("id: {b} end");
+        assert_eq!(
+            norm(BodyKind::Text, body.as_bytes()),
+            format!("id: {b}\n{secret}\n end")
+        );
+        // At the very end of the body.
+        assert_eq!(norm(BodyKind::Text, b.as_bytes()), format!("{b}\n{secret}"));
+        // URL-safe alphabet.
+        let url_secret = "subjects?>>~~~ aadhaar 1234 5678 9012";
+        let u = URL_SAFE_NO_PAD.encode(url_secret);
+        assert!(u.contains('_') || u.contains('-'), "{u}");
+        assert_eq!(
+            norm(BodyKind::Text, format!("t={u}&x").as_bytes()),
+            format!("t={u}\n{url_secret}\n&x")
+        );
+        // JSON string value: decoded text keeps the key.
+        let s = one_shot(BodyKind::Json, format!(r#"{{"doc":"{b}"}}"#).as_bytes());
+        assert_eq!(render(&s), format!("doc\n{{doc={b}}}\n{{doc={secret}}}"));
+        // Form value and multipart text part.
+        assert_eq!(
+            norm(BodyKind::Form, format!("d={b}").as_bytes()),
+            format!("d\n{{d={b}}}\n{{d={secret}}}")
+        );
+    }
+
+    #[test]
+    fn text_base64_rejections() {
+        use base64::engine::general_purpose::STANDARD;
+        let cases = [
+            // Binary content is not inserted.
+            STANDARD.encode([
+                0u8, 1, 2, 3, 200, 201, 202, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+            ]),
+            // Too short (15 characters).
+            STANDARD.encode("short text1")[..15].to_string(),
+            // Too long (over 4 KiB of base64).
+            STANDARD.encode("a".repeat(4000)),
+            // Mixed alphabets.
+            "QUJDREVGR0hJSktMTU5P+/-_UFFSU1RV".to_string(),
+        ];
+        for c in cases {
+            assert_eq!(norm(BodyKind::Text, c.as_bytes()), c, "{c}");
+        }
+        // Plain words of base64 alphabet decode to junk and are not inserted.
+        assert_eq!(
+            norm(BodyKind::Text, b"ThisIsAnOrdinaryCamelCaseIdentifier"),
+            "ThisIsAnOrdinaryCamelCaseIdentifier"
+        );
+    }
+
+    #[test]
+    fn base64_inserts_bounded_per_body() {
+        use base64::engine::general_purpose::STANDARD;
+        let run_text = STANDARD.encode("printable payload 1234");
+        let body = format!("{run_text} ").repeat(BASE64_MAX_SEGMENTS + 50);
+        let s = one_shot(BodyKind::Text, body.as_bytes());
+        let inserts = render(&s).matches("printable payload 1234").count();
+        assert_eq!(inserts, BASE64_MAX_SEGMENTS);
+    }
+
+    // ----- content decoding ----------------------------------------------------------
+
+    fn identity_stream(kind: BodyKind, body: &[u8]) -> Stream {
+        one_shot(kind, body)
+    }
+
+    #[test]
+    fn content_codings_round_trip_with_chunking() {
+        use Coding::*;
+        let body = sample_json(3000);
+        let want = identity_stream(BodyKind::Json, &body);
+        let stacks: &[&[Coding]] = &[
+            &[Gzip],
+            &[Deflate],
+            &[Br],
+            &[Zstd],
+            &[Gzip, Br],
+            &[Zstd, Gzip],
+            &[Br, Deflate, Zstd],
+        ];
+        for stack in stacks {
+            let enc = encode_all(stack, &body);
+            for sizes in [&[65536][..], &[1000], &[7, 1, 300, 4096]] {
+                let (s, r) = run_with(
+                    stack,
+                    BodyKind::Json,
+                    Limits::default(),
+                    &split(&enc, sizes),
+                );
+                assert_eq!(r, Ok(()), "{stack:?} {sizes:?}");
+                assert!(s == want, "{stack:?} {sizes:?}");
+            }
+        }
+        // Byte-at-a-time on a smaller body.
+        let small = sample_json(100);
+        let want = identity_stream(BodyKind::Json, &small);
+        for stack in stacks {
+            let enc = encode_all(stack, &small);
+            let (s, r) = run_with(stack, BodyKind::Json, Limits::default(), &split(&enc, &[1]));
+            assert_eq!(r, Ok(()), "{stack:?}");
+            assert!(s == want, "{stack:?}");
+        }
+    }
+
+    #[test]
+    fn raw_deflate_and_multi_member_gzip() {
+        let mut e = DeflateEncoder::new(Vec::new(), Compression::default());
+        e.write_all(b"aadhaar 1234 5678 9012").unwrap();
+        let raw = e.finish().unwrap();
+        let (s, r) = run_with(
+            &[Coding::Deflate],
+            BodyKind::Text,
+            Limits::default(),
+            &split(&raw, &[1]),
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!(render(&s), "aadhaar 1234 5678 9012");
+
+        let two = [gzip(b"first 1234 "), gzip(b"second 5678")].concat();
+        let (s, r) = run_with(
+            &[Coding::Gzip],
+            BodyKind::Text,
+            Limits::default(),
+            &split(&two, &[3]),
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!(render(&s), "first 1234 second 5678");
+    }
+
+    #[test]
+    fn gzip_header_fields_are_skipped() {
+        let mut e = flate2::GzBuilder::new()
+            .filename("x.json")
+            .comment("a comment")
+            .extra(vec![1, 2, 3, 4])
+            .write(Vec::new(), Compression::fast());
+        e.write_all(b"{\"k\":\"v 1234\"}").unwrap();
+        let enc = e.finish().unwrap();
+        for sizes in [&[1usize][..], &[4096]] {
+            let (s, r) = run_with(
+                &[Coding::Gzip],
+                BodyKind::Json,
+                Limits::default(),
+                &split(&enc, sizes),
+            );
+            assert_eq!(r, Ok(()));
+            assert_eq!(render(&s), "k\n{k=v 1234}");
+        }
+    }
+
+    #[test]
+    fn zstd_skippable_frames_and_multiple_frames() {
+        let mut body = vec![0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 9, 9, 9];
+        body.extend(encode(Coding::Zstd, b"one 1234 "));
+        body.extend(encode(Coding::Zstd, b"two 5678"));
+        let (s, r) = run_with(
+            &[Coding::Zstd],
+            BodyKind::Text,
+            Limits::default(),
+            &split(&body, &[1]),
+        );
+        assert_eq!(r, Ok(()));
+        assert_eq!(render(&s), "one 1234 two 5678");
+    }
+
+    #[test]
+    fn zstd_oversized_window_refused() {
+        // Frame header: magic, FHD 0 (window descriptor present), window 2^30.
+        let body = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 20 << 3, 0x01, 0x00, 0x00];
+        let (_, r) = run_with(&[Coding::Zstd], BodyKind::Text, Limits::default(), &[&body]);
+        assert!(
+            matches!(r, Err(DecodeError::Unsupported(ref m)) if m.contains("window")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn truncated_or_corrupt_streams_are_errors() {
+        use Coding::*;
+        let body = sample_json(200);
+        for coding in [Gzip, Deflate, Br, Zstd] {
+            let enc = encode(coding, &body);
+            for cut in [1, 2, 5, 11, enc.len() / 2, enc.len() - 4, enc.len() - 1] {
+                let (_, r) = run_with(&[coding], BodyKind::Json, Limits::default(), &[&enc[..cut]]);
+                assert!(
+                    matches!(r, Err(DecodeError::Corrupt(_))),
+                    "{coding:?} cut {cut}: {r:?}"
+                );
+            }
+            // Trailing garbage after the end of the stream.
+            let mut extra = enc.clone();
+            extra.extend_from_slice(b"junk");
+            let (_, r) = run_with(&[coding], BodyKind::Json, Limits::default(), &[&extra]);
+            assert!(
+                matches!(r, Err(DecodeError::Corrupt(_))),
+                "{coding:?} trailing: {r:?}"
+            );
+            // Garbage from the start.
+            let (_, r) = run_with(
+                &[coding],
+                BodyKind::Json,
+                Limits::default(),
+                &[b"this is not compressed at all"],
+            );
+            assert!(
+                matches!(r, Err(DecodeError::Corrupt(_))),
+                "{coding:?} garbage: {r:?}"
+            );
+        }
+        let mut bad_crc = gzip(b"hello");
+        let n = bad_crc.len();
+        bad_crc[n - 8] ^= 1;
+        let (_, r) = run_with(&[Gzip], BodyKind::Text, Limits::default(), &[&bad_crc]);
+        assert_eq!(r, Err(DecodeError::Corrupt("gzip: crc mismatch".into())));
+        // An empty body is fine whatever the coding.
+        for coding in [Gzip, Deflate, Br, Zstd] {
+            assert_eq!(
+                run_with(&[coding], BodyKind::Text, Limits::default(), &[]).1,
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_gzip_fails_on_finish_after_output() {
+        let enc = gzip(b"partial output 1234 5678 9012 that was emitted");
+        let mut p = Pipeline::new(vec![Coding::Gzip], BodyKind::Text, Limits::default()).unwrap();
+        let mut c = Collect::default();
+        assert_eq!(p.feed(&enc[..enc.len() - 3], &mut |s| c.push(s)), Ok(()));
+        let err = p.finish(&mut |s| c.push(s)).unwrap_err();
+        assert_eq!(err, DecodeError::Corrupt("truncated gzip stream".into()));
+        assert_eq!(
+            err.to_string(),
+            "corrupt encoded body: truncated gzip stream"
+        );
+        assert_eq!(
+            render(&c.runs),
+            "partial output 1234 5678 9012 that was emitted"
+        );
+        // The pipeline stays failed.
+        assert_eq!(p.feed(b"x", &mut |s| c.push(s)), Err(err));
+    }
+
+    /// Streams 1 GiB of zeros through a gzip encoder, feeding its output as it appears; the
+    /// pipeline must stop long before the encoder is done.
+    fn streamed_gzip_bomb(limits: Limits) -> (Result<(), DecodeError>, u64, u64) {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        let zeros = vec![0u8; 64 * 1024];
+        let mut p = Pipeline::new(vec![Coding::Gzip], BodyKind::Text, limits).unwrap();
+        let mut sunk = 0u64;
+        for _ in 0..(1 << 30) / zeros.len() {
+            enc.write_all(&zeros).unwrap();
+            let chunk = std::mem::take(enc.get_mut());
+            if let Err(e) = p.feed(&chunk, &mut |s| sunk += s.text.len() as u64) {
+                return (Err(e), p.decoded_bytes(), sunk);
+            }
+        }
+        (Ok(()), p.decoded_bytes(), sunk)
+    }
+
+    #[test]
+    fn gzip_bomb_hits_ratio_limit() {
+        let limits = Limits::default();
+        let (r, decoded, sunk) = streamed_gzip_bomb(limits);
+        assert!(
+            matches!(r, Err(DecodeError::RatioExceeded { limit: 100, .. })),
+            "{r:?}"
+        );
+        assert!(
+            decoded <= limits.ratio_grace_bytes + OUT_CHUNK as u64,
+            "{decoded}"
+        );
+        assert!(sunk <= decoded);
+    }
+
+    #[test]
+    fn gzip_bomb_hits_size_limit() {
+        let limits = Limits {
+            max_ratio: u32::MAX,
+            max_decoded_bytes: 4 << 20,
+            ..Limits::default()
+        };
+        let (r, decoded, sunk) = streamed_gzip_bomb(limits);
+        assert_eq!(r, Err(DecodeError::TooLarge { limit: 4 << 20 }));
+        assert!(decoded <= 4 << 20);
+        assert!(sunk <= decoded);
+    }
+
+    #[test]
+    fn whole_body_bombs_fed_at_once() {
+        // 1024 gzip members of 1 MiB of zeros each: a valid 1 GiB gzip body of ~1 MiB.
+        let member = gzip(&vec![0u8; 1 << 20]);
+        let body = member.repeat(1024);
+        let (_, r) = run_with(&[Coding::Gzip], BodyKind::Text, Limits::default(), &[&body]);
+        assert_eq!(r, Err(DecodeError::TooLarge { limit: 16 << 20 }));
+        // Stacked: gzip of that body.
+        let stacked = gzip(&body);
+        let (_, r) = run_with(
+            &[Coding::Gzip, Coding::Gzip],
+            BodyKind::Text,
+            Limits::default(),
+            &[&stacked],
+        );
+        assert!(
+            matches!(
+                r,
+                Err(DecodeError::RatioExceeded { .. } | DecodeError::TooLarge { .. })
+            ),
+            "{r:?}"
+        );
+        // Hand-made zstd frame: 8192 RLE blocks of 128 KiB (1 GiB) in 32 KiB of input.
+        let mut z = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 13 << 3];
+        for i in 0..8192u32 {
+            let last = u32::from(i == 8191);
+            let h = last | (1 << 1) | ((128 * 1024) << 3);
+            z.extend_from_slice(&h.to_le_bytes()[..3]);
+            z.push(b'A');
+        }
+        let limits = Limits {
+            max_ratio: u32::MAX,
+            ..Limits::default()
+        };
+        let (_, r) = run_with(&[Coding::Zstd], BodyKind::Text, limits, &[&z]);
+        assert_eq!(r, Err(DecodeError::TooLarge { limit: 16 << 20 }));
+        let (_, r) = run_with(
+            &[Coding::Zstd],
+            BodyKind::Text,
+            Limits::default(),
+            &split(&z, &[4096]),
+        );
+        assert!(matches!(r, Err(DecodeError::RatioExceeded { .. })), "{r:?}");
+        // Brotli of 64 MiB of zeros.
+        let br = encode(Coding::Br, &vec![0u8; 64 << 20]);
+        let (_, r) = run_with(&[Coding::Br], BodyKind::Text, Limits::default(), &[&br]);
+        assert!(
+            matches!(
+                r,
+                Err(DecodeError::TooLarge { .. } | DecodeError::RatioExceeded { .. })
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn small_compressible_bodies_pass_the_ratio_check() {
+        let body = vec![b'a'; 512 * 1024];
+        let enc = gzip(&body);
+        assert!(body.len() as u64 > 100 * enc.len() as u64);
+        let (s, r) = run_with(&[Coding::Gzip], BodyKind::Text, Limits::default(), &[&enc]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(s, vec![(None, body)]);
+    }
+
+    #[test]
+    fn identity_body_size_limit_and_counters() {
+        let limits = Limits {
+            max_decoded_bytes: 1000,
+            ..Limits::default()
+        };
+        let mut p = Pipeline::new(vec![Coding::Identity], BodyKind::Text, limits).unwrap();
+        let mut n = 0;
+        assert_eq!(p.feed(&[b'x'; 600], &mut |s| n += s.text.len()), Ok(()));
+        assert_eq!(
+            (p.decoded_bytes(), p.raw_bytes(), p.emitted_bytes()),
+            (600, 600, 600)
+        );
+        assert_eq!(
+            p.feed(&[b'x'; 600], &mut |s| n += s.text.len()),
+            Err(DecodeError::TooLarge { limit: 1000 })
+        );
+        assert_eq!(n, 600);
+        let mut q = Pipeline::new(vec![], BodyKind::Text, Limits::default()).unwrap();
+        assert_eq!(q.finish(&mut |_| {}), Ok(()));
+        assert_eq!(q.finish(&mut |_| {}), Err(DecodeError::Finished));
+        assert_eq!(q.feed(b"x", &mut |_| {}), Err(DecodeError::Finished));
+    }
+
+    #[test]
+    fn pipeline_is_send() {
+        fn is_send<T: Send>() {}
+        is_send::<Pipeline>();
+        is_send::<DecodeError>();
+    }
+
+    // ----- chunking invariance -------------------------------------------------------
+
+    fn json_string() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                "[a-zA-Z0-9 +/=.:-]{1,8}",
+                Just("\\n".to_string()),
+                Just("\\\"".to_string()),
+                Just("\\\\".to_string()),
+                Just("\\/".to_string()),
+                (0u32..=0xffff).prop_map(|u| format!("\\u{u:04x}")),
+                Just("\\ud83d\\ude00".to_string()),
+                Just("é\u{0915}".to_string()),
+                "[A-Za-z0-9+/]{16,40}={0,2}",
+                Just("SGVsbG8gV29ybGQgMTIzNCA1Njc4IDkwMTI=".to_string()),
+            ],
+            0..6,
+        )
+        .prop_map(|parts| format!("\"{}\"", parts.concat()))
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("true".to_string()),
+            Just("false".to_string()),
+            Just("null".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            json_string(),
+        ];
+        leaf.prop_recursive(6, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((json_string(), inner), 0..6).prop_map(|v| {
+                    let members: Vec<String> = v.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                    format!("{{{}}}", members.join(" ,"))
+                }),
+            ]
+        })
+    }
+
+    /// Valid JSON, JSON with a random byte sequence spliced in, or random bytes.
+    fn json_body() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => json_value().prop_map(String::into_bytes),
+            2 => (json_value(), any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..4)).prop_map(|(v, at, junk)| {
+                let mut b = v.into_bytes();
+                let i = at.index(b.len() + 1);
+                b.splice(i..i, junk);
+                b
+            }),
+            1 => prop::collection::vec(any::<u8>(), 0..200),
+        ]
+    }
+
+    fn form_body() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                "[a-z0-9]{1,6}",
+                Just("=".to_string()),
+                Just("&".to_string()),
+                Just("+".to_string()),
+                Just("%".to_string()),
+                "%[0-9a-fA-Fg]{0,2}",
+                "[A-Za-z0-9%]{16,30}",
+            ],
+            0..40,
+        )
+        .prop_map(|v| v.concat().into_bytes())
+    }
+
+    fn text_body() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..20),
+                "[A-Za-z0-9+/_-]{10,60}={0,2}".prop_map(String::into_bytes),
+                Just(b"U0dWc2JHOGdWMjl5YkdRZ01USXpOQ0ExTmpjNElEa3dNVEk9 ".to_vec()),
+                Just(b"SGVsbG8gV29ybGQgMTIzNCA1Njc4IDkwMTI=".to_vec()),
+            ],
+            0..12,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    fn multipart_body() -> impl Strategy<Value = Vec<u8>> {
+        let part = (
+            prop::option::of("[a-z]{1,5}"),
+            0..3usize,
+            prop_oneof![
+                json_value().prop_map(String::into_bytes),
+                form_body(),
+                text_body(),
+                Just(b"\r\n--bnd\r\n-".to_vec())
+            ],
+        );
+        (
+            text_body(),
+            prop::collection::vec(part, 0..4),
+            any::<bool>(),
+            text_body(),
+        )
+            .prop_map(|(pre, parts, close, epi)| {
+                let mut b = pre;
+                for (name, ct, body) in parts {
+                    b.extend_from_slice(b"\r\n--bnd\r\n");
+                    if let Some(n) = name {
+                        b.extend_from_slice(
+                            format!("Content-Disposition: form-data; name=\"{n}\"\r\n").as_bytes(),
+                        );
+                    }
+                    let ct = [
+                        "text/plain",
+                        "application/json",
+                        "application/x-www-form-urlencoded",
+                    ][ct];
+                    b.extend_from_slice(format!("Content-Type: {ct}\r\n\r\n").as_bytes());
+                    b.extend_from_slice(&body);
+                }
+                if close {
+                    b.extend_from_slice(b"\r\n--bnd--\r\n");
+                    b.extend_from_slice(&epi);
+                }
+                b
+            })
+    }
+
+    fn any_body() -> impl Strategy<Value = (BodyKind, Vec<u8>)> {
+        prop_oneof![
+            json_body().prop_map(|b| (BodyKind::Json, b)),
+            form_body().prop_map(|b| (BodyKind::Form, b)),
+            text_body().prop_map(|b| (BodyKind::Text, b)),
+            multipart_body().prop_map(|b| (
+                BodyKind::Multipart {
+                    boundary: b"bnd".to_vec()
+                },
+                b
+            )),
+        ]
+    }
+
+    fn sizes() -> impl Strategy<Value = Vec<usize>> {
+        prop::collection::vec(1usize..40, 1..12)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn chunking_does_not_change_the_stream((kind, body) in any_body(), sizes in sizes()) {
+            let (want, want_r) = run(kind.clone(), &[&body]);
+            let (got, got_r) = run(kind.clone(), &split(&body, &sizes));
+            prop_assert_eq!(&got_r, &want_r);
+            prop_assert_eq!(&got, &want);
+            let (bytes, bytes_r) = run(kind, &split(&body, &[1]));
+            prop_assert_eq!(bytes_r, want_r);
+            prop_assert_eq!(bytes, want);
+        }
+
+        #[test]
+        fn compressed_chunking_matches_identity(
+            (kind, body) in any_body(),
+            stack in prop::sample::select(vec![
+                vec![Coding::Gzip], vec![Coding::Deflate], vec![Coding::Br], vec![Coding::Zstd],
+                vec![Coding::Gzip, Coding::Br], vec![Coding::Zstd, Coding::Deflate, Coding::Gzip],
+            ]),
+            sizes in sizes(),
+        ) {
+            let (want, want_r) = run(kind.clone(), &[&body]);
+            let enc = encode_all(&stack, &body);
+            let (got, got_r) = run_with(&stack, kind, Limits::default(), &split(&enc, &sizes));
+            prop_assert_eq!(got_r, want_r);
+            prop_assert_eq!(got, want);
+        }
+    }
+}

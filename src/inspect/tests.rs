@@ -1,0 +1,200 @@
+use super::*;
+use proptest::prelude::*;
+use std::io::Write;
+
+fn inspector() -> Inspector {
+    Inspector::new(Arc::new(Detector::builtin()))
+}
+
+/// A valid Aadhaar: the first Verhoeff-valid completion of a fixed prefix.
+fn aadhaar() -> String {
+    (0..10)
+        .map(|d| format!("23456789012{d}"))
+        .find(|s| detect::Validator::Verhoeff.check(s))
+        .unwrap()
+}
+
+fn hdrs(ct: &str, ce: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+    if let Some(ce) = ce {
+        h.insert(http::header::CONTENT_ENCODING, ce.parse().unwrap());
+    }
+    h
+}
+
+fn scan_chunked(
+    ins: &Inspector,
+    headers: &HeaderMap,
+    body: &[u8],
+    cuts: &[usize],
+) -> Result<Vec<Item>, DecodeError> {
+    let mut scan = ins.body(headers)?;
+    let mut report = Report::default();
+    let mut start = 0;
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+    cuts.sort_unstable();
+    for c in cuts {
+        scan.feed(&body[start..c], &mut report)?;
+        start = c;
+    }
+    scan.feed(&body[start..], &mut report)?;
+    scan.finish(&mut report)?;
+    let mut items = report.items().to_vec();
+    items.sort_by_key(|i| (i.offset, i.class));
+    Ok(items)
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn finds_identifiers_in_json_form_and_text() {
+    let ins = inspector();
+    let a = aadhaar();
+    let json =
+        format!(r#"{{"user":{{"aadhaar":"{a}","pan":"ABCPE1234F","note":"\u0032\u0033"}}}}"#);
+    let items = scan_chunked(&ins, &hdrs("application/json", None), json.as_bytes(), &[]).unwrap();
+    let classes: Vec<&str> = items
+        .iter()
+        .map(|i| ins.detector().class_name(i.class))
+        .collect();
+    assert!(
+        classes.contains(&"AADHAAR") && classes.contains(&"PAN"),
+        "{classes:?}"
+    );
+
+    let form = format!(
+        "name=x&aadhaar={}&gst=27AAPFU0939F1ZV",
+        a.replace("", "").as_str()
+    );
+    let items = scan_chunked(
+        &ins,
+        &hdrs("application/x-www-form-urlencoded", None),
+        form.as_bytes(),
+        &[],
+    )
+    .unwrap();
+    let classes: Vec<&str> = items
+        .iter()
+        .map(|i| ins.detector().class_name(i.class))
+        .collect();
+    assert!(
+        classes.contains(&"AADHAAR") && classes.contains(&"GSTIN"),
+        "{classes:?}"
+    );
+
+    // JSON escapes spelling the digits one by one are decoded before detection.
+    let escaped: String = a.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let json = format!(r#"{{"id":"{escaped}"}}"#);
+    let items = scan_chunked(&ins, &hdrs("application/json", None), json.as_bytes(), &[]).unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(ins.detector().class_name(items[0].class), "AADHAAR");
+}
+
+#[test]
+fn url_query_and_headers_are_inspected() {
+    let ins = inspector();
+    let mut h = HeaderMap::new();
+    h.insert("x-customer-pan", "ABCPE1234F".parse().unwrap());
+    h.insert(
+        "cookie",
+        "session=abc; mobile=%2B91%2098765%2043210".parse().unwrap(),
+    );
+    h.insert("proxy-authorization", "Basic ABCPE1234F".parse().unwrap());
+    let mut r = Report::default();
+    ins.inspect_head(
+        "/users/27AAPFU0939F1ZV",
+        Some(&format!("aadhaar={}", aadhaar())),
+        &h,
+        &mut r,
+    );
+    let mut names = r.class_names(ins.detector());
+    names.dedup();
+    assert_eq!(names, ["AADHAAR", "GSTIN", "IN_PHONE", "PAN"]);
+    let pan_count: u32 = r
+        .counts()
+        .iter()
+        .filter(|(c, _, _)| *c == ClassId::PAN)
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(pan_count, 1, "proxy-authorization must not be scanned");
+}
+
+#[test]
+fn masked_aadhaar_and_clean_payloads_find_nothing() {
+    let ins = inspector();
+    let body = br#"{"aadhaar":"XXXX XXXX 1234","order":1234567,"amount":"12,34,567.00","ts":1732600000000}"#;
+    let items = scan_chunked(&ins, &hdrs("application/json", None), body, &[]).unwrap();
+    assert!(items.is_empty(), "{items:?}");
+}
+
+#[test]
+fn gzip_bodies_are_decoded_and_bombs_are_uninspectable() {
+    let ins = inspector();
+    let body = format!(r#"{{"card":"4111 1111 1111 1111","a":"{}"}}"#, aadhaar());
+    let items = scan_chunked(
+        &ins,
+        &hdrs("application/json", Some("gzip")),
+        &gzip(body.as_bytes()),
+        &[7, 20],
+    )
+    .unwrap();
+    assert_eq!(items.len(), 2, "{items:?}");
+    let bomb = gzip(&vec![b'0'; 64 * 1024 * 1024]);
+    let err = scan_chunked(&ins, &hdrs("text/plain", Some("gzip")), &bomb, &[]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DecodeError::RatioExceeded { .. } | DecodeError::TooLarge { .. }
+        ),
+        "{err}"
+    );
+    let truncated = &gzip(body.as_bytes())[..20];
+    assert!(scan_chunked(
+        &ins,
+        &hdrs("application/json", Some("gzip")),
+        truncated,
+        &[]
+    )
+    .is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    // Invariant I2: the findings are identical for every chunking and encoding.
+    #[test]
+    fn findings_do_not_depend_on_chunking_or_encoding(
+        filler in proptest::collection::vec("[a-z ,.:]{0,40}", 1..6),
+        cuts in proptest::collection::vec(0usize..4000, 0..12),
+        kind in 0usize..3,
+        gz in any::<bool>(),
+    ) {
+        let ins = inspector();
+        let ids = [aadhaar(), "ABCPE1234F".to_owned(), "27AAPFU0939F1ZV".to_owned(), "4111111111111111".to_owned()];
+        let mut body = String::new();
+        for (i, f) in filler.iter().enumerate() {
+            let id = &ids[i % ids.len()];
+            match kind {
+                0 => body.push_str(&format!("{f} {id} ")),
+                1 => body.push_str(&format!("k{i}={}&", id)),
+                _ => body.push_str(&format!("{}\"k{i}\":\"{f} {id}\"", if i == 0 { "{" } else { "," })),
+            }
+        }
+        if kind == 2 { body.push('}'); }
+        let ct = ["text/plain", "application/x-www-form-urlencoded", "application/json"][kind];
+        let whole = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[]).unwrap();
+        prop_assert_eq!(whole.len(), filler.len(), "{:?} in {}", whole, body);
+        let split = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &cuts).unwrap();
+        prop_assert_eq!(&whole, &split);
+        if gz {
+            let zipped = gzip(body.as_bytes());
+            let z = scan_chunked(&ins, &hdrs(ct, Some("gzip")), &zipped, &cuts).unwrap();
+            prop_assert_eq!(&whole, &z);
+        }
+    }
+}

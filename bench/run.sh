@@ -448,7 +448,7 @@ function f(x, fmt) { return x == "" ? "n/a" : sprintf(fmt, x) }
     PER10K[n] = $3 > 0 ? CPU[n] / $3 * 10000 : ""
     EFF[n] = CPU[n] > 0 ? $3 / CPU[n] : ""
   }
-  OTHER[n] = 100 * ($9 / tck) / secs
+  OTHER[n] = $9 > 0 ? 100 * ($9 / tck) / secs : 0
   E[key] = EFF[n]; seen[s] = 1
 }
 END {

@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, Health};
 use crate::config::Config;
 use crate::geo::{GeoDb, GeoError, GeoInfo, Locator};
+use crate::inspect::detect::Detector;
+use crate::inspect::Inspector;
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy, PolicyError, PolicySource};
 use crate::proxy::routes::{RouteError, Routes};
@@ -24,25 +26,9 @@ pub const EMBEDDED_POLICY: &str = include_str!("../policies/india-strict.yaml");
 /// Its origin name in messages.
 pub const EMBEDDED_POLICY_ORIGIN: &str = "embedded:policies/india-strict.yaml";
 
-/// Names of the data classes policies may refer to.
-pub fn class_names() -> Vec<&'static str> {
-    vec![
-        "AADHAAR",
-        "AADHAAR_VID",
-        "PAN",
-        "GSTIN",
-        "CARD",
-        "IN_PHONE",
-        "EMAIL",
-        "UPI_VPA",
-        "IFSC",
-        "PASSPORT",
-        "VOTER_ID",
-        "DRIVING_LICENCE",
-        "ABHA",
-        "BANK_ACCOUNT",
-        "DOB",
-    ]
+/// The detector: built-in classes (custom classes come with the policy language).
+pub fn detector() -> Arc<Detector> {
+    Arc::new(Detector::builtin())
 }
 
 /// Why Sima could not start.
@@ -68,8 +54,9 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Reads the configured policy files (or the embedded default) and compiles them.
-pub fn load_policy(config: &Config) -> Result<Policy, PolicyError> {
+/// Reads the configured policy files (or the embedded default) and compiles them against
+/// the detector's classes.
+pub fn load_policy(config: &Config, detector: &Detector) -> Result<Policy, PolicyError> {
     let sources = if config.policy_paths.is_empty() {
         vec![PolicySource {
             origin: EMBEDDED_POLICY_ORIGIN.into(),
@@ -92,7 +79,8 @@ pub fn load_policy(config: &Config) -> Result<Policy, PolicyError> {
             })
             .collect::<Result<_, _>>()?
     };
-    policy::compile(&sources, &class_names())
+    let classes: Vec<&str> = detector.classes().map(|(_, name)| name).collect();
+    policy::compile(&sources, &classes)
 }
 
 /// Opens the configured geo database (or the embedded one) with the overrides.
@@ -133,7 +121,8 @@ pub struct Running {
 
 /// Builds everything and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let policy = load_policy(&config)?;
+    let detector = detector();
+    let policy = load_policy(&config, &detector)?;
     let geo = load_geo(&config)?;
     let resolver = Resolver::new(&config.resolver)?;
     let routes = Routes::new(&config.routes)?;
@@ -157,6 +146,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let snapshot = Snapshot {
         policy: Arc::new(policy),
         geo: Arc::new(geo),
+        inspector: Arc::new(Inspector::new(detector)),
     };
     let shared = Arc::new(Shared::new(
         &config,

@@ -112,7 +112,7 @@ fn run(args: RunArgs) -> ExitCode {
 
 fn check_config(config: &Config) -> ExitCode {
     let mut failed = false;
-    match app::load_policy(config) {
+    match app::load_policy(config, &app::detector()) {
         Ok(p) => println!(
             "policy: ok: {} ({}), {} rules",
             p.name,

@@ -1877,7 +1877,7 @@ fn luhn_valid(rev_digits: impl Iterator<Item = u8>) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// ASCII digits → Verhoeff check (all bytes are digits).

@@ -315,7 +315,7 @@ impl Inspector {
         let ce = headers
             .get(http::header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok());
-        let pipeline = Pipeline::from_headers(ct, ce, self.limits.clone())?;
+        let pipeline = Pipeline::from_headers(ct, ce, self.limits)?;
         Ok(BodyScan {
             pipeline,
             scanner: SegmentScanner::new(&self.detector),

@@ -20,11 +20,13 @@ use tokio::net::TcpStream;
 use crate::config::{Config, ForwardedMode};
 use crate::geo::{Country, GeoSource, Locator};
 use crate::guard;
+use crate::inspect::{Inspector, Report};
 use crate::metrics::{Metrics, Transport};
 use crate::policy::{self, DataView, Decision, Facts, Outcome, Policy, Reason, Verdict};
 use crate::resolve::Resolver;
 
 pub mod forward;
+pub mod inspected;
 pub mod respond;
 pub mod routes;
 pub mod target;
@@ -47,6 +49,8 @@ pub struct Snapshot {
     pub policy: Arc<Policy>,
     /// Overrides + geo database.
     pub geo: Arc<Locator>,
+    /// Detectors and inspection limits.
+    pub inspector: Arc<Inspector>,
 }
 
 /// State shared by every request.
@@ -61,6 +65,7 @@ pub struct Shared {
     forwarded: ForwardedMode,
     tunnel_idle: Duration,
     connect_timeout: Duration,
+    body_read_timeout: Duration,
     own: Vec<SocketAddr>,
     next_id: AtomicU64,
 }
@@ -133,6 +138,7 @@ impl Shared {
             forwarded: config.forwarded,
             tunnel_idle: t.tunnel_idle,
             connect_timeout: t.upstream_connect,
+            body_read_timeout: t.client_idle,
             own,
             next_id: AtomicU64::new(seed.rotate_left(17) & 0xffff_ffff_0000_0000),
         }
@@ -158,7 +164,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
-    let snapshot = shared.snapshot.load_full();
+    let snapshot: Arc<Snapshot> = shared.snapshot.load_full();
     let mut ctx = RequestCtx {
         id: shared.request_id(),
         client,
@@ -226,7 +232,7 @@ fn upstream_kind(e: &upstream::UpstreamError) -> &'static str {
 
 async fn serve(
     shared: &Shared,
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -307,17 +313,10 @@ async fn serve(
     ctx.addr = Some(chosen.ip);
     ctx.country = chosen.country;
     ctx.geo_source = Some(chosen.source);
-    let decision = match chosen.outcome {
-        Outcome::Decided(d) => d,
-        // Body inspection is wired in by the inspection step; until a request can be
-        // inspected it cannot be judged, so it fails closed.
-        Outcome::NeedsInspection => Decision {
-            verdict: Verdict::Deny,
-            reason: Reason::Uninspectable,
-            rule: "uninspectable".into(),
-            message: "this request must be inspected for personal data, and it could not be".into(),
-            citation: None,
-        },
+    let (decision, needs_inspection) = match chosen.outcome {
+        Outcome::Decided(d) => (d, false),
+        // Judged again once the URL, headers and body have been inspected.
+        Outcome::NeedsInspection => (allowed_pending_inspection(), true),
     };
     if decision.verdict == Verdict::Deny {
         ctx.decision = Some(decision.clone());
@@ -360,15 +359,72 @@ async fn serve(
     }
 
     let (mut parts, body) = req.into_parts();
+    let (body, slot) = if needs_inspection {
+        let judge = Arc::new(inspected::Judge {
+            snapshot: snapshot.clone(),
+            host: ctx.host.clone(),
+            addr: chosen.ip,
+            country: chosen.country,
+            method: ctx.method.to_string(),
+            path: path.clone(),
+        });
+        let inspector = &snapshot.inspector;
+        let mut report = Report::default();
+        inspector.inspect_head(
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+            &mut report,
+        );
+        let prepared = inspected::prepare(
+            inspector,
+            judge,
+            &parts.headers,
+            body,
+            report,
+            shared.body_read_timeout,
+        )
+        .await
+        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        match prepared {
+            inspected::Prepared::Whole(b, d, classes) => {
+                ctx.decision = Some(d);
+                ctx.data_classes = classes;
+                (b, None)
+            }
+            inspected::Prepared::Streaming(b, d, slot) => {
+                ctx.decision = Some(d);
+                (b, Some(slot))
+            }
+            inspected::Prepared::Blocked(d, classes) => {
+                ctx.data_classes = classes;
+                ctx.decision = Some(d.clone());
+                return Err(ProxyError::Blocked(d));
+            }
+        }
+    } else {
+        (body.map_err(BoxError::from).boxed_unsync(), None)
+    };
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
     forward::add_forwarded(&mut parts.headers, forwarded, ctx.client.ip());
-    let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+    let upstream_req = Request::from_parts(parts, body);
     let dial = Dial { addr, tls };
-    let resp = shared
+    let result = shared
         .upstreams
         .send(&dial, &authority, &path_and_query, upstream_req)
-        .await?;
+        .await;
+    // A streamed body stopped by the inspector aborts the upstream request; the client
+    // gets the 451, not whatever the upstream made of a broken request.
+    if let Some(slot) = slot {
+        let blocked = slot.lock().ok().and_then(|mut s| s.blocked.take());
+        if let Some((d, classes)) = blocked {
+            ctx.data_classes = classes;
+            ctx.decision = Some(d.clone());
+            return Err(ProxyError::Blocked(d));
+        }
+    }
+    let resp = result?;
     let (mut parts, body) = resp.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
@@ -376,6 +432,16 @@ async fn serve(
         parts,
         body.map_err(BoxError::from).boxed_unsync(),
     ))
+}
+
+fn allowed_pending_inspection() -> Decision {
+    Decision {
+        verdict: Verdict::Allow,
+        reason: Reason::Allowed,
+        rule: "pending-inspection".into(),
+        message: "allowed so far; the request is being inspected".into(),
+        citation: None,
+    }
 }
 
 /// Judges every address; returns the best one the policy allows, or why none is allowed.

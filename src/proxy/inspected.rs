@@ -1,0 +1,382 @@
+//! Request bodies under inspection. Small bodies (and encoded ones, up to a limit) are read
+//! whole and judged before anything is sent; larger identity bodies stream through
+//! `InspectedBody`, which holds back a window of raw bytes and, on a finding the policy
+//! forbids, fails the body so the upstream request is aborted, never completed.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use super::{Body, BoxError, Snapshot};
+use crate::geo::Country;
+use crate::inspect::{self, BodyScan, Inspector, Report};
+use crate::policy::{self, DataView, Decision, Facts, Outcome, Reason, Verdict};
+
+/// Decides again as data is found: everything `decide` needs, owned.
+pub struct Judge {
+    /// Snapshot the request started with (invariant I6).
+    pub snapshot: Arc<Snapshot>,
+    /// Destination host.
+    pub host: String,
+    /// Dialled address.
+    pub addr: IpAddr,
+    /// Its country.
+    pub country: Option<Country>,
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+}
+
+impl Judge {
+    /// The decision for what is known about the data.
+    pub fn decide(&self, data: DataView<'_>) -> Decision {
+        let facts = Facts {
+            host: &self.host,
+            addr: self.addr,
+            country: self.country,
+            method: &self.method,
+            path: &self.path,
+            client_groups: &[],
+            data,
+        };
+        match policy::decide(&self.snapshot.policy, &facts) {
+            Outcome::Decided(d) => d,
+            // Cannot happen with data known; fail closed if it ever does.
+            Outcome::NeedsInspection => Decision {
+                verdict: Verdict::Deny,
+                reason: Reason::Uninspectable,
+                rule: "uninspectable".into(),
+                message: "the request could not be judged".into(),
+                citation: None,
+            },
+        }
+    }
+}
+
+/// The outcome of a streamed body, read by the request path after the upstream call.
+#[derive(Default)]
+pub struct Verdicts {
+    /// Set when the body was stopped: the decision and the classes found.
+    pub blocked: Option<(Decision, Vec<String>)>,
+}
+
+/// Shared slot between the streaming body and the request path.
+pub type VerdictSlot = Arc<Mutex<Verdicts>>;
+
+/// How the body will be sent.
+pub enum Prepared {
+    /// Read and judged whole: send these bytes.
+    Whole(Body, Decision, Vec<String>),
+    /// Streams through the inspector; the slot tells whether it was stopped.
+    Streaming(Body, Decision, VerdictSlot),
+    /// Blocked before anything was sent.
+    Blocked(Decision, Vec<String>),
+}
+
+/// Errors reading the client's body.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The client stopped sending.
+    #[error("client body read timed out after {0:?}")]
+    Timeout(Duration),
+    /// The client connection failed.
+    #[error("client body: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+/// Reads, inspects and judges the body per the streaming rule (invariant I1).
+pub async fn prepare(
+    inspector: &Inspector,
+    judge: Arc<Judge>,
+    headers: &HeaderMap,
+    mut body: Incoming,
+    mut report: Report,
+    read_timeout: Duration,
+) -> Result<Prepared, ReadError> {
+    let names = |r: &Report| r.class_names(inspector.detector());
+    if body.is_end_stream() {
+        let d = judge.decide(DataView::Seen(report.seen()));
+        return Ok(finish_whole(d, names(&report), Bytes::new(), None));
+    }
+    let encoded = inspect::is_encoded(headers);
+    let limit = if encoded {
+        inspector.max_encoded_body
+    } else {
+        inspector.buffer_limit
+    };
+    let mut scan = match inspector.body(headers) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(error = %e, "body cannot be decoded for inspection");
+            None
+        }
+    };
+    let mut buf = BytesMut::new();
+    let mut trailers = None;
+    let mut ended = false;
+    while buf.len() <= limit {
+        let frame = match tokio::time::timeout(read_timeout, body.frame()).await {
+            Err(_) => return Err(ReadError::Timeout(read_timeout)),
+            Ok(None) => {
+                ended = true;
+                break;
+            }
+            Ok(Some(f)) => f?,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                if let Some(s) = scan.as_mut() {
+                    if let Err(e) = s.feed(&data, &mut report) {
+                        tracing::debug!(error = %e, "body is uninspectable");
+                        scan = None;
+                    }
+                }
+                buf.extend_from_slice(&data);
+            }
+            Err(f) => trailers = f.into_trailers().ok(),
+        }
+    }
+    if ended {
+        let ok = match scan.as_mut() {
+            Some(s) => s.finish(&mut report).is_ok(),
+            None => false,
+        };
+        let d = if ok {
+            judge.decide(DataView::Seen(report.seen()))
+        } else {
+            uninspectable(&judge, &report)
+        };
+        return Ok(finish_whole(d, names(&report), buf.freeze(), trailers));
+    }
+    // Larger than the buffer. Encoded bodies cannot be held back by raw offset, and a body
+    // that already failed to decode has nothing more to learn from: judge as uninspectable.
+    let scan = match (encoded, scan) {
+        (false, Some(s)) => s,
+        _ => {
+            let d = uninspectable(&judge, &report);
+            if d.verdict == Verdict::Deny {
+                return Ok(Prepared::Blocked(d, names(&report)));
+            }
+            let prefix = Full::new(buf.freeze()).map_err(|never| match never {});
+            let rest = body.map_err(BoxError::from);
+            let chained = ChainBody {
+                first: Some(prefix),
+                second: rest,
+            };
+            return Ok(Prepared::Streaming(
+                chained.boxed_unsync(),
+                d,
+                VerdictSlot::default(),
+            ));
+        }
+    };
+    let d = judge.decide(DataView::Seen(report.seen()));
+    if d.verdict == Verdict::Deny {
+        return Ok(Prepared::Blocked(d, names(&report)));
+    }
+    let slot = VerdictSlot::default();
+    let mut held = VecDeque::new();
+    let held_len = buf.len();
+    held.push_back(buf.freeze());
+    let streaming = InspectedBody {
+        inner: body,
+        scan,
+        report,
+        judge,
+        detector_names: inspector.detector().clone(),
+        held,
+        held_len,
+        hold_back: inspector.hold_back,
+        ended: false,
+        trailers,
+        slot: slot.clone(),
+        failed: false,
+    };
+    Ok(Prepared::Streaming(streaming.boxed_unsync(), d, slot))
+}
+
+fn uninspectable(judge: &Judge, report: &Report) -> Decision {
+    // Identifiers already found in what could be read still count.
+    let seen = judge.decide(DataView::Seen(report.seen()));
+    if seen.verdict == Verdict::Deny {
+        return seen;
+    }
+    judge.decide(DataView::Uninspectable)
+}
+
+fn finish_whole(
+    d: Decision,
+    classes: Vec<String>,
+    bytes: Bytes,
+    trailers: Option<HeaderMap>,
+) -> Prepared {
+    if d.verdict == Verdict::Deny {
+        return Prepared::Blocked(d, classes);
+    }
+    let body: Body = match trailers {
+        None => Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        Some(t) => {
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> =
+                vec![Ok(Frame::data(bytes)), Ok(Frame::trailers(t))];
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+        }
+    };
+    Prepared::Whole(body, d, classes)
+}
+
+/// The error a stopped body ends with; hyper aborts the upstream request on it.
+#[derive(Debug, thiserror::Error)]
+#[error("request body blocked by policy: {0}")]
+pub struct BodyBlocked(String);
+
+struct InspectedBody {
+    inner: Incoming,
+    scan: BodyScan,
+    report: Report,
+    judge: Arc<Judge>,
+    detector_names: Arc<crate::inspect::detect::Detector>,
+    held: VecDeque<Bytes>,
+    held_len: usize,
+    hold_back: usize,
+    ended: bool,
+    trailers: Option<HeaderMap>,
+    slot: VerdictSlot,
+    failed: bool,
+}
+
+impl InspectedBody {
+    fn block(&mut self, d: Decision) -> BoxError {
+        let classes = self.report.class_names(&self.detector_names);
+        let msg = d.rule.to_string();
+        if let Ok(mut s) = self.slot.lock() {
+            s.blocked = Some((d, classes));
+        }
+        self.failed = true;
+        self.held.clear();
+        self.held_len = 0;
+        Box::new(BodyBlocked(msg))
+    }
+
+    /// Bytes that may go upstream now: everything but the hold-back window, or all at end.
+    fn release(&mut self) -> Option<Bytes> {
+        let keep = if self.ended { 0 } else { self.hold_back };
+        if self.held_len <= keep {
+            return None;
+        }
+        let can = self.held_len - keep;
+        let front = self.held.front_mut()?;
+        let out = if front.len() <= can {
+            self.held.pop_front()?
+        } else {
+            front.split_to(can)
+        };
+        self.held_len -= out.len();
+        Some(out)
+    }
+}
+
+impl HttpBody for InspectedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            if this.failed {
+                return Poll::Ready(None);
+            }
+            if let Some(b) = this.release() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.ended {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Err(e) = this.scan.feed(&data, &mut this.report) {
+                            tracing::debug!(error = %e, "streamed body became uninspectable");
+                            let d = uninspectable(&this.judge, &this.report);
+                            if d.verdict == Verdict::Deny {
+                                return Poll::Ready(Some(Err(this.block(d))));
+                            }
+                        } else if this.report.take_changed() {
+                            let d = this.judge.decide(DataView::Seen(this.report.seen()));
+                            if d.verdict == Verdict::Deny {
+                                return Poll::Ready(Some(Err(this.block(d))));
+                            }
+                        }
+                        this.held_len += data.len();
+                        this.held.push_back(data);
+                    }
+                    Err(f) => this.trailers = f.into_trailers().ok(),
+                },
+                Poll::Ready(None) => {
+                    // The last bytes go only after the whole body was judged.
+                    let d = match this.scan.finish(&mut this.report) {
+                        Ok(()) => this.judge.decide(DataView::Seen(this.report.seen())),
+                        Err(_) => uninspectable(&this.judge, &this.report),
+                    };
+                    if d.verdict == Verdict::Deny {
+                        return Poll::Ready(Some(Err(this.block(d))));
+                    }
+                    this.ended = true;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || (self.ended && self.held_len == 0 && self.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // The length is only known to the client; never promise one upstream.
+        SizeHint::default()
+    }
+}
+
+/// A buffered prefix followed by the rest of the client's body.
+struct ChainBody<A, B> {
+    first: Option<A>,
+    second: B,
+}
+
+impl<A, B> HttpBody for ChainBody<A, B>
+where
+    A: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+    B: HttpBody<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.as_mut() {
+            match Pin::new(first).poll_frame(cx) {
+                Poll::Ready(None) => self.first = None,
+                other => return other,
+            }
+        }
+        Pin::new(&mut self.second).poll_frame(cx)
+    }
+}

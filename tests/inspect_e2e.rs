@@ -1,0 +1,345 @@
+//! End-to-end: personal-data inspection on the request path under the embedded
+//! `india-strict` policy. 127.0.0.2 is declared Indian, 127.0.0.3 American.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A Verhoeff-valid Aadhaar number, computed rather than hard-coded.
+fn aadhaar() -> String {
+    use sima::inspect::detect::Validator;
+    (0..10)
+        .map(|d| format!("98765432101{d}"))
+        .find(|s| Validator::Verhoeff.check(s))
+        .unwrap()
+}
+
+fn post(url: String, ctype: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header("content-type", ctype)
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+/// A raw TCP upstream that records every byte it receives, per connection, and answers
+/// 200 once it has read a whole request it can recognise (or never, if the request breaks).
+async fn raw_recorder(ip: &str) -> (std::net::SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let mut all = Vec::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf)).await {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                        Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.lock().unwrap().push(all);
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn personal_data_to_a_foreign_destination_is_blocked_at_home_allowed() {
+    let india = upstream("127.0.0.2", "india").await;
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let body = format!(
+        r#"{{"name":"A. Kumar","aadhaar":"{}","city":"Pune"}}"#,
+        aadhaar()
+    );
+
+    let (status, headers, resp) = send(
+        sima.info.proxy,
+        post(
+            format!("http://{}/kyc", us.addr),
+            "application/json",
+            body.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(headers["sima-reason"], "personal_data");
+    let j = json(&resp);
+    assert_eq!(j["rule"], "personal-data-stays-in-india");
+    assert_eq!(j["data_classes"], serde_json::json!(["AADHAAR"]));
+    assert!(
+        !String::from_utf8_lossy(&resp).contains(&aadhaar()),
+        "the 451 body must not echo the value"
+    );
+    assert!(
+        us.requests().is_empty(),
+        "the US upstream received the request"
+    );
+
+    let (status, _, _) = send(
+        sima.info.proxy,
+        post(
+            format!("http://{}/kyc", india.addr),
+            "application/json",
+            body.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        india.requests()[0].body,
+        body.as_bytes(),
+        "body must arrive intact"
+    );
+
+    // Foreign destination, no personal data: passes untouched.
+    let clean = r#"{"order":18273,"items":[{"sku":"A-1","qty":2}],"ts":1732600000000}"#;
+    let (status, _, _) = send(
+        sima.info.proxy,
+        post(
+            format!("http://{}/orders", us.addr),
+            "application/json",
+            clean,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(us.requests()[0].body, clean.as_bytes());
+
+    let metrics = String::from_utf8(sima.shared.metrics.render()).unwrap();
+    assert!(
+        metrics.contains(
+            r#"sima_requests_total{decision="deny",mode="forward",reason="personal_data"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&aadhaar()));
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let url = |q: &str| format!("http://{}/lookup?{q}", us.addr);
+
+    let (status, _, body) = get(sima.info.proxy, &url("pan=ABCPE1234F")).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["PAN"]));
+
+    let req = Request::get(url("x=1"))
+        .header("x-gstin", "27AAPFU0939F1ZV")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        send(sima.info.proxy, req).await.0,
+        StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
+    );
+
+    // Percent-encoded phone in a form body.
+    let (status, _, body) = send(
+        sima.info.proxy,
+        post(
+            url("y=1"),
+            "application/x-www-form-urlencoded",
+            "mobile=%2B91+98765+43210&x=1",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["IN_PHONE"]));
+
+    // A gzip-compressed JSON body with a card number.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"card":"4111 1111 1111 1111","cvv":"123"}"#)
+        .unwrap();
+    let req = Request::post(url("z=1"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(Full::new(Bytes::from(gz.finish().unwrap())))
+        .unwrap();
+    let (status, _, body) = send(sima.info.proxy, req).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["CARD"]));
+
+    // A decompression bomb cannot be inspected: blocked for a foreign destination.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b'a'; 32 * 1024 * 1024]).unwrap();
+    let req = Request::post(url("bomb=1"))
+        .header("content-type", "text/plain")
+        .header("content-encoding", "gzip")
+        .body(Full::new(Bytes::from(gz.finish().unwrap())))
+        .unwrap();
+    let (status, headers, _) = send(sima.info.proxy, req).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(headers["sima-reason"], "uninspectable");
+    assert!(us.requests().is_empty());
+    sima.shutdown().await;
+}
+
+/// Streams `total` bytes of filler in `chunk`-sized frames, with `planted` at `at`.
+fn streamed(
+    total: usize,
+    chunk: usize,
+    planted: &str,
+    at: usize,
+) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>
+{
+    let mut body = vec![b'a'; total];
+    body[at..at + planted.len()].copy_from_slice(planted.as_bytes());
+    body[at - 1] = b' ';
+    body[at + planted.len()] = b' ';
+    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = body
+        .chunks(chunk)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    StreamBody::new(futures_util::stream::iter(frames))
+}
+
+#[tokio::test]
+async fn large_streamed_body_is_stopped_before_the_identifier_leaves() {
+    let (addr, seen) = raw_recorder("127.0.0.3").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let a = aadhaar();
+    // 1 MiB body, far past the 64 KiB buffer, identifier split across 1000-byte frames.
+    for (at, chunk) in [(600_000usize, 1000usize), (70_001, 7), (900_123, 4096)] {
+        let req = Request::post(format!("http://{addr}/upload"))
+            .header("content-type", "text/plain")
+            .body(streamed(1 << 20, chunk, &a, at))
+            .unwrap();
+        let stream = TcpStream::connect(sima.info.proxy).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let resp = tokio::time::timeout(TEST_DEADLINE, sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            "planted at {at}"
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(json(&body)["data_classes"], serde_json::json!(["AADHAAR"]));
+    }
+    // The recorder sees connections close; give it a bounded moment to store them.
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got.len(),
+        3,
+        "each blocked upload reached the upstream as a broken request"
+    );
+    for raw in got {
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let body = &raw[head_end..];
+        // Filler is 'a' and spaces (plus chunk-size lines): no digit of the identifier got out.
+        let digits: Vec<u8> = body
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.iter().all(|b| b.is_ascii_hexdigit() || *b == b'\r'))
+            .flat_map(|l| l.iter().copied())
+            .filter(u8::is_ascii_digit)
+            .collect();
+        assert!(
+            digits.is_empty(),
+            "identifier bytes reached the upstream: {:?}",
+            String::from_utf8_lossy(&digits)
+        );
+        assert!(
+            !body.ends_with(b"0\r\n\r\n"),
+            "the upstream request must not be completed"
+        );
+    }
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_clean_body_streams_through_intact() {
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let body: Vec<u8> = (0..(3 << 20))
+        .map(|i| b"abcdefghij klmnopqrstuvwxyz\n"[i % 28])
+        .collect();
+    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = body
+        .chunks(10_000)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    let req = Request::post(format!("http://{}/big", us.addr))
+        .header("content-type", "text/plain")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let stream = TcpStream::connect(sima.info.proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(TEST_DEADLINE, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = us.requests();
+    assert_eq!(seen[0].body.len(), body.len());
+    assert!(seen[0].body == body, "streamed body altered");
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn curl_chunked_upload_with_identifier_is_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let file = dir.path().join("payload.json");
+    let mut data = String::from("[");
+    for i in 0..5000 {
+        data.push_str(&format!(r#"{{"id":{i},"note":"ok"}},"#));
+    }
+    data.push_str(r#"{"email":"asha.verma@example.in"}]"#);
+    std::fs::write(&file, &data).unwrap();
+    let (_, out, err) = curl(vec![
+        "-x".into(),
+        format!("http://{}", sima.info.proxy),
+        "-H".into(),
+        "Transfer-Encoding: chunked".into(),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "--data-binary".into(),
+        format!("@{}", file.display()),
+        "-w".into(),
+        " %{http_code}".into(),
+        format!("http://{}/bulk", us.addr),
+    ])
+    .await;
+    assert!(out.ends_with(" 451"), "{out} {err}");
+    assert!(out.contains("EMAIL"), "{out}");
+    assert!(!out.contains("asha.verma"), "{out}");
+    assert!(us.requests().iter().all(|r| r.body == b"<<body aborted>>"));
+    sima.shutdown().await;
+}

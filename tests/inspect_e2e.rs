@@ -197,6 +197,10 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     sima.shutdown().await;
 }
 
+type Frames = StreamBody<
+    futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>,
+>;
+
 /// Streams `total` bytes of filler in `chunk`-sized frames, with `planted` at `at`.
 fn streamed(
     total: usize,

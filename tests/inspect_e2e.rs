@@ -202,13 +202,7 @@ type Frames = StreamBody<
 >;
 
 /// Streams `total` bytes of filler in `chunk`-sized frames, with `planted` at `at`.
-fn streamed(
-    total: usize,
-    chunk: usize,
-    planted: &str,
-    at: usize,
-) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>
-{
+fn streamed(total: usize, chunk: usize, planted: &str, at: usize) -> Frames {
     let mut body = vec![b'a'; total];
     body[at..at + planted.len()].copy_from_slice(planted.as_bytes());
     body[at - 1] = b' ';

@@ -120,9 +120,9 @@ PIDS=()            # every server we start is a session/process-group leader
 WRK_PID=""         # the running wrk's `timeout` (a process-group leader too)
 
 stop_group() {
-  local pid="$1" i
+  local pid="$1" _
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL -- "-$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
@@ -147,8 +147,8 @@ start_server() { # name cpu port log cmd... ; sets LAST_PID, waits until the por
   setsid taskset -c "$cpu" "$@" >"$log" 2>&1 </dev/null &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
-  local i
-  for i in $(seq 300); do
+  local _
+  for _ in $(seq 300); do
     if port_busy "$port"; then return 0; fi
     if ! kill -0 "$LAST_PID" 2>/dev/null; then
       echo "run.sh: $name exited during start-up; log $log:" >&2; tail -n 20 "$log" >&2; return 1
@@ -376,6 +376,7 @@ measure() { # target scenario proxy_pid(or "")
   [[ -n "$pid" ]] && after="$(cpu_ticks "$pid")"
   core_after="$(core_busy "cpu$PROXY_CPU")"
   line="$(grep '^RESULT ' "$log" | tail -n 1)" || { echo "run.sh: no wrk result for $t/$s" >&2; FAILED+=("$t/$s"); return 0; }
+  # shellcheck disable=SC2034  # all set by the eval below
   local requests duration_us bytes p50_us p99_us max_us err_connect err_read err_write err_status err_timeout
   eval "$(echo "${line#RESULT }" | tr ' ' '\n' | grep -E '^[a-z0-9_]+=[0-9]+$')"
   local errors=$((err_connect + err_read + err_write + err_status + err_timeout))
@@ -427,7 +428,7 @@ stop_server "$UPSTREAM_PID"
 
 # ---- report --------------------------------------------------------------------
 ((${#ROWS[@]})) || die "no results (failed: ${FAILED[*]-})"
-ver() { "$@" 2>&1 | head -n 1 | tr -d '"\\' || true; }
+ver() { "$@" 2>&1 | head -n 1 | tr -d '"[:cntrl:]' | sed 's|[\\]||g' || true; }
 V_NGINX="$(ver nginx -v)"; V_WRK="$(ver wrk -v)"
 V_SQUID="$(command -v squid >/dev/null && ver squid -v || echo none)"
 V_SIMA="none"; if want sima-forward || want sima-route; then V_SIMA="$(ver timeout 5 "$SIMA_BIN" --version)"; fi

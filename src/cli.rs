@@ -30,6 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (embedded defaults without --config).
     Run(RunArgs),
+    /// Evaluate one request without sending it and explain the verdict (exit 0 allow or
+    /// report, 1 deny).
+    Check(CheckArgs),
     /// Geolocation tools.
     Geo {
         /// Geo subcommand.
@@ -50,6 +53,31 @@ pub struct RunArgs {
     /// Validate config, policies, geo database and routes, then exit.
     #[arg(long)]
     pub check_config: bool,
+}
+
+/// `sima check`
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// YAML config file (policies, geo, resolver).
+    #[arg(long, short = 'c', env = "SIMA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+    /// Header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Body from a file, or `-` for standard input.
+    #[arg(long = "data-file", short = 'd')]
+    pub data_file: Option<PathBuf>,
+    /// Use this address instead of resolving: `host:ip` (repeatable).
+    #[arg(long)]
+    pub resolve: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Absolute URL (`http://api.example.com/v1/users`), or `host:port` with -X CONNECT.
+    pub url: String,
 }
 
 /// `sima geo ...`

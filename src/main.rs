@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use sima::app;
-use sima::cli::{self, Cli, Command, GeoCommand, RunArgs};
+use sima::cli::{self, CheckArgs, Cli, Command, GeoCommand, RunArgs};
 use sima::config::Config;
 use sima::shutdown::{Signal, Signals};
 use sima::telemetry;
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Check(args) => check(args),
         Command::Geo {
             command: GeoCommand::Lookup { config, ips },
         } => geo_lookup(config.as_deref(), &ips),
@@ -189,5 +190,118 @@ fn geo_lookup(config: Option<&Path>, ips: &[String]) -> ExitCode {
         ExitCode::from(EX_USAGE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let usage = |msg: String| {
+        eprintln!("sima check: {msg}");
+        ExitCode::from(EX_USAGE)
+    };
+    let Ok(method) = args.method.to_ascii_uppercase().parse::<http::Method>() else {
+        return usage(format!("`{}` is not an HTTP method", args.method));
+    };
+    let mut headers = http::HeaderMap::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return usage(format!("header `{h}` must be `Name: value`"));
+        };
+        match (
+            http::header::HeaderName::from_bytes(name.trim().as_bytes()),
+            http::HeaderValue::from_str(value.trim()),
+        ) {
+            (Ok(n), Ok(v)) => {
+                headers.append(n, v);
+            }
+            _ => return usage(format!("header `{h}` is not valid")),
+        }
+    }
+    let body = match &args.data_file {
+        None => Vec::new(),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut v = Vec::new();
+            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut v) {
+                return usage(format!("cannot read standard input: {e}"));
+            }
+            v
+        }
+        Some(p) => match std::fs::read(p) {
+            Ok(v) => v,
+            Err(e) => return usage(format!("cannot read {}: {e}", p.display())),
+        },
+    };
+    let mut resolve = Vec::new();
+    for r in &args.resolve {
+        match r
+            .rsplit_once(':')
+            .map(|(_, ip)| ip.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>())
+        {
+            Some(Ok(ip)) => resolve.push(ip),
+            _ => return usage(format!("--resolve `{r}` must be host:ip")),
+        }
+    }
+    let detector = app::detector();
+    let policy = match app::load_policy(&config, &detector) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sima: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let geo = match app::load_geo(&config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("sima: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let inspector = std::sync::Arc::new(sima::inspect::Inspector::new(detector));
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sima: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let request = sima::check::CheckRequest {
+        method,
+        url: args.url.clone(),
+        headers,
+        body,
+        resolve,
+    };
+    let result = rt.block_on(async {
+        let resolver = sima::resolve::Resolver::new(&config.resolver)?;
+        sima::check::explain(&policy, &geo, &inspector, &resolver, &request)
+            .await
+            .map_err(|e| match e {
+                sima::check::CheckError::Resolve(r) => r,
+                other => sima::resolve::ResolveError::Failed {
+                    name: args.url.clone(),
+                    detail: other.to_string(),
+                },
+            })
+    });
+    match result {
+        Ok(ex) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&ex).unwrap_or_default());
+            } else {
+                print!("{}", ex.render());
+            }
+            if ex.verdict == "deny" {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("sima check: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
     }
 }

@@ -1,0 +1,308 @@
+//! `sima check`: evaluates one request the way the proxy would, without sending it, and
+//! explains each step (addresses, countries, findings, the rule that decided).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use serde::Serialize;
+
+use crate::geo::Locator;
+use crate::guard;
+use crate::inspect::{Inspector, Report};
+use crate::policy::{self, DataView, Facts, Outcome, Policy, Verdict};
+use crate::proxy::target::{self, Host, Target};
+use crate::resolve::Resolver;
+
+/// The request to evaluate.
+pub struct CheckRequest {
+    /// Method.
+    pub method: http::Method,
+    /// Absolute URL (`http://host/path`) or `host:port` for a CONNECT.
+    pub url: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// Addresses to use instead of resolving the host (`--resolve host:ip`).
+    pub resolve: Vec<IpAddr>,
+}
+
+/// One address and what the policy made of it.
+#[derive(Debug, Serialize)]
+pub struct AddressStep {
+    /// The address.
+    pub address: String,
+    /// Country or `unknown`.
+    pub country: String,
+    /// `override` or `database`, or the guard's range.
+    pub source: String,
+    /// allow / deny / report / needs-inspection / forbidden.
+    pub outcome: String,
+    /// Deciding rule, if any.
+    pub rule: Option<String>,
+}
+
+/// One finding (class and place, never the value).
+#[derive(Debug, Serialize)]
+pub struct FindingStep {
+    /// Data class.
+    pub class: String,
+    /// Confidence.
+    pub confidence: String,
+    /// url / header / body.
+    pub location: String,
+    /// Offset in that location's decoded text.
+    pub offset: u64,
+    /// Length.
+    pub length: u32,
+}
+
+/// The whole explanation.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    /// Policy name and hash.
+    pub policy: String,
+    /// Destination host.
+    pub host: String,
+    /// Per address.
+    pub addresses: Vec<AddressStep>,
+    /// The address the proxy would dial.
+    pub chosen: Option<String>,
+    /// Findings.
+    pub findings: Vec<FindingStep>,
+    /// Whether the body could be inspected.
+    pub inspectable: bool,
+    /// Final verdict.
+    pub verdict: String,
+    /// Reason label.
+    pub reason: String,
+    /// Deciding rule.
+    pub rule: String,
+    /// Human message.
+    pub message: String,
+    /// Citation.
+    pub citation: Option<String>,
+}
+
+/// Why a check could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// URL unusable.
+    #[error("{0}")]
+    Target(String),
+    /// DNS failed.
+    #[error(transparent)]
+    Resolve(#[from] crate::resolve::ResolveError),
+}
+
+/// Evaluates `req` against the policy, geo data and detectors.
+pub async fn explain(
+    policy: &Policy,
+    geo: &Locator,
+    inspector: &Arc<Inspector>,
+    resolver: &Resolver,
+    req: &CheckRequest,
+) -> Result<Explanation, CheckError> {
+    let (host, path, query, tunnel) = if req.method == http::Method::CONNECT {
+        let uri: http::Uri = req
+            .url
+            .parse()
+            .map_err(|e| CheckError::Target(format!("{e}")))?;
+        match target::parse(&req.method, &uri, http::Version::HTTP_11) {
+            Ok(Target::Connect(a)) => (a.host, "/".to_owned(), None, true),
+            Ok(_) => return Err(CheckError::Target("CONNECT needs host:port".into())),
+            Err(e) => return Err(CheckError::Target(e.to_string())),
+        }
+    } else {
+        let uri: http::Uri = req
+            .url
+            .parse()
+            .map_err(|e| CheckError::Target(format!("`{}`: {e}", req.url)))?;
+        match target::parse(&req.method, &uri, http::Version::HTTP_11) {
+            Ok(Target::Forward { authority, .. }) => (
+                authority.host,
+                uri.path().to_owned(),
+                uri.query().map(str::to_owned),
+                false,
+            ),
+            Ok(_) => return Err(CheckError::Target("give an absolute http:// URL".into())),
+            Err(e) => return Err(CheckError::Target(e.to_string())),
+        }
+    };
+    let host_name = host.policy_name();
+    let ips = if !req.resolve.is_empty() {
+        req.resolve.clone()
+    } else {
+        match &host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(n) => resolver.resolve(n).await?,
+        }
+    };
+    let method = req.method.as_str();
+    let mut report = Report::default();
+    inspector.inspect_head(&path, query.as_deref(), &req.headers, &mut report);
+    let mut inspectable = true;
+    if !tunnel && !req.body.is_empty() {
+        match inspector.body(&req.headers) {
+            Ok(mut scan) => {
+                if scan
+                    .feed(&req.body, &mut report)
+                    .and_then(|()| scan.finish(&mut report))
+                    .is_err()
+                {
+                    inspectable = false;
+                }
+            }
+            Err(_) => inspectable = false,
+        }
+    }
+    let data = if tunnel {
+        DataView::Tunnel
+    } else if inspectable {
+        DataView::Seen(report.seen())
+    } else {
+        DataView::Uninspectable
+    };
+    let mut addresses = Vec::new();
+    let mut best: Option<(u8, IpAddr, policy::Decision)> = None;
+    for ip in ips {
+        if let Some(class) = guard::classify(ip) {
+            if geo.override_for(ip).is_none() {
+                addresses.push(AddressStep {
+                    address: ip.to_string(),
+                    country: "-".into(),
+                    source: format!("guard: {}", class.as_str()),
+                    outcome: "forbidden".into(),
+                    rule: None,
+                });
+                continue;
+            }
+        }
+        let (country, source) = match geo.locate(ip) {
+            Ok(l) => (l.country, l.source.as_str().to_owned()),
+            Err(e) => (None, format!("error: {e}")),
+        };
+        let facts = Facts {
+            host: &host_name,
+            addr: ip,
+            country,
+            method,
+            path: &path,
+            client_groups: &[],
+            data,
+        };
+        let d = match policy::decide(policy, &facts) {
+            Outcome::Decided(d) => d,
+            Outcome::NeedsInspection => continue,
+        };
+        let rank = match d.verdict {
+            Verdict::Allow => 0,
+            Verdict::Report => 1,
+            Verdict::Deny => 2,
+        };
+        addresses.push(AddressStep {
+            address: ip.to_string(),
+            country: country.map_or("unknown".into(), |c| c.to_string()),
+            source,
+            outcome: d.verdict.as_str().into(),
+            rule: Some(d.rule.to_string()),
+        });
+        if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
+            best = Some((rank, ip, d));
+        }
+    }
+    let det = inspector.detector();
+    let findings = report
+        .items()
+        .iter()
+        .map(|i| FindingStep {
+            class: det.class_name(i.class).to_owned(),
+            confidence: i.confidence.as_str().to_owned(),
+            location: i.location.as_str().to_owned(),
+            offset: i.offset,
+            length: i.len,
+        })
+        .collect();
+    let (chosen, verdict, reason, rule, message, citation) = match best {
+        Some((_, ip, d)) => (
+            Some(ip.to_string()),
+            d.verdict.as_str().to_owned(),
+            d.reason.as_str().to_owned(),
+            d.rule.to_string(),
+            d.message.to_string(),
+            d.citation.map(|c| c.to_string()),
+        ),
+        None => (
+            None,
+            "deny".into(),
+            "forbidden_address".into(),
+            "-".into(),
+            format!("{host_name} has no address Sima may dial"),
+            None,
+        ),
+    };
+    Ok(Explanation {
+        policy: format!("{} ({})", policy.name, policy.hash),
+        host: host_name,
+        addresses,
+        chosen,
+        findings,
+        inspectable,
+        verdict,
+        reason,
+        rule,
+        message,
+        citation,
+    })
+}
+
+impl Explanation {
+    /// Human-readable, step by step.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "policy       {}", self.policy);
+        let _ = writeln!(s, "destination  {}", self.host);
+        for a in &self.addresses {
+            let _ = writeln!(
+                s,
+                "  address    {:<40} {:<8} {:<18} {}{}",
+                a.address,
+                a.country,
+                a.source,
+                a.outcome,
+                a.rule
+                    .as_deref()
+                    .map(|r| format!(" (rule {r})"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(c) = &self.chosen {
+            let _ = writeln!(s, "dial         {c}");
+        }
+        if self.findings.is_empty() {
+            let _ = writeln!(s, "findings     none");
+        }
+        for f in &self.findings {
+            let _ = writeln!(
+                s,
+                "  finding    {:<16} {:<6} in {:<6} at {} (+{})",
+                f.class, f.confidence, f.location, f.offset, f.length
+            );
+        }
+        if !self.inspectable {
+            let _ = writeln!(s, "body         could not be inspected");
+        }
+        let _ = writeln!(
+            s,
+            "verdict      {} ({}) by rule {}",
+            self.verdict, self.reason, self.rule
+        );
+        let _ = writeln!(s, "message      {}", self.message);
+        if let Some(c) = &self.citation {
+            let _ = writeln!(s, "citation     {c}");
+        }
+        s
+    }
+}

@@ -278,11 +278,16 @@ server_persistent_connections on
 max_filedescriptors 8192
 EOF
 
+# Full inspection on: the upstream is declared foreign (US), so every request is
+# geolocated and its URL, headers and body are scanned under india-strict's rule.
 cat >"$TMP/sima/bench-policy.yaml" <<EOF
 version: 1
-name: bench
+name: bench-india-strict
 home: [IN]
-rules: []
+rules:
+  - id: personal-data-stays-in-india
+    when: { countries: [foreign, unknown], data: any }
+    action: block
 default: allow
 EOF
 cat >"$TMP/sima/sima.yaml" <<EOF
@@ -291,7 +296,7 @@ admin_listen: 127.0.0.1:$SIMA_ADMIN_PORT
 policy: $TMP/sima/bench-policy.yaml
 geo:
   overrides:
-    - { cidr: 127.0.0.0/8, country: IN }
+    - { cidr: 127.0.0.0/8, country: US }
 routes:
   - name: bench
     prefix: /

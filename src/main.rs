@@ -57,7 +57,7 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(f) = args.log_format {
         config.log_format = f;
     }
-    telemetry::init(config.log_format);
+    let _log_guard = telemetry::init(config.log_format);
     if args.check_config {
         return check_config(&config);
     }

@@ -5,7 +5,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -52,7 +54,7 @@ where
                 let end = if r.is_ok() { TunnelEnd::Closed } else { TunnelEnd::Error };
                 return (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed), end);
             }
-            _ = tokio::time::sleep_until(deadline.into()) => {
+            _ = tokio::time::sleep_until(deadline) => {
                 let now_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
                 if now_ms.saturating_sub(last.load(Ordering::Relaxed)) >= u64::try_from(idle.as_millis()).unwrap_or(u64::MAX) {
                     return (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed), TunnelEnd::Idle);

@@ -1,0 +1,210 @@
+//! Deterministic benchmark payloads shared by the bench and the `tp` example.
+
+/// Deterministic xorshift64* generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+    fn hex(&mut self, n: usize, out: &mut String) {
+        for _ in 0..n {
+            out.push(char::from(b"0123456789abcdef"[self.below(16) as usize]));
+        }
+    }
+}
+
+pub const TARGET: usize = 1 << 20;
+
+/// A JSON API response (orders with line items): ids, prices, timestamps,
+/// epoch milliseconds, UUIDs, SKUs, coordinates; no personal identifiers.
+pub fn clean_json() -> Vec<u8> {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let names = [
+        "Stainless steel water bottle 1L",
+        "Cotton kurta, indigo",
+        "Wireless earbuds with charging case",
+        "Basmati rice 5kg",
+        "LED bulb 9W pack of 4",
+        "Running shoes size 9",
+    ];
+    let statuses = [
+        "created",
+        "paid",
+        "packed",
+        "shipped",
+        "delivered",
+        "returned",
+    ];
+    let cities = [
+        "Bengaluru",
+        "Mumbai",
+        "Pune",
+        "Chennai",
+        "Hyderabad",
+        "Kolkata",
+    ];
+    let mut s = String::with_capacity(TARGET + 4096);
+    s.push_str("{\"page\":1,\"per_page\":500,\"orders\":[");
+    let mut first = true;
+    while s.len() < TARGET - 2048 {
+        if !first {
+            s.push(',');
+        }
+        first = false;
+        let id = 1_000 + r.below(90_000_000);
+        s.push_str(&format!("{{\"id\":{id},\"uuid\":\""));
+        r.hex(8, &mut s);
+        s.push('-');
+        r.hex(4, &mut s);
+        s.push_str("-4");
+        r.hex(3, &mut s);
+        s.push('-');
+        r.hex(4, &mut s);
+        s.push('-');
+        r.hex(12, &mut s);
+        let ms = 1_700_000_000_000u64 + r.below(40_000_000_000);
+        s.push_str(&format!(
+            "\",\"status\":\"{}\",\"created_at\":\"2024-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"updated_ms\":{ms},",
+            r.pick(&statuses),
+            1 + r.below(12),
+            1 + r.below(28),
+            r.below(24),
+            r.below(60),
+            r.below(60),
+            r.below(1000)
+        ));
+        s.push_str(&format!(
+            "\"currency\":\"INR\",\"total\":{}.{:02},\"tax\":{}.{:02},\"shipping\":{{\"city\":\"{}\",\"pincode\":\"{}\",\"lat\":{}.{:04},\"lon\":{}.{:04}}},\"items\":[",
+            r.below(50_000),
+            r.below(100),
+            r.below(5_000),
+            r.below(100),
+            r.pick(&cities),
+            110_000 + r.below(800_000),
+            8 + r.below(25),
+            r.below(10_000),
+            68 + r.below(29),
+            r.below(10_000)
+        ));
+        for k in 0..1 + r.below(3) {
+            if k > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!(
+                "{{\"sku\":\"SKU-{}\",\"name\":\"{}\",\"qty\":{},\"unit_price\":{}.{:02},\"weight_g\":{}}}",
+                10_000 + r.below(90_000),
+                r.pick(&names),
+                1 + r.below(5),
+                r.below(10_000),
+                r.below(100),
+                r.below(5_000)
+            ));
+        }
+        s.push_str(&format!(
+            "],\"version\":\"2.{}.{}\"}}",
+            r.below(20),
+            r.below(10)
+        ));
+    }
+    s.push_str("]}");
+    s.into_bytes()
+}
+
+/// A digit-dense CSV export: every field a number, many of them long
+/// (account-like references, epoch milliseconds, 12-16 digit ids).
+pub fn digit_csv() -> Vec<u8> {
+    let mut r = Rng(0x1234_5678_9abc_def1);
+    let mut s = String::with_capacity(TARGET + 256);
+    s.push_str("txn,ref,amount,epoch_ms,qty,pincode,lat,lon,ledger,batch\n");
+    while s.len() < TARGET - 256 {
+        let len = 9 + r.below(10) as usize;
+        let mut refno = String::new();
+        refno.push(char::from(b'1' + r.below(9) as u8));
+        for _ in 1..len {
+            refno.push(char::from(b'0' + r.below(10) as u8));
+        }
+        s.push_str(&format!(
+            "{},{},{}.{:02},{},{},{},{}.{:06},{}.{:06},{},{}\n",
+            100_000 + r.below(900_000_000),
+            refno,
+            r.below(1_000_000),
+            r.below(100),
+            1_700_000_000_000u64 + r.below(40_000_000_000),
+            r.below(100),
+            110_000 + r.below(800_000),
+            8 + r.below(25),
+            r.below(1_000_000),
+            68 + r.below(29),
+            r.below(1_000_000),
+            1_000_000_000_000u64 + r.below(8_999_999_999_999),
+            r.below(10_000),
+        ));
+    }
+    s.into_bytes()
+}
+
+/// Short JSON string values with their keys, as a proxy walking a JSON body
+/// would pass them one by one (no identifiers).
+pub fn small_values() -> Vec<(&'static str, String)> {
+    let mut r = Rng(0x0bad_cafe_dead_beef);
+    let mut v = Vec::new();
+    for _ in 0..1_000 {
+        v.push(("order_id", format!("ORD-2024-{:06}", r.below(1_000_000))));
+        v.push(("status", "shipped".to_string()));
+        v.push((
+            "created_at",
+            format!("2024-05-{:02}T10:{:02}:00Z", 1 + r.below(28), r.below(60)),
+        ));
+        v.push((
+            "amount",
+            format!("{}.{:02}", r.below(100_000), r.below(100)),
+        ));
+        v.push(("currency", "INR".to_string()));
+        v.push(("customer_name", "Asha Verma".to_string()));
+        v.push(("city", "Bengaluru".to_string()));
+        v.push(("pincode", format!("{}", 110_000 + r.below(800_000))));
+        v.push((
+            "note",
+            "Leave the parcel with the security guard at gate 2".to_string(),
+        ));
+        let mut u = String::new();
+        r.hex(32, &mut u);
+        v.push(("request_id", u));
+    }
+    v
+}
+
+/// The clean JSON with about 1% of its string values replaced by identifiers
+/// (Aadhaar, PAN, GSTIN, card, mobile, e-mail), each at its usual field name.
+pub fn json_one_percent() -> Vec<u8> {
+    let clean = String::from_utf8(clean_json()).unwrap_or_default();
+    let ids = [
+        ("aadhaar", "234567890124"),
+        ("pan", "ABCPE1234F"),
+        ("gstin", "27AAPFU0939F1ZV"),
+        ("card", "4111 1111 1111 1111"),
+        ("mobile", "+91 98765 43210"),
+        ("email", "asha.verma@example.in"),
+    ];
+    let mut out = String::with_capacity(clean.len() + 4096);
+    let mut n = 0usize;
+    for piece in clean.split_inclusive(",\"status\":") {
+        out.push_str(piece);
+        n += 1;
+        if n.is_multiple_of(8) {
+            let (k, v) = ids[(n / 8) % ids.len()];
+            out.push_str(&format!("\"x\",\"{k}\":\"{v}\",\"was\":"));
+        }
+    }
+    out.into_bytes()
+}

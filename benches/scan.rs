@@ -1,0 +1,142 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    dead_code
+)]
+//! Scanner throughput on realistic 1 MiB payloads, next to a `memchr` pass over the same
+//! bytes (the memory-speed floor): the detector alone, and the whole inspection pipeline
+//! (decode + normalise + detect with the hold-back scanner), including a gzip body.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use http::HeaderMap;
+use sima::inspect::detect::{Detector, Finding};
+use sima::inspect::{Inspector, Report};
+
+mod data;
+use data::{clean_json, digit_csv, json_one_percent, small_values};
+
+fn headers(ct: &str, ce: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        ct.parse()
+            .unwrap_or(http::HeaderValue::from_static("text/plain")),
+    );
+    if let Some(ce) = ce {
+        h.insert(
+            http::header::CONTENT_ENCODING,
+            ce.parse()
+                .unwrap_or(http::HeaderValue::from_static("identity")),
+        );
+    }
+    h
+}
+
+fn inspect_body(ins: &Inspector, h: &HeaderMap, body: &[u8]) -> usize {
+    let mut report = Report::default();
+    if let Ok(mut scan) = ins.body(h) {
+        for chunk in body.chunks(16 * 1024) {
+            if scan.feed(chunk, &mut report).is_err() {
+                return usize::MAX;
+            }
+        }
+        let _ = scan.finish(&mut report);
+    }
+    report.counts().iter().map(|(_, _, n)| *n as usize).sum()
+}
+
+fn bench(c: &mut Criterion) {
+    let det = Detector::builtin();
+    let ins = Inspector::new(Arc::new(Detector::builtin()));
+    let inputs = [
+        ("clean_json", clean_json(), "application/json"),
+        (
+            "json_1pct_identifiers",
+            json_one_percent(),
+            "application/json",
+        ),
+        ("digit_csv", digit_csv(), "text/csv"),
+    ];
+    for (name, data, ct) in &inputs {
+        let mut out: Vec<Finding> = Vec::new();
+        det.scan(data, 0, None, &mut out);
+        let h = headers(ct, None);
+        eprintln!(
+            "{name}: {} bytes, {} raw findings, {} via pipeline",
+            data.len(),
+            out.len(),
+            inspect_body(&ins, &h, data)
+        );
+        let mut g = c.benchmark_group(*name);
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_function("detect_scan", |b| {
+            let mut out: Vec<Finding> = Vec::with_capacity(1024);
+            b.iter(|| {
+                out.clear();
+                det.scan(black_box(data), 0, None, &mut out);
+                black_box(out.len())
+            })
+        });
+        g.bench_function("inspect_pipeline", |b| {
+            b.iter(|| black_box(inspect_body(&ins, &h, black_box(data))))
+        });
+        g.bench_function("memchr_nul", |b| {
+            b.iter(|| black_box(memchr::memchr(b'\x00', black_box(data))))
+        });
+        g.finish();
+    }
+
+    // A gzip body: throughput counted in decoded bytes.
+    let plain = json_one_percent();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = gz.write_all(&plain);
+    let zipped = gz.finish().unwrap_or_default();
+    let h = headers("application/json", Some("gzip"));
+    eprintln!(
+        "gzip_json: {} bytes compressed from {}, {} findings",
+        zipped.len(),
+        plain.len(),
+        inspect_body(&ins, &h, &zipped)
+    );
+    let mut g = c.benchmark_group("gzip_json");
+    g.throughput(Throughput::Bytes(plain.len() as u64));
+    g.bench_function("inspect_pipeline", |b| {
+        b.iter(|| black_box(inspect_body(&ins, &h, black_box(&zipped))))
+    });
+    g.finish();
+}
+
+fn bench_small(c: &mut Criterion) {
+    let det = Detector::builtin();
+    let values = small_values();
+    let mut g = c.benchmark_group("small_values");
+    g.throughput(Throughput::Elements(values.len() as u64));
+    g.bench_function("detect_scan_per_value_with_key", |b| {
+        let mut out: Vec<Finding> = Vec::with_capacity(64);
+        b.iter(|| {
+            out.clear();
+            for (k, v) in &values {
+                det.scan(black_box(v.as_bytes()), 0, Some(k.as_bytes()), &mut out);
+            }
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench, bench_small
+}
+criterion_main!(benches);

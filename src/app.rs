@@ -131,6 +131,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )?);
     metrics.set_policy(&policy.name, &policy.hash);
     metrics.set_geo_build(geo.info().build_epoch);
+    let classes: Vec<&str> = detector.classes().map(|(_, n)| n).collect();
+    metrics.precreate_classes(&classes);
 
     let proxy_listener = server::bind(config.listen, "listen").await?;
     let admin_listener = server::bind(config.admin_listen, "admin_listen").await?;

@@ -91,6 +91,14 @@ pub struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     timeouts: RawTimeouts,
+    #[serde(default)]
+    inspect: RawInspect,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInspect {
+    always: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +305,9 @@ pub struct Config {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Inspect every request (findings logged), not only those a rule about data could
+    /// decide. Verdicts are the same either way.
+    pub inspect_always: bool,
 }
 
 // === impl Config ===
@@ -339,6 +350,7 @@ fn unreachable_defaults() -> Config {
             pool_idle: DEFAULT_POOL_IDLE_TIMEOUT,
             drain: DEFAULT_DRAIN_TIMEOUT,
         },
+        inspect_always: false,
     }
 }
 
@@ -544,6 +556,7 @@ impl RawConfig {
             &mut out.timeouts.pool_idle,
         );
         set("timeouts.drain", t.drain, &mut out.timeouts.drain);
+        out.inspect_always = self.inspect.always.unwrap_or(false);
         out
     }
 }

@@ -18,6 +18,8 @@ pub const DESTINATION_REQUESTS: &str = "sima_destination_requests_total";
 pub const GEO_LOOKUP_DURATION: &str = "sima_geo_lookup_duration_seconds";
 /// `sima_dns_lookup_duration_seconds`
 pub const DNS_LOOKUP_DURATION: &str = "sima_dns_lookup_duration_seconds";
+/// `sima_detections_total`
+pub const DETECTIONS: &str = "sima_detections_total";
 /// `sima_upstream_errors_total`
 pub const UPSTREAM_ERRORS: &str = "sima_upstream_errors_total";
 /// `sima_active_connections`
@@ -93,6 +95,7 @@ pub struct Metrics {
     requests: Vec<IntCounter>,
     duration: Vec<Histogram>,
     destination: IntCounterVec,
+    detections: IntCounterVec,
     /// Geo lookup latency by result (hit/miss/error).
     pub geo_lookup: HistogramVec,
     /// DNS lookup latency.
@@ -136,6 +139,13 @@ impl Metrics {
                 "Requests by destination country (ISO code or unknown) and decision.",
             ),
             &["country", "decision"],
+        )?;
+        let detections = IntCounterVec::new(
+            Opts::new(
+                DETECTIONS,
+                "Requests in which a data class was found, by class and decision.",
+            ),
+            &["data_class", "decision"],
         )?;
         let geo_lookup = HistogramVec::new(
             HistogramOpts::new(GEO_LOOKUP_DURATION, "Geolocation lookup time, by result.")
@@ -181,6 +191,7 @@ impl Metrics {
         registry.register(Box::new(requests_vec.clone()))?;
         registry.register(Box::new(duration_vec.clone()))?;
         registry.register(Box::new(destination.clone()))?;
+        registry.register(Box::new(detections.clone()))?;
         registry.register(Box::new(geo_lookup.clone()))?;
         registry.register(Box::new(dns_lookup.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -225,6 +236,7 @@ impl Metrics {
             requests,
             duration,
             destination,
+            detections,
             geo_lookup,
             dns_lookup,
             upstream_errors,
@@ -259,6 +271,23 @@ impl Metrics {
                 .with_label_values(&[country, verdict.as_str()])
                 .inc();
         }
+    }
+
+    /// Pre-creates the detection series of these classes at zero.
+    pub fn precreate_classes(&self, classes: &[&str]) {
+        for c in classes {
+            for v in VERDICTS {
+                self.detections.with_label_values(&[c, v.as_str()]);
+            }
+        }
+    }
+
+    /// Counts one request carrying `class`. Class names come from the detector's table
+    /// (built-ins plus configured classes), so the label set stays bounded.
+    pub fn detection(&self, class: &str, verdict: Verdict) {
+        self.detections
+            .with_label_values(&[class, verdict.as_str()])
+            .inc();
     }
 
     /// Sets the active policy info series (and drops the previous one).

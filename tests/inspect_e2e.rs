@@ -341,3 +341,35 @@ async fn curl_chunked_upload_with_identifier_is_blocked() {
     assert!(us.requests().iter().all(|r| r.body == b"<<body aborted>>"));
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn inspect_always_counts_findings_without_changing_verdicts() {
+    let india = upstream("127.0.0.2", "india").await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}inspect:\n  always: true\n"
+    )))
+    .await;
+    let body = r#"{"pan":"ABCPE1234F"}"#;
+    let (status, _, _) = send(
+        sima.info.proxy,
+        post(
+            format!("http://{}/kyc", india.addr),
+            "application/json",
+            body,
+        ),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "PAN to India is allowed by india-strict"
+    );
+    assert_eq!(india.requests()[0].body, body.as_bytes());
+    let metrics = String::from_utf8(sima.shared.metrics.render()).unwrap();
+    assert!(
+        metrics.contains(r#"sima_detections_total{data_class="PAN",decision="allow"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"sima_detections_total{data_class="AADHAAR",decision="deny"} 0"#));
+    sima.shutdown().await;
+}

@@ -66,6 +66,7 @@ pub struct Shared {
     tunnel_idle: Duration,
     connect_timeout: Duration,
     body_read_timeout: Duration,
+    inspect_always: bool,
     own: Vec<SocketAddr>,
     next_id: AtomicU64,
 }
@@ -139,6 +140,7 @@ impl Shared {
             tunnel_idle: t.tunnel_idle,
             connect_timeout: t.upstream_connect,
             body_read_timeout: t.client_idle,
+            inspect_always: config.inspect_always,
             own,
             next_id: AtomicU64::new(seed.rotate_left(17) & 0xffff_ffff_0000_0000),
         }
@@ -359,7 +361,7 @@ async fn serve(
     }
 
     let (mut parts, body) = req.into_parts();
-    let (body, slot) = if needs_inspection {
+    let (body, slot) = if needs_inspection || shared.inspect_always {
         let judge = Arc::new(inspected::Judge {
             snapshot: snapshot.clone(),
             host: ctx.host.clone(),
@@ -587,7 +589,11 @@ fn finish(
         elapsed.as_secs_f64(),
         counted_country,
     );
+    for class in &ctx.data_classes {
+        shared.metrics.detection(class, verdict);
+    }
     let rule = ctx.decision.as_ref().map_or("-", |d| &*d.rule);
+    let classes = ctx.data_classes.join(",");
     let addr = ctx.addr.map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(
         sima.request_id = %ctx.id,
@@ -601,6 +607,7 @@ fn finish(
         sima.decision = verdict.as_str(),
         sima.reason = reason.as_str(),
         sima.rule_id = rule,
+        sima.data_classes = %classes,
         http.response.status_code = status.as_u16(),
         sima.duration_ms = elapsed.as_secs_f64() * 1000.0,
         "request"

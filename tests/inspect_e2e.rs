@@ -12,9 +12,8 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// A Verhoeff-valid Aadhaar number, computed rather than hard-coded.
 fn aadhaar() -> String {
@@ -225,15 +224,7 @@ async fn large_streamed_body_is_stopped_before_the_identifier_leaves() {
             .header("content-type", "text/plain")
             .body(streamed(1 << 20, chunk, &a, at))
             .unwrap();
-        let stream = TcpStream::connect(sima.info.proxy).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let resp = tokio::time::timeout(TEST_DEADLINE, sender.send_request(req))
-            .await
-            .unwrap()
-            .unwrap();
+        let resp = send_streaming(sima.info.proxy, req).await;
         assert_eq!(
             resp.status(),
             StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
@@ -293,15 +284,7 @@ async fn large_clean_body_streams_through_intact() {
         .header("content-type", "text/plain")
         .body(StreamBody::new(futures_util::stream::iter(frames)))
         .unwrap();
-    let stream = TcpStream::connect(sima.info.proxy).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = tokio::time::timeout(TEST_DEADLINE, sender.send_request(req))
-        .await
-        .unwrap()
-        .unwrap();
+    let resp = send_streaming(sima.info.proxy, req).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let seen = us.requests();
     assert_eq!(seen[0].body.len(), body.len());

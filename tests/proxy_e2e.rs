@@ -10,7 +10,6 @@ use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -39,15 +38,7 @@ async fn allowed_request_reaches_upstream_intact_and_hop_by_hop_is_stripped() {
         .header("te", "trailers")
         .body(body)
         .unwrap();
-    let stream = TcpStream::connect(sima.info.proxy).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = tokio::time::timeout(TEST_DEADLINE, sender.send_request(req))
-        .await
-        .unwrap()
-        .unwrap();
+    let resp = send_streaming(sima.info.proxy, req).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["via"], "1.1 sima");
     assert!(

@@ -240,6 +240,25 @@ pub async fn send(
     .expect("request timed out")
 }
 
+/// Sends a request with any body (e.g. a stream) over a fresh HTTP/1.1 connection and
+/// returns the response head with its body still to be read.
+pub async fn send_streaming<B>(proxy: SocketAddr, req: Request<B>) -> Response<Incoming>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tokio::time::timeout(TEST_DEADLINE, sender.send_request(req))
+        .await
+        .expect("request timed out")
+        .unwrap()
+}
+
 /// GET `url` (absolute-form) through `proxy`.
 pub async fn get(proxy: SocketAddr, url: &str) -> (StatusCode, http::HeaderMap, Vec<u8>) {
     let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();

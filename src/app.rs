@@ -21,15 +21,13 @@ use crate::proxy::{Shared, Snapshot};
 use crate::resolve::{ResolveError, Resolver};
 use crate::server::{self, HttpSettings};
 
-/// The policy compiled into the binary (`policies/india-strict.yaml`).
-pub const EMBEDDED_POLICY: &str = include_str!("../policies/india-strict.yaml");
-/// Its origin name in messages.
-pub const EMBEDDED_POLICY_ORIGIN: &str = "embedded:policies/india-strict.yaml";
-
-/// The detector: built-in classes (custom classes come with the policy language).
-pub fn detector() -> Arc<Detector> {
-    Arc::new(Detector::builtin())
-}
+/// Policy packs compiled into the binary, by name (`packs:` in the config).
+pub const PACKS: &[(&str, &str)] = &[(
+    "india-strict",
+    include_str!("../policies/india-strict.yaml"),
+)];
+/// The pack used when the config names no policy and no pack.
+pub const DEFAULT_PACK: &str = "india-strict";
 
 /// Why Sima could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,33 +52,63 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Reads the configured policy files (or the embedded default) and compiles them against
-/// the detector's classes.
-pub fn load_policy(config: &Config, detector: &Detector) -> Result<Policy, PolicyError> {
-    let sources = if config.policy_paths.is_empty() {
-        vec![PolicySource {
-            origin: EMBEDDED_POLICY_ORIGIN.into(),
-            text: EMBEDDED_POLICY.into(),
-        }]
-    } else {
-        config
-            .policy_paths
-            .iter()
-            .map(|p| {
-                std::fs::read_to_string(p)
-                    .map(|text| PolicySource {
-                        origin: p.display().to_string(),
-                        text,
-                    })
-                    .map_err(|source| PolicyError::Read {
-                        path: p.display().to_string(),
-                        source,
-                    })
-            })
-            .collect::<Result<_, _>>()?
-    };
-    let classes: Vec<&str> = detector.classes().map(|(_, name)| name).collect();
-    policy::compile(&sources, &classes)
+/// The policy sources the config names: `policy` files first, then `packs`; the default
+/// pack when neither is given.
+pub fn policy_sources(config: &Config) -> Result<Vec<PolicySource>, PolicyError> {
+    let mut sources = Vec::new();
+    for p in &config.policy_paths {
+        let text = std::fs::read_to_string(p).map_err(|source| PolicyError::Read {
+            path: p.display().to_string(),
+            source,
+        })?;
+        sources.push(PolicySource {
+            origin: p.display().to_string(),
+            text,
+        });
+    }
+    let mut packs: Vec<&str> = config.packs.iter().map(String::as_str).collect();
+    if sources.is_empty() && packs.is_empty() {
+        packs.push(DEFAULT_PACK);
+    }
+    for name in packs {
+        let Some((_, text)) = PACKS.iter().find(|(n, _)| *n == name) else {
+            let known: Vec<&str> = PACKS.iter().map(|(n, _)| *n).collect();
+            return Err(PolicyError::Invalid {
+                origin: "config packs".into(),
+                problems: vec![format!(
+                    "unknown pack `{name}`; embedded packs: {}",
+                    known.join(", ")
+                )],
+            });
+        };
+        sources.push(PolicySource {
+            origin: format!("embedded:policies/{name}.yaml"),
+            text: (*text).to_owned(),
+        });
+    }
+    Ok(sources)
+}
+
+/// Reads and compiles the configured policies, with the detector their classes need.
+pub fn load_policy(config: &Config) -> Result<(Policy, Detector), PolicyError> {
+    let sources = policy_sources(config)?;
+    let (policy, detector) = policy::load(&sources, &policy::today())?;
+    for e in &policy.expired {
+        tracing::warn!(rule = %e.id, expires = %e.expires, owner = ?e.owner, "exception expired and no longer applies");
+    }
+    Ok((policy, detector))
+}
+
+/// Builds a complete snapshot (policy, detector, geo) from the config: the unit a reload
+/// swaps.
+pub fn load_snapshot(config: &Config) -> Result<Snapshot, StartError> {
+    let (policy, detector) = load_policy(config)?;
+    let geo = load_geo(config)?;
+    Ok(Snapshot {
+        policy: Arc::new(policy),
+        geo: Arc::new(geo),
+        inspector: Arc::new(Inspector::new(Arc::new(detector))),
+    })
 }
 
 /// Opens the configured geo database (or the embedded one) with the overrides.
@@ -121,18 +149,13 @@ pub struct Running {
 
 /// Builds everything and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let detector = detector();
-    let policy = load_policy(&config, &detector)?;
-    let geo = load_geo(&config)?;
+    let snapshot = load_snapshot(&config)?;
     let resolver = Resolver::new(&config.resolver)?;
     let routes = Routes::new(&config.routes)?;
     let metrics = Arc::new(Metrics::new(
         option_env!("SIMA_GIT_SHA").unwrap_or("unknown"),
     )?);
-    metrics.set_policy(&policy.name, &policy.hash);
-    metrics.set_geo_build(geo.info().build_epoch);
-    let classes: Vec<&str> = detector.classes().map(|(_, n)| n).collect();
-    metrics.precreate_classes(&classes);
+    metrics.set_snapshot(&snapshot);
 
     let proxy_listener = server::bind(config.listen, "listen").await?;
     let admin_listener = server::bind(config.admin_listen, "admin_listen").await?;
@@ -141,14 +164,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let info = StartInfo {
         proxy: proxy_addr,
         admin: admin_addr,
-        policy_name: policy.name.clone(),
-        policy_hash: policy.hash.clone(),
-        geo: geo.info().clone(),
-    };
-    let snapshot = Snapshot {
-        policy: Arc::new(policy),
-        geo: Arc::new(geo),
-        inspector: Arc::new(Inspector::new(detector)),
+        policy_name: snapshot.policy.name.clone(),
+        policy_hash: snapshot.policy.hash.clone(),
+        geo: snapshot.geo.info().clone(),
     };
     let shared = Arc::new(Shared::new(
         &config,

@@ -26,6 +26,13 @@ pub struct CheckRequest {
     pub body: Vec<u8>,
     /// Addresses to use instead of resolving the host (`--resolve host:ip`).
     pub resolve: Vec<IpAddr>,
+    /// Client address (for client groups).
+    pub client: IpAddr,
+    /// Proxy-auth user and password.
+    pub creds: Option<(String, String)>,
+    /// Take this as every address's country instead of the guard and geolocation
+    /// (`sima policy test`, where the test states the destination's country).
+    pub assume_country: Option<Option<crate::geo::Country>>,
 }
 
 /// One address and what the policy made of it.
@@ -63,6 +70,8 @@ pub struct FindingStep {
 pub struct Explanation {
     /// Policy name and hash.
     pub policy: String,
+    /// Client groups and user.
+    pub client: String,
     /// Destination host.
     pub host: String,
     /// Per address.
@@ -91,6 +100,9 @@ pub enum CheckError {
     /// URL unusable.
     #[error("{0}")]
     Target(String),
+    /// Proxy credentials rejected.
+    #[error(transparent)]
+    Auth(#[from] crate::policy::AuthError),
     /// DNS failed.
     #[error(transparent)]
     Resolve(#[from] crate::resolve::ResolveError),
@@ -131,6 +143,10 @@ pub async fn explain(
         }
     };
     let host_name = host.policy_name();
+    let identity = policy.identify(
+        req.client,
+        req.creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+    )?;
     let ips = if !req.resolve.is_empty() {
         req.resolve.clone()
     } else {
@@ -167,6 +183,28 @@ pub async fn explain(
     let mut addresses = Vec::new();
     let mut best: Option<(u8, IpAddr, policy::Decision)> = None;
     for ip in ips {
+        if let Some(assumed) = req.assume_country {
+            let facts = Facts {
+                host: &host_name,
+                addr: ip,
+                country: assumed,
+                method,
+                path: &path,
+                client_groups: &identity.groups,
+                data,
+            };
+            if let Outcome::Decided(d) = policy::decide(policy, &facts) {
+                addresses.push(AddressStep {
+                    address: ip.to_string(),
+                    country: assumed.map_or("unknown".into(), |c| c.to_string()),
+                    source: "assumed".into(),
+                    outcome: d.verdict.as_str().into(),
+                    rule: Some(d.rule.to_string()),
+                });
+                best = Some((0, ip, d));
+            }
+            continue;
+        }
         if let Some(class) = guard::classify(ip) {
             if geo.override_for(ip).is_none() {
                 addresses.push(AddressStep {
@@ -179,9 +217,12 @@ pub async fn explain(
                 continue;
             }
         }
-        let (country, source) = match geo.locate(ip) {
-            Ok(l) => (l.country, l.source.as_str().to_owned()),
-            Err(e) => (None, format!("error: {e}")),
+        let (country, source) = match policy.declared_country(&host_name) {
+            Some(c) => (Some(c), "declared".to_owned()),
+            None => match geo.locate(ip) {
+                Ok(l) => (l.country, l.source.as_str().to_owned()),
+                Err(e) => (None, format!("error: {e}")),
+            },
         };
         let facts = Facts {
             host: &host_name,
@@ -189,7 +230,7 @@ pub async fn explain(
             country,
             method,
             path: &path,
-            client_groups: &[],
+            client_groups: &identity.groups,
             data,
         };
         let d = match policy::decide(policy, &facts) {
@@ -242,7 +283,17 @@ pub async fn explain(
             None,
         ),
     };
+    let client = match (&identity.user, identity.groups.is_empty()) {
+        (Some(u), _) => format!(
+            "{} user {u} groups [{}]",
+            req.client,
+            identity.groups.join(", ")
+        ),
+        (None, false) => format!("{} groups [{}]", req.client, identity.groups.join(", ")),
+        (None, true) => format!("{} (no group)", req.client),
+    };
     Ok(Explanation {
+        client,
         policy: format!("{} ({})", policy.name, policy.hash),
         host: host_name,
         addresses,
@@ -263,6 +314,7 @@ impl Explanation {
         use std::fmt::Write;
         let mut s = String::new();
         let _ = writeln!(s, "policy       {}", self.policy);
+        let _ = writeln!(s, "client       {}", self.client);
         let _ = writeln!(s, "destination  {}", self.host);
         for a in &self.addresses {
             let _ = writeln!(

@@ -76,6 +76,12 @@ pub struct CheckArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Client address, for client groups (default 127.0.0.1).
+    #[arg(long)]
+    pub client: Option<std::net::IpAddr>,
+    /// Proxy-auth credentials `user:password`.
+    #[arg(long, short = 'U')]
+    pub user: Option<String>,
     /// Absolute URL (`http://api.example.com/v1/users`), or `host:port` with -X CONNECT.
     pub url: String,
 }

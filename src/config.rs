@@ -80,6 +80,8 @@ pub struct RawConfig {
     admin_listen: Option<String>,
     policy: Option<OneOrMany>,
     #[serde(default)]
+    packs: Vec<String>,
+    #[serde(default)]
     geo: RawGeo,
     #[serde(default)]
     resolver: RawResolver,
@@ -289,8 +291,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
-    /// Policy files, in precedence order; empty means the embedded default policy.
+    /// Policy files, in precedence order.
     pub policy_paths: Vec<PathBuf>,
+    /// Embedded packs enabled by name, after the files; with no files and no packs the
+    /// embedded default pack applies.
+    pub packs: Vec<String>,
     /// Geolocation.
     pub geo: GeoConfig,
     /// DNS.
@@ -326,6 +331,7 @@ fn unreachable_defaults() -> Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
         admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
         policy_paths: Vec::new(),
+        packs: Vec::new(),
         geo: GeoConfig::default(),
         resolver: ResolverConfig {
             nameservers: None,
@@ -411,6 +417,7 @@ impl RawConfig {
             Some(OneOrMany::Many(v)) => v.into_iter().map(abs).collect(),
         };
 
+        out.packs = self.packs;
         out.geo.database = self.geo.database.map(abs);
         for (i, o) in self.geo.overrides.iter().enumerate() {
             let net = match o.cidr.parse::<IpNet>() {

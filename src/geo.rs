@@ -33,6 +33,8 @@ pub enum GeoSource {
     Override,
     /// The mmdb database.
     Database,
+    /// The policy's declared residency for the destination host.
+    Declared,
 }
 
 /// The answer for one address. `country` is `None` when neither source knows it.
@@ -156,6 +158,7 @@ impl GeoSource {
         match self {
             GeoSource::Override => "override",
             GeoSource::Database => "database",
+            GeoSource::Declared => "declared",
         }
     }
 }

@@ -113,13 +113,21 @@ fn run(args: RunArgs) -> ExitCode {
 
 fn check_config(config: &Config) -> ExitCode {
     let mut failed = false;
-    match app::load_policy(config, &app::detector()) {
-        Ok(p) => println!(
-            "policy: ok: {} ({}), {} rules",
-            p.name,
-            p.hash,
-            p.rule_count()
-        ),
+    match app::load_policy(config) {
+        Ok((p, _)) => {
+            println!(
+                "policy: ok: {} ({}), {} rules",
+                p.name,
+                p.hash,
+                p.rule_count()
+            );
+            for e in &p.expired {
+                println!(
+                    "policy: warning: exception {} expired on {}; it no longer applies",
+                    e.id, e.expires
+                );
+            }
+        }
         Err(e) => {
             println!("policy: error: {e}");
             failed = true;
@@ -244,8 +252,7 @@ fn check(args: CheckArgs) -> ExitCode {
             _ => return usage(format!("--resolve `{r}` must be host:ip")),
         }
     }
-    let detector = app::detector();
-    let policy = match app::load_policy(&config, &detector) {
+    let (policy, detector) = match app::load_policy(&config) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sima: {e}");
@@ -259,7 +266,8 @@ fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let inspector = std::sync::Arc::new(sima::inspect::Inspector::new(detector));
+    let inspector =
+        std::sync::Arc::new(sima::inspect::Inspector::new(std::sync::Arc::new(detector)));
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -267,12 +275,20 @@ fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
+    let client = args.client.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let creds = args.user.as_deref().map(|u| match u.split_once(':') {
+        Some((u, p)) => (u.to_owned(), p.to_owned()),
+        None => (u.to_owned(), String::new()),
+    });
     let request = sima::check::CheckRequest {
         method,
         url: args.url.clone(),
         headers,
         body,
         resolve,
+        client,
+        creds,
+        assume_country: None,
     };
     let result = rt.block_on(async {
         let resolver = sima::resolve::Resolver::new(&config.resolver)?;
@@ -280,6 +296,10 @@ fn check(args: CheckArgs) -> ExitCode {
             .await
             .map_err(|e| match e {
                 sima::check::CheckError::Resolve(r) => r,
+                sima::check::CheckError::Auth(a) => sima::resolve::ResolveError::Failed {
+                    name: args.url.clone(),
+                    detail: a.to_string(),
+                },
                 other => sima::resolve::ResolveError::Failed {
                     name: args.url.clone(),
                     detail: other.to_string(),

@@ -28,6 +28,12 @@ pub const ACTIVE_CONNECTIONS: &str = "sima_active_connections";
 pub const ACTIVE_TUNNELS: &str = "sima_active_tunnels";
 /// `sima_connections_rejected_total`
 pub const CONNECTIONS_REJECTED: &str = "sima_connections_rejected_total";
+/// `sima_policy_reloads_total`
+pub const POLICY_RELOADS: &str = "sima_policy_reloads_total";
+/// `sima_policy_last_reload_success_timestamp_seconds`
+pub const POLICY_LAST_RELOAD: &str = "sima_policy_last_reload_success_timestamp_seconds";
+/// `sima_policy_expired_exceptions`
+pub const EXPIRED_EXCEPTIONS: &str = "sima_policy_expired_exceptions";
 /// `sima_build_info`
 pub const BUILD_INFO: &str = "sima_build_info";
 /// `sima_policy_info`
@@ -110,6 +116,11 @@ pub struct Metrics {
     pub connections_rejected: IntCounter,
     policy_info: IntGaugeVec,
     geo_build: IntGauge,
+    /// Reloads of policy + geo database by result.
+    pub reloads: IntCounterVec,
+    /// Unix time of the last successful load or reload.
+    pub last_reload_success: IntGauge,
+    expired_exceptions: IntGauge,
 }
 
 // === impl Metrics ===
@@ -187,6 +198,21 @@ impl Metrics {
             GEO_BUILD_TIMESTAMP,
             "Build time of the loaded geo database, Unix seconds.",
         )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                POLICY_RELOADS,
+                "Reloads of policies and geo database, by result (success/failure).",
+            ),
+            &["result"],
+        )?;
+        let last_reload_success = IntGauge::new(
+            POLICY_LAST_RELOAD,
+            "Unix time of the last successful policy load or reload.",
+        )?;
+        let expired_exceptions = IntGauge::new(
+            EXPIRED_EXCEPTIONS,
+            "Exception rules in the loaded policy whose expiry date has passed (they no longer apply).",
+        )?;
 
         registry.register(Box::new(requests_vec.clone()))?;
         registry.register(Box::new(duration_vec.clone()))?;
@@ -201,6 +227,17 @@ impl Metrics {
         registry.register(Box::new(build.clone()))?;
         registry.register(Box::new(policy_info.clone()))?;
         registry.register(Box::new(geo_build.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_reload_success.clone()))?;
+        registry.register(Box::new(expired_exceptions.clone()))?;
+        for r in ["success", "failure"] {
+            reloads.with_label_values(&[r]);
+        }
+        last_reload_success.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
+        );
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -245,6 +282,9 @@ impl Metrics {
             connections_rejected,
             policy_info,
             geo_build,
+            reloads,
+            last_reload_success,
+            expired_exceptions,
         })
     }
 
@@ -288,6 +328,21 @@ impl Metrics {
         self.detections
             .with_label_values(&[class, verdict.as_str()])
             .inc();
+    }
+
+    /// Publishes what a snapshot holds: policy info, geo build time, detection series.
+    pub fn set_snapshot(&self, snap: &crate::proxy::Snapshot) {
+        self.set_policy(&snap.policy.name, &snap.policy.hash);
+        self.set_geo_build(snap.geo.info().build_epoch);
+        let classes: Vec<&str> = snap
+            .inspector
+            .detector()
+            .classes()
+            .map(|(_, n)| n)
+            .collect();
+        self.precreate_classes(&classes);
+        self.expired_exceptions
+            .set(i64::try_from(snap.policy.expired.len()).unwrap_or(i64::MAX));
     }
 
     /// Sets the active policy info series (and drops the previous one).

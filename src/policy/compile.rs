@@ -8,8 +8,9 @@ use sha2::{Digest, Sha256};
 use super::model::{
     RawAction, RawConfidence, RawCountryEntry, RawData, RawDataMatch, RawMode, RawPolicy, RawRule,
 };
-use super::{Action, Confidence, Mode, Policy, Reason};
+use super::{Action, ClientGroup, Confidence, Declared, Expired, Mode, Policy, Reason};
 use crate::geo::Country;
+use crate::inspect::detect::{ClassSpec, Detector, Validator};
 
 /// One policy file's text and where it came from.
 #[derive(Debug, Clone)]
@@ -80,6 +81,8 @@ pub(crate) struct DataCond {
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
     pub(crate) id: Arc<str>,
+    pub(crate) clients: Option<Vec<Arc<str>>>,
+    pub(crate) audit: bool,
     pub(crate) hosts: Option<Vec<HostPattern>>,
     pub(crate) except_hosts: Option<Vec<HostPattern>>,
     pub(crate) countries: Option<CountrySet>,
@@ -100,17 +103,96 @@ pub(crate) struct Rule {
 /// `default`; the rules of all files are tried in file order, then rule order, and the
 /// first match wins.
 pub fn compile(sources: &[PolicySource], classes: &[&str]) -> Result<Policy, PolicyError> {
+    compile_at(sources, classes, &today())
+}
+
+/// Today's date (UTC) as `YYYY-MM-DD`, for exception expiry and effective dates.
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    crate::cli::ymd(secs)
+}
+
+/// Parses one file.
+pub fn parse(src: &PolicySource) -> Result<RawPolicy, PolicyError> {
+    serde_yaml_ng::from_str(&src.text).map_err(|e| PolicyError::Syntax {
+        origin: src.origin.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses the files, builds the detector with their custom classes, and compiles the
+/// policy against it: what a load or reload does.
+pub fn load(sources: &[PolicySource], today: &str) -> Result<(Policy, Detector), PolicyError> {
+    let mut specs = Vec::new();
+    for src in sources {
+        let raw = parse(src)?;
+        let mut problems = Vec::new();
+        for (name, c) in &raw.classes {
+            let validator = match c.validator.as_deref() {
+                None => Validator::None,
+                Some(v) => match v.parse::<Validator>() {
+                    Ok(v) => v,
+                    Err(_) => {
+                        problems.push(format!(
+                            "classes.{name}.validator: `{v}` — use verhoeff, luhn, gstin-mod36 or none"
+                        ));
+                        Validator::None
+                    }
+                },
+            };
+            let fields = c
+                .fields
+                .iter()
+                .map(|f| {
+                    f.rsplit('.')
+                        .next()
+                        .unwrap_or(f)
+                        .trim_start_matches('*')
+                        .to_owned()
+                })
+                .filter(|f| !f.is_empty())
+                .collect();
+            specs.push(ClassSpec {
+                name: name.clone(),
+                pattern: c.pattern.clone(),
+                validator,
+                context_keywords: c.keywords.clone(),
+                needs_context: c.needs_context,
+                field_names: fields,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(PolicyError::Invalid {
+                origin: src.origin.clone(),
+                problems,
+            });
+        }
+    }
+    let detector = Detector::new(&specs).map_err(|e| PolicyError::Invalid {
+        origin: sources
+            .first()
+            .map_or_else(String::new, |s| s.origin.clone()),
+        problems: vec![format!("classes: {e}")],
+    })?;
+    let names: Vec<&str> = detector.classes().map(|(_, n)| n).collect();
+    let policy = compile_at(sources, &names, today)?;
+    Ok((policy, detector))
+}
+
+/// `compile` with an explicit date (tests and `sima policy test`).
+pub fn compile_at(
+    sources: &[PolicySource],
+    classes: &[&str],
+    today: &str,
+) -> Result<Policy, PolicyError> {
     let first = sources.first().ok_or(PolicyError::Empty)?;
     let mut hasher = Sha256::new();
     let mut raws = Vec::with_capacity(sources.len());
     for src in sources {
         hasher.update(src.text.as_bytes());
-        let raw: RawPolicy =
-            serde_yaml_ng::from_str(&src.text).map_err(|e| PolicyError::Syntax {
-                origin: src.origin.clone(),
-                message: e.to_string(),
-            })?;
-        raws.push((src, raw));
+        raws.push((src, parse(src)?));
     }
     let hash = hex::encode(hasher.finalize())[..12].to_owned();
 
@@ -125,6 +207,10 @@ pub fn compile(sources: &[PolicySource], classes: &[&str]) -> Result<Policy, Pol
         rules: Vec::new(),
         default: Action::Allow,
         classes: classes.iter().map(|c| (*c).to_owned()).collect(),
+        clients: Vec::new(),
+        destinations: Vec::new(),
+        expired: Vec::new(),
+        loaded_on: today.to_owned(),
     };
     let mut ids = std::collections::HashSet::new();
     for (i, (src, raw)) in raws.into_iter().enumerate() {
@@ -182,6 +268,57 @@ pub fn compile(sources: &[PolicySource], classes: &[&str]) -> Result<Policy, Pol
             policy.uninspectable = raw.uninspectable.map(action).unwrap_or(Action::Block);
             policy.default = raw.default.map(action).unwrap_or(Action::Allow);
         }
+        for (name, g) in &raw.clients {
+            let at = format!("clients.{name}");
+            let mut group = ClientGroup {
+                name: name.as_str().into(),
+                nets: Vec::new(),
+                users: Vec::new(),
+            };
+            for c in &g.cidrs {
+                match c
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                {
+                    Ok(n) => group.nets.push(n.trunc()),
+                    Err(_) => problems.push(format!("{at}.cidrs: `{c}` is not a network")),
+                }
+            }
+            for u in &g.users {
+                let hash = match &u.password_sha256 {
+                    None => None,
+                    Some(h) => match hex::decode(h)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    {
+                        Some(b) => Some(b),
+                        None => {
+                            problems.push(format!("{at}.users.{}: password_sha256 must be 64 hex digits (sha256sum of the password)", u.name));
+                            None
+                        }
+                    },
+                };
+                group.users.push((u.name.clone(), hash));
+            }
+            policy.clients.push(group);
+        }
+        for (pattern, d) in &raw.destinations {
+            let at = format!("destinations.{pattern}");
+            let pats = host_patterns(&at, std::slice::from_ref(pattern), &mut problems);
+            if let (Some(p), Some(c)) = (
+                pats.into_iter().next(),
+                country(&format!("{at}.country"), &d.country, &mut problems),
+            ) {
+                policy.destinations.push(Declared {
+                    pattern: p,
+                    country: c,
+                });
+            }
+        }
+        let file_clients: Option<Vec<Arc<str>>> = raw
+            .for_clients
+            .as_ref()
+            .map(|v| v.iter().map(|c| Arc::from(c.as_str())).collect());
         let file_mode = mode(raw.mode).max_with(policy.mode);
         for (j, r) in raw.rules.iter().enumerate() {
             let at = format!("rules[{j}] ({})", r.id);
@@ -191,7 +328,28 @@ pub fn compile(sources: &[PolicySource], classes: &[&str]) -> Result<Policy, Pol
                     r.id
                 ));
             }
-            if let Some(rule) = compile_rule(&at, r, file_mode, &lists, classes, &mut problems) {
+            if let Some(e) = &r.expires {
+                if !is_date(e) {
+                    problems.push(format!("{at}.expires: `{e}` is not a date (YYYY-MM-DD)"));
+                } else if e.as_str() < today {
+                    // An expired exception stops applying; it is reported, not silently kept.
+                    policy.expired.push(Expired {
+                        id: r.id.clone(),
+                        expires: e.clone(),
+                        owner: r.owner.clone(),
+                    });
+                    continue;
+                }
+            }
+            if let Some(mut rule) = compile_rule(&at, r, file_mode, &lists, classes, &mut problems)
+            {
+                if let Some(fc) = &file_clients {
+                    rule.clients = Some(match rule.clients.take() {
+                        // Both must hold: intersect.
+                        Some(rc) => rc.into_iter().filter(|c| fc.contains(c)).collect(),
+                        None => fc.clone(),
+                    });
+                }
                 policy.rules.push(rule);
             }
         }
@@ -201,6 +359,25 @@ pub fn compile(sources: &[PolicySource], classes: &[&str]) -> Result<Policy, Pol
                 problems,
             });
         }
+    }
+    let known: Vec<&str> = policy.clients.iter().map(|g| &*g.name).collect();
+    let mut unknown = Vec::new();
+    for r in &policy.rules {
+        for c in r.clients.iter().flatten() {
+            if !known.contains(&&**c) {
+                unknown.push(format!(
+                    "rule {}: client group `{c}` is not defined under clients:{}",
+                    r.id,
+                    did_you_mean(c, &known)
+                ));
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(PolicyError::Invalid {
+            origin: first.origin.clone(),
+            problems: unknown,
+        });
     }
     if policy.name.is_empty() {
         return Err(PolicyError::Invalid {
@@ -319,6 +496,11 @@ fn compile_rule(
         });
     Some(Rule {
         id: r.id.as_str().into(),
+        clients: w
+            .clients
+            .as_ref()
+            .map(|v| v.iter().map(|c| Arc::from(c.as_str())).collect()),
+        audit: r.audit.unwrap_or(false),
         hosts,
         except_hosts,
         countries,

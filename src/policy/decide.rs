@@ -38,6 +38,7 @@ pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
             }
         }
         return Outcome::Decided(Decision {
+            audit: rule.audit,
             verdict: verdict(rule.action, rule.mode),
             reason: if rule.action == Action::Allow {
                 Reason::Allowed
@@ -64,6 +65,7 @@ pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
 
 fn builtin(policy: &Policy, action: Action, reason: Reason, rule: &str, msg: &str) -> Decision {
     Decision {
+        audit: false,
         verdict: verdict(action, policy.mode),
         reason: if action == Action::Allow {
             Reason::Allowed
@@ -89,6 +91,11 @@ fn verdict(action: Action, mode: Mode) -> Verdict {
 }
 
 fn destination_matches(policy: &Policy, rule: &Rule, f: &Facts<'_>) -> bool {
+    if let Some(c) = &rule.clients {
+        if !c.iter().any(|c| f.client_groups.contains(c)) {
+            return false;
+        }
+    }
     if let Some(h) = &rule.hosts {
         if !h.iter().any(|p| host_matches(p, f.host)) {
             return false;
@@ -122,7 +129,7 @@ fn destination_matches(policy: &Policy, rule: &Rule, f: &Facts<'_>) -> bool {
     true
 }
 
-fn host_matches(p: &HostPattern, host: &str) -> bool {
+pub(crate) fn host_matches(p: &HostPattern, host: &str) -> bool {
     match p {
         HostPattern::Any => true,
         HostPattern::Exact(h) => h == host,

@@ -10,7 +10,7 @@ pub mod compile;
 pub mod decide;
 pub mod model;
 
-pub use compile::{compile, PolicyError, PolicySource};
+pub use compile::{compile, compile_at, load, today, PolicyError, PolicySource};
 pub use decide::decide;
 
 /// What a matching rule does.
@@ -83,10 +83,12 @@ pub enum Reason {
     Overloaded,
     /// A fault inside Sima.
     Internal,
+    /// Proxy credentials were malformed or rejected.
+    ProxyAuth,
 }
 
 /// Every reason, for pre-creating metric series.
-pub const ALL_REASONS: [Reason; 17] = [
+pub const ALL_REASONS: [Reason; 18] = [
     Reason::Allowed,
     Reason::DestinationRule,
     Reason::PersonalData,
@@ -104,6 +106,7 @@ pub const ALL_REASONS: [Reason; 17] = [
     Reason::UpstreamProtocol,
     Reason::Overloaded,
     Reason::Internal,
+    Reason::ProxyAuth,
 ];
 
 /// How sure a detector is.
@@ -171,6 +174,8 @@ pub struct Decision {
     pub message: Arc<str>,
     /// Legal citation, when the rule gives one.
     pub citation: Option<Arc<str>>,
+    /// Record this flow in the audit log even when allowed (exceptions).
+    pub audit: bool,
 }
 
 /// `decide`'s answer: a decision, or "look at the body first".
@@ -199,6 +204,59 @@ pub struct Policy {
     pub(crate) rules: Vec<compile::Rule>,
     pub(crate) default: Action,
     pub(crate) classes: Vec<String>,
+    pub(crate) clients: Vec<ClientGroup>,
+    pub(crate) destinations: Vec<Declared>,
+    /// Exceptions that expired and no longer apply.
+    pub expired: Vec<Expired>,
+    /// The date the policy was compiled for (YYYY-MM-DD).
+    pub loaded_on: String,
+}
+
+/// A named client group.
+#[derive(Debug, Clone)]
+pub struct ClientGroup {
+    /// Group name.
+    pub name: Arc<str>,
+    pub(crate) nets: Vec<ipnet::IpNet>,
+    pub(crate) users: Vec<(String, Option<[u8; 32]>)>,
+}
+
+/// A destination's declared residency.
+#[derive(Debug, Clone)]
+pub struct Declared {
+    pub(crate) pattern: compile::HostPattern,
+    pub(crate) country: Country,
+}
+
+/// An exception rule whose `expires` date has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Rule id.
+    pub id: String,
+    /// Its expiry date.
+    pub expires: String,
+    /// Its owner.
+    pub owner: Option<String>,
+}
+
+/// Who the client is, as far as the policy can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Groups the client belongs to.
+    pub groups: Vec<Arc<str>>,
+    /// Proxy-auth user name, when one was given and accepted.
+    pub user: Option<String>,
+}
+
+/// Proxy credentials that do not match the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user or wrong password.
+    #[error("proxy authentication failed for user `{0}`")]
+    Rejected(String),
+    /// Not `Basic base64(user:password)`.
+    #[error("Proxy-Authorization must be Basic credentials")]
+    Malformed,
 }
 
 // === impl Verdict ===
@@ -237,6 +295,7 @@ impl Reason {
             Reason::UpstreamProtocol => "upstream_protocol",
             Reason::Overloaded => "overloaded",
             Reason::Internal => "internal",
+            Reason::ProxyAuth => "proxy_auth",
         }
     }
 }
@@ -269,4 +328,68 @@ impl Policy {
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
+
+    /// Whether any client group is defined (then clients are identified per request).
+    pub fn has_clients(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    /// The declared residency of `host`, if a `destinations` entry matches it.
+    pub fn declared_country(&self, host: &str) -> Option<Country> {
+        self.destinations
+            .iter()
+            .find(|d| decide::host_matches(&d.pattern, host))
+            .map(|d| d.country)
+    }
+
+    /// Identifies a client by source address and optional proxy credentials
+    /// (`user`, `password`). A user the policy does not know, or a wrong password, is an
+    /// error (407); no credentials means groups by address only.
+    pub fn identify(
+        &self,
+        addr: std::net::IpAddr,
+        creds: Option<(&str, &str)>,
+    ) -> Result<Identity, AuthError> {
+        let addr = crate::guard::canonical(addr);
+        let mut id = Identity::default();
+        if let Some((user, password)) = creds {
+            let mut known = false;
+            for g in &self.clients {
+                for (name, hash) in &g.users {
+                    if name == user {
+                        let ok = match hash {
+                            None => true,
+                            Some(h) => constant_time_eq(&sha256(password.as_bytes()), h),
+                        };
+                        if !ok {
+                            return Err(AuthError::Rejected(user.to_owned()));
+                        }
+                        known = true;
+                        if !id.groups.contains(&g.name) {
+                            id.groups.push(g.name.clone());
+                        }
+                    }
+                }
+            }
+            if !known {
+                return Err(AuthError::Rejected(user.to_owned()));
+            }
+            id.user = Some(user.to_owned());
+        }
+        for g in &self.clients {
+            if g.nets.iter().any(|n| n.contains(&addr)) && !id.groups.contains(&g.name) {
+                id.groups.push(g.name.clone());
+            }
+        }
+        Ok(id)
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -36,12 +36,147 @@ pub struct RawPolicy {
     /// `report` or `allow`.
     #[serde(default)]
     pub uninspectable: Option<RawAction>,
+    /// Sectors the pack applies to (payments, lending, securities, insurance, health,
+    /// government, telecom, all); informational, shown by `sima policy lint`.
+    #[serde(default)]
+    pub applies_to: Option<Vec<String>>,
+    /// Named client groups, usable in `when.clients` and `for_clients`.
+    #[serde(default)]
+    pub clients: BTreeMap<String, RawClientGroup>,
+    /// This file's rules apply only to these client groups (a policy per client group).
+    #[serde(default)]
+    pub for_clients: Option<Vec<String>>,
+    /// Declared residency per destination host pattern; overrides geolocation.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, RawDestination>,
+    /// Custom data classes.
+    #[serde(default)]
+    pub classes: BTreeMap<String, RawClass>,
     /// Rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RawRule>,
     /// Action when no rule matches.
     #[serde(default)]
     pub default: Option<RawAction>,
+    /// Tests run by `sima policy test`.
+    #[serde(default)]
+    pub tests: Vec<RawTest>,
+}
+
+/// A client group: source networks and/or proxy-auth users.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientGroup {
+    /// Source networks (`10.20.0.0/16`).
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// Proxy-auth users (`Proxy-Authorization: Basic`).
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+/// A proxy-auth user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// User name.
+    pub name: String,
+    /// Hex SHA-256 of the password. Without it the name alone identifies the client and the
+    /// password is not checked (for identification behind an authenticating hop).
+    #[serde(default)]
+    pub password_sha256: Option<String>,
+}
+
+/// Declared residency of a destination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    /// Where the destination stores data (ISO code).
+    pub country: String,
+    /// Why this is known (contract, DPA, vendor statement).
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// A custom data class.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClass {
+    /// Regex (Rust `regex` syntax). Without it the class is a field-name class: any
+    /// non-empty value under one of `fields` counts.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// `verhoeff`, `luhn`, `gstin-mod36` or `none`.
+    #[serde(default)]
+    pub validator: Option<String>,
+    /// Words shortly before a match that count as context.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Report only with context.
+    #[serde(default)]
+    pub needs_context: bool,
+    /// Field names or JSON paths (`user.dob`, `*.aadhaar`); matched on the last path
+    /// component, case-insensitively.
+    #[serde(default)]
+    pub fields: Vec<String>,
+}
+
+/// One policy test.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTest {
+    /// Test name.
+    pub name: String,
+    /// The request.
+    pub request: RawTestRequest,
+    /// What the destination resolves to.
+    pub destination: RawTestDestination,
+    /// Expected outcome.
+    pub expect: RawExpect,
+}
+
+/// A test request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTestRequest {
+    /// Client address (default 10.0.0.1).
+    #[serde(default)]
+    pub client: Option<String>,
+    /// Proxy-auth user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Method (default GET).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Body text.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// A test destination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTestDestination {
+    /// Address.
+    pub address: String,
+    /// Its country (ISO) or `unknown`.
+    pub country: String,
+}
+
+/// Expected test outcome.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    /// allow, deny or report.
+    pub verdict: String,
+    /// Deciding rule id.
+    #[serde(default)]
+    pub rule: Option<String>,
 }
 
 /// Policy-wide or per-rule mode.
@@ -108,6 +243,18 @@ pub struct RawRule {
     /// Legal citation shown with the reason.
     #[serde(default)]
     pub citation: Option<String>,
+    /// For exceptions: the rule stops applying after this date (YYYY-MM-DD).
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// For exceptions: who answers for it.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// For exceptions: why it exists.
+    #[serde(default)]
+    pub justification: Option<String>,
+    /// Audit matching flows even when allowed (exceptions that carry personal data).
+    #[serde(default)]
+    pub audit: Option<bool>,
 }
 
 /// Rule conditions.
@@ -135,6 +282,9 @@ pub struct RawWhen {
     /// Minimum confidence of a finding to count: `low`, `medium` (default), `high`.
     #[serde(default)]
     pub min_confidence: Option<RawConfidence>,
+    /// Client groups (any of).
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
     /// HTTP methods (upper case).
     #[serde(default)]
     pub methods: Option<Vec<String>>,

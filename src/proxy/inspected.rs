@@ -35,6 +35,8 @@ pub struct Judge {
     pub method: String,
     /// Path.
     pub path: String,
+    /// Client groups.
+    pub groups: Vec<Arc<str>>,
 }
 
 impl Judge {
@@ -46,7 +48,7 @@ impl Judge {
             country: self.country,
             method: &self.method,
             path: &self.path,
-            client_groups: &[],
+            client_groups: &self.groups,
             data,
         };
         match policy::decide(&self.snapshot.policy, &facts) {
@@ -58,6 +60,7 @@ impl Judge {
                 rule: "uninspectable".into(),
                 message: "the request could not be judged".into(),
                 citation: None,
+                audit: false,
             },
         }
     }

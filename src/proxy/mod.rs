@@ -99,6 +99,10 @@ pub struct RequestCtx {
     pub data_classes: Vec<String>,
     /// Route name for reverse-proxied requests.
     pub route: Option<String>,
+    /// Client groups (policy `clients:`).
+    pub groups: Vec<Arc<str>>,
+    /// Proxy-auth user, when given and accepted.
+    pub user: Option<String>,
 }
 
 /// One address judged by the policy.
@@ -181,6 +185,8 @@ pub async fn handle(
         decision: None,
         data_classes: Vec::new(),
         route: None,
+        groups: Vec::new(),
+        user: None,
     };
     let result = serve(&shared, &snapshot, &mut ctx, req).await;
     let (mut resp, verdict, reason) = match result {
@@ -238,7 +244,16 @@ async fn serve(
     ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
-    // 1. target
+    // 1. client identity and target
+    if snapshot.policy.has_clients() {
+        let creds = proxy_credentials(req.headers())?;
+        let id = snapshot.policy.identify(
+            ctx.client.ip(),
+            creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+        )?;
+        ctx.groups = id.groups;
+        ctx.user = id.user;
+    }
     let target = target::parse(req.method(), req.uri(), req.version())?;
     let (host, port, authority, path_and_query, tls, forwarded) = match target {
         Target::Connect(a) => {
@@ -369,6 +384,7 @@ async fn serve(
             country: chosen.country,
             method: ctx.method.to_string(),
             path: path.clone(),
+            groups: ctx.groups.clone(),
         });
         let inspector = &snapshot.inspector;
         let mut report = Report::default();
@@ -436,6 +452,26 @@ async fn serve(
     ))
 }
 
+/// `Proxy-Authorization: Basic base64(user:password)`, if present.
+fn proxy_credentials(headers: &http::HeaderMap) -> Result<Option<(String, String)>, ProxyError> {
+    use base64::Engine;
+    let Some(v) = headers.get(header::PROXY_AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || ProxyError::Auth(policy::AuthError::Malformed);
+    let v = v.to_str().map_err(|_| malformed())?;
+    let (scheme, b64) = v.trim().split_once(' ').ok_or_else(malformed)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(malformed());
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| malformed())?;
+    let text = String::from_utf8(raw).map_err(|_| malformed())?;
+    let (u, p) = text.split_once(':').ok_or_else(malformed)?;
+    Ok(Some((u.to_owned(), p.to_owned())))
+}
+
 fn allowed_pending_inspection() -> Decision {
     Decision {
         verdict: Verdict::Allow,
@@ -443,6 +479,7 @@ fn allowed_pending_inspection() -> Decision {
         rule: "pending-inspection".into(),
         message: "allowed so far; the request is being inspected".into(),
         citation: None,
+        audit: false,
     }
 }
 
@@ -495,7 +532,7 @@ fn choose(
             country,
             method,
             path,
-            client_groups: &[],
+            client_groups: &ctx.groups,
             data: if ctx.transport == Transport::Connect {
                 DataView::Tunnel
             } else {

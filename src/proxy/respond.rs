@@ -75,6 +75,9 @@ pub enum ProxyError {
     /// Sima failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Proxy credentials malformed or rejected.
+    #[error(transparent)]
+    Auth(#[from] crate::policy::AuthError),
 }
 
 #[derive(Serialize)]
@@ -126,6 +129,7 @@ impl ProxyError {
             ) => Reason::UpstreamTimeout,
             ProxyError::Upstream(UpstreamError::Http { .. }) => Reason::UpstreamProtocol,
             ProxyError::Internal(_) => Reason::Internal,
+            ProxyError::Auth(_) => Reason::ProxyAuth,
         }
     }
 
@@ -155,6 +159,7 @@ impl ProxyError {
             ) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Auth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         }
     }
 }
@@ -207,6 +212,12 @@ pub fn error_response(ctx: &RequestCtx, err: &ProxyError) -> Response<Body> {
     h.insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         h.insert(REQUEST_ID_HEADER, v);
+    }
+    if let ProxyError::Auth(_) = err {
+        h.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"sima\""),
+        );
     }
     if let ProxyError::Blocked(d) = err {
         let link = format!(

@@ -22,6 +22,16 @@ use crate::proxy::Shared;
 pub struct Health {
     /// True once listeners are up; false again while draining.
     pub ready: AtomicBool,
+    /// Why the last reload failed, while the previous version keeps serving.
+    pub reload_error: std::sync::Mutex<Option<String>>,
+    /// Unix time the running policy and geo database were loaded.
+    pub loaded_at: std::sync::atomic::AtomicU64,
+}
+
+impl Health {
+    fn degraded(&self) -> Option<String> {
+        self.reload_error.lock().ok().and_then(|e| e.clone())
+    }
 }
 
 /// Serves admin requests until `stop` turns true.
@@ -58,7 +68,15 @@ async fn route(
         "/healthz" | "/live" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         "/readyz" | "/ready" => {
             if health.ready.load(Ordering::Relaxed) {
-                (StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                match health.degraded() {
+                    // Still serving on the previous version: ready, but say so.
+                    Some(e) => (
+                        StatusCode::OK,
+                        "text/plain",
+                        format!("ready (degraded: last reload failed: {e})\n").into_bytes(),
+                    ),
+                    None => (StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+                }
             } else {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -75,8 +93,16 @@ async fn route(
         "/policy" => {
             let snap = shared.snapshot.load();
             let info = snap.geo.info();
+            let expired: Vec<&str> = snap.policy.expired.iter().map(|e| e.id.as_str()).collect();
             let body = serde_json::json!({
-                "policy": { "name": snap.policy.name, "hash": snap.policy.hash, "rules": snap.policy.rule_count() },
+                "policy": {
+                    "name": snap.policy.name,
+                    "hash": snap.policy.hash,
+                    "rules": snap.policy.rule_count(),
+                    "loaded_at": health.loaded_at.load(Ordering::Relaxed),
+                    "expired_exceptions": expired,
+                    "last_reload_error": health.degraded(),
+                },
                 "geo": { "database_type": info.database_type, "build_epoch": info.build_epoch, "origin": info.origin },
             });
             let mut v = serde_json::to_vec_pretty(&body).unwrap_or_default();

@@ -142,9 +142,155 @@ pub struct Running {
     /// Shared state (metrics, snapshot).
     pub shared: Arc<Shared>,
     health: Arc<Health>,
+    reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
+    watch_task: Option<JoinHandle<()>>,
+}
+
+/// Rebuilds the snapshot from the config's files and swaps it in atomically (I6):
+/// requests in flight finish on the version they started with; a version that fails to
+/// load is never swapped in, and the reason is kept for `/readyz` and `/policy`.
+pub struct Reloader {
+    config: Config,
+    shared: Arc<Shared>,
+    health: Arc<Health>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// A new version is serving.
+    Swapped {
+        /// New policy hash.
+        hash: String,
+    },
+    /// Nothing changed.
+    Unchanged,
+}
+
+impl Reloader {
+    /// Loads and swaps. Runs the blocking file reads and compilation off the runtime.
+    pub async fn reload(&self, trigger: &str) -> Result<Reloaded, String> {
+        let _one_at_a_time = self.lock.lock().await;
+        let config = self.config.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&config))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let metrics = &self.shared.metrics;
+        match loaded {
+            Ok(snap) => {
+                let current = self.shared.snapshot.load();
+                let same = current.policy.hash == snap.policy.hash
+                    && current.geo.info() == snap.geo.info();
+                if let Ok(mut e) = self.health.reload_error.lock() {
+                    *e = None;
+                }
+                if same {
+                    tracing::debug!(trigger, "reload: nothing changed");
+                    return Ok(Reloaded::Unchanged);
+                }
+                let hash = snap.policy.hash.clone();
+                tracing::info!(trigger, policy = %snap.policy.name, policy.hash = %hash, geo.build_epoch = snap.geo.info().build_epoch, "reloaded policy and geo database");
+                metrics.set_snapshot(&snap);
+                self.shared.snapshot.store(Arc::new(snap));
+                metrics.reloads.with_label_values(&["success"]).inc();
+                let now = unix_now();
+                metrics
+                    .last_reload_success
+                    .set(i64::try_from(now).unwrap_or(i64::MAX));
+                self.health.loaded_at.store(now, Ordering::Relaxed);
+                Ok(Reloaded::Swapped { hash })
+            }
+            Err(e) => {
+                tracing::error!(trigger, error = %e, "reload failed; the running policy and geo database stay in force");
+                metrics.reloads.with_label_values(&["failure"]).inc();
+                if let Ok(mut slot) = self.health.reload_error.lock() {
+                    *slot = Some(e.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The files a change to which should trigger a reload.
+    fn watched_files(&self) -> Vec<std::path::PathBuf> {
+        let mut v = self.config.policy_paths.clone();
+        v.extend(self.config.geo.database.clone());
+        v
+    }
+
+    /// Watches the folders of the policy files and geo database; ConfigMap updates and
+    /// geoipupdate replace files by atomic rename, so the folder is what must be watched.
+    fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+        use notify::Watcher;
+        let files = self.watched_files();
+        if files.is_empty() {
+            return None;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let names: Vec<std::ffi::OsString> = files
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_owned()))
+            .collect();
+        let mut watcher =
+            match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let Ok(ev) = res {
+                    // Only our files, or the `..data` symlink Kubernetes swaps for ConfigMaps.
+                    let relevant = ev.paths.iter().any(|p| {
+                        p.file_name()
+                            .is_some_and(|n| names.iter().any(|m| m == n) || n == "..data")
+                    });
+                    if relevant {
+                        let _ = tx.try_send(());
+                    }
+                }
+            }) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch policy files; reload with SIGHUP");
+                    return None;
+                }
+            };
+        let mut dirs: Vec<std::path::PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        for d in &dirs {
+            if let Err(e) = watcher.watch(d, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot watch folder; reload with SIGHUP");
+            }
+        }
+        Some(tokio::spawn(async move {
+            let _watcher = watcher;
+            loop {
+                tokio::select! {
+                    got = rx.recv() => {
+                        if got.is_none() { return; }
+                        // Let a burst of writes settle, then reload once.
+                        tokio::time::sleep(DEFAULT_RELOAD_DEBOUNCE).await;
+                        while rx.try_recv().is_ok() {}
+                        let _ = self.reload("file change").await;
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        }))
+    }
+}
+
+/// Writes to watched files are coalesced over this long before a reload.
+pub const DEFAULT_RELOAD_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Builds everything and starts serving.
@@ -177,6 +323,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         vec![proxy_addr, admin_addr],
     ));
     let health = Arc::new(Health::default());
+    health.loaded_at.store(unix_now(), Ordering::Relaxed);
     let (stop, stop_rx) = watch::channel(false);
     let proxy_task = tokio::spawn(server::serve_proxy(
         proxy_listener,
@@ -188,22 +335,36 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_listener,
         shared.clone(),
         health.clone(),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let reloader = Arc::new(Reloader {
+        config,
+        shared: shared.clone(),
+        health: health.clone(),
+        lock: tokio::sync::Mutex::new(()),
+    });
+    let watch_task = reloader.clone().watch(stop_rx);
     health.ready.store(true, Ordering::Relaxed);
     Ok(Running {
         info,
         shared,
         health,
+        reloader,
         stop,
         proxy_task,
         admin_task,
+        watch_task,
     })
 }
 
 // === impl Running ===
 
 impl Running {
+    /// Reloads policies and the geo database (SIGHUP does this).
+    pub async fn reload(&self, trigger: &str) -> Result<Reloaded, String> {
+        self.reloader.reload(trigger).await
+    }
+
     /// Stops accepting, reports not-ready, drains in-flight requests (bounded by the drain
     /// timeout), then stops the admin listener.
     pub async fn shutdown(self) {
@@ -211,5 +372,8 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.proxy_task.await;
         let _ = self.admin_task.await;
+        if let Some(t) = self.watch_task {
+            let _ = t.await;
+        }
     }
 }

@@ -101,7 +101,9 @@ fn run(args: RunArgs) -> ExitCode {
         loop {
             match signals.next().await {
                 Signal::Terminate => break,
-                Signal::Reload => tracing::warn!("SIGHUP received; reload is not available in this version, keeping the running policy"),
+                Signal::Reload => {
+                    let _ = running.reload("SIGHUP").await;
+                }
             }
         }
         tracing::info!("shutting down: no new connections, draining in-flight requests");

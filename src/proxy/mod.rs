@@ -34,6 +34,9 @@ pub mod tunnel;
 pub mod upstream;
 
 use respond::{ProxyError, REQUEST_ID_HEADER};
+
+/// Added to responses of flows the policy reports (would block in enforce mode).
+pub const REPORT_HEADER: &str = "sima-verdict";
 use routes::Routes;
 use target::{Host, Target};
 use upstream::{Dial, UpstreamSettings, Upstreams};
@@ -446,6 +449,20 @@ async fn serve(
     let (mut parts, body) = resp.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
+    // Report mode: the flow passes, and the developer can see it would have been blocked.
+    if let Some(d) = ctx
+        .decision
+        .as_ref()
+        .filter(|d| d.verdict == Verdict::Report)
+    {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "report; rule={}; reason={}",
+            d.rule,
+            d.reason.as_str()
+        )) {
+            parts.headers.insert(REPORT_HEADER, v);
+        }
+    }
     Ok(Response::from_parts(
         parts,
         body.map_err(BoxError::from).boxed_unsync(),

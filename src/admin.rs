@@ -67,7 +67,14 @@ async fn route(
     let (status, ctype, body): (StatusCode, &str, Vec<u8>) = match req.uri().path() {
         "/healthz" | "/live" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         "/readyz" | "/ready" => {
-            if health.ready.load(Ordering::Relaxed) {
+            if !shared.audit.healthy() {
+                // Flows that need a record fail closed; take this replica out of rotation.
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    b"not ready: the audit log cannot be written\n".to_vec(),
+                )
+            } else if health.ready.load(Ordering::Relaxed) {
                 match health.degraded() {
                     // Still serving on the previous version: ready, but say so.
                     Some(e) => (

@@ -50,6 +50,9 @@ pub enum StartError {
     /// Metrics registry problem.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// Audit log cannot be opened or its key is unusable.
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// The policy sources the config names: `policy` files first, then `packs`; the default
@@ -147,6 +150,8 @@ pub struct Running {
     proxy_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
     watch_task: Option<JoinHandle<()>>,
+    audit: crate::audit::AuditHandle,
+    audit_task: JoinHandle<()>,
 }
 
 /// Rebuilds the snapshot from the config's files and swaps it in atomically (I6):
@@ -303,6 +308,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )?);
     metrics.set_snapshot(&snapshot);
 
+    let fingerprinter = crate::audit::Fingerprinter::load_or_create(&config.audit.key_file)?;
+    let (audit, audit_task) = crate::audit::AuditWriter::start(crate::audit::AuditConfig {
+        dir: config.audit.dir.clone(),
+        max_file_bytes: config.audit.max_file_bytes,
+        fsync_delay: config.audit.fsync_delay,
+        queue: config.audit.queue,
+        retention_days: config.audit.retention_days,
+    })?;
     let proxy_listener = server::bind(config.listen, "listen").await?;
     let admin_listener = server::bind(config.admin_listen, "admin_listen").await?;
     let proxy_addr = proxy_listener.local_addr()?;
@@ -321,6 +334,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         routes,
         metrics,
         vec![proxy_addr, admin_addr],
+        crate::proxy::AuditSink {
+            handle: audit.clone(),
+            fingerprinter: Arc::new(fingerprinter),
+        },
     ));
     let health = Arc::new(Health::default());
     health.loaded_at.store(unix_now(), Ordering::Relaxed);
@@ -354,6 +371,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         proxy_task,
         admin_task,
         watch_task,
+        audit,
+        audit_task,
     })
 }
 
@@ -375,5 +394,10 @@ impl Running {
         if let Some(t) = self.watch_task {
             let _ = t.await;
         }
+        // Last: every record of the drained requests is on disk before exit.
+        if let Err(e) = self.audit.close().await {
+            tracing::error!(error = %e, "closing the audit log failed");
+        }
+        let _ = self.audit_task.await;
     }
 }

@@ -33,6 +33,12 @@ pub enum Command {
     /// Evaluate one request without sending it and explain the verdict (exit 0 allow or
     /// report, 1 deny).
     Check(CheckArgs),
+    /// Audit log tools.
+    Audit {
+        /// Audit subcommand.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Geolocation tools.
     Geo {
         /// Geo subcommand.
@@ -84,6 +90,29 @@ pub struct CheckArgs {
     pub user: Option<String>,
     /// Absolute URL (`http://api.example.com/v1/users`), or `host:port` with -X CONNECT.
     pub url: String,
+}
+
+/// `sima audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; report the first broken link (file, line, what) and exit 1.
+    Verify {
+        /// Audit files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Blocked and reported flows by rule, data class, country, client group and host.
+    Summary {
+        /// Audit files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Only records newer than this (`24h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `sima geo ...`

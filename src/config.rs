@@ -31,6 +31,17 @@ pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// On SIGTERM, in-flight requests get this long to finish before they are cut.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Audit log folder when the config names none (relative to the working directory).
+pub const DEFAULT_AUDIT_DIR: &str = "sima-audit";
+/// Records arriving within this window share one fsync; a blocked client waits at most
+/// this long plus the fsync for its record to be on disk.
+pub const DEFAULT_AUDIT_FSYNC_DELAY: Duration = Duration::from_millis(5);
+/// Rotated audit files are kept this long: CERT-In's 2022 directions ask for 180 days.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 180;
+/// Audit files rotate at this size (and at each UTC day).
+pub const DEFAULT_AUDIT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// Records waiting for the writer; beyond it a record fails (and its flow fails closed).
+pub const DEFAULT_AUDIT_QUEUE: usize = 4096;
 /// Concurrent client connections; the excess is refused rather than queued without bound.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Request head size limit (request line + headers), as nginx's large_client_header_buffers.
@@ -95,6 +106,19 @@ pub struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     inspect: RawInspect,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    dir: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    max_file_bytes: Option<u64>,
+    fsync_delay: Option<String>,
+    retention_days: Option<u32>,
+    queue: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -313,6 +337,25 @@ pub struct Config {
     /// Inspect every request (findings logged), not only those a rule about data could
     /// decide. Verdicts are the same either way.
     pub inspect_always: bool,
+    /// Audit log.
+    pub audit: AuditSettings,
+}
+
+/// Where and how the audit log is written.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Folder of `audit-YYYYMMDD-NNN.jsonl` files.
+    pub dir: PathBuf,
+    /// HMAC key for fingerprints (created 0600 on first use).
+    pub key_file: PathBuf,
+    /// Rotation size.
+    pub max_file_bytes: u64,
+    /// fsync batching window.
+    pub fsync_delay: Duration,
+    /// Retention of rotated files, days (0 keeps everything).
+    pub retention_days: u32,
+    /// Writer queue.
+    pub queue: usize,
 }
 
 // === impl Config ===
@@ -357,6 +400,14 @@ fn unreachable_defaults() -> Config {
             drain: DEFAULT_DRAIN_TIMEOUT,
         },
         inspect_always: false,
+        audit: AuditSettings {
+            dir: PathBuf::from(DEFAULT_AUDIT_DIR),
+            key_file: PathBuf::from(format!("{DEFAULT_AUDIT_DIR}.key")),
+            max_file_bytes: DEFAULT_AUDIT_MAX_FILE_BYTES,
+            fsync_delay: DEFAULT_AUDIT_FSYNC_DELAY,
+            retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
+            queue: DEFAULT_AUDIT_QUEUE,
+        },
     }
 }
 
@@ -564,6 +615,33 @@ impl RawConfig {
         );
         set("timeouts.drain", t.drain, &mut out.timeouts.drain);
         out.inspect_always = self.inspect.always.unwrap_or(false);
+        let a = self.audit;
+        if let Some(d) = a.dir {
+            let d = abs(d);
+            // The key sits beside the folder, not in it: the folder is what gets shipped.
+            out.audit.key_file = PathBuf::from(format!("{}.key", d.display()));
+            out.audit.dir = d;
+        }
+        if let Some(k) = a.key_file {
+            out.audit.key_file = abs(k);
+        }
+        if let Some(n) = a.max_file_bytes {
+            if n < 4096 {
+                problems.push(format!(
+                    "audit.max_file_bytes: {n} is too small (at least 4096)"
+                ));
+            }
+            out.audit.max_file_bytes = n;
+        }
+        if let Some(t) = a.fsync_delay {
+            if let Some(d) = duration("audit.fsync_delay", &t, problems) {
+                out.audit.fsync_delay = d;
+            }
+        }
+        if let Some(r) = a.retention_days {
+            out.audit.retention_days = r;
+        }
+        out.audit.queue = positive("audit.queue", a.queue, DEFAULT_AUDIT_QUEUE, problems);
         out
     }
 }

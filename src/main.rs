@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use sima::app;
-use sima::cli::{self, CheckArgs, Cli, Command, GeoCommand, RunArgs};
+use sima::cli::{self, AuditCommand, CheckArgs, Cli, Command, GeoCommand, RunArgs};
 use sima::config::Config;
 use sima::shutdown::{Signal, Signals};
 use sima::telemetry;
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
+        Command::Audit { command } => audit(command),
         Command::Geo {
             command: GeoCommand::Lookup { config, ips },
         } => geo_lookup(config.as_deref(), &ips),
@@ -324,6 +325,69 @@ fn check(args: CheckArgs) -> ExitCode {
         Err(e) => {
             eprintln!("sima check: {e}");
             ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+fn audit(command: AuditCommand) -> ExitCode {
+    match command {
+        AuditCommand::Verify { paths } => {
+            match sima::audit::verify(&paths) {
+                Ok(r) => {
+                    match &r.broken {
+                        None => {
+                            println!(
+                        "ok: {} records in {} files, seq {}..{}, chain intact{}; last hash {}",
+                        r.records,
+                        r.files,
+                        r.first_seq.map_or_else(|| "-".into(), |s| s.to_string()),
+                        r.last_seq.map_or_else(|| "-".into(), |s| s.to_string()),
+                        if r.starts_at_genesis { " from the first record" } else { " (older files rotated away)" },
+                        r.last_hash.as_deref().unwrap_or("-"),
+                    );
+                            ExitCode::SUCCESS
+                        }
+                        Some(b) => {
+                            println!(
+                                "broken: {}:{}: {}: {}",
+                                b.file.display(),
+                                b.line,
+                                b.kind,
+                                b.detail
+                            );
+                            ExitCode::from(1)
+                        }
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sima audit verify: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            }
+        }
+        AuditCommand::Summary { paths, since, json } => {
+            let since = match since.as_deref().map(sima::config::parse_duration) {
+                None => None,
+                Some(Some(d)) => Some(d),
+                Some(None) => {
+                    eprintln!("sima audit summary: --since takes a duration like 24h or 7d");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            match sima::audit::summary(&paths, since) {
+                Ok(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(s) => {
+                    print!("{}", s.render_table());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sima audit summary: {e}");
+                    ExitCode::from(EX_UNAVAILABLE)
+                }
+            }
         }
     }
 }

@@ -34,6 +34,10 @@ pub const POLICY_RELOADS: &str = "sima_policy_reloads_total";
 pub const POLICY_LAST_RELOAD: &str = "sima_policy_last_reload_success_timestamp_seconds";
 /// `sima_policy_expired_exceptions`
 pub const EXPIRED_EXCEPTIONS: &str = "sima_policy_expired_exceptions";
+/// `sima_audit_records_total`
+pub const AUDIT_RECORDS: &str = "sima_audit_records_total";
+/// `sima_audit_write_failures_total`
+pub const AUDIT_FAILURES: &str = "sima_audit_write_failures_total";
 /// `sima_build_info`
 pub const BUILD_INFO: &str = "sima_build_info";
 /// `sima_policy_info`
@@ -121,6 +125,10 @@ pub struct Metrics {
     /// Unix time of the last successful load or reload.
     pub last_reload_success: IntGauge,
     expired_exceptions: IntGauge,
+    /// Audit records on disk, by action.
+    pub audit_records: IntCounterVec,
+    /// Audit write failures, by kind.
+    pub audit_failures: IntCounterVec,
 }
 
 // === impl Metrics ===
@@ -209,6 +217,25 @@ impl Metrics {
             POLICY_LAST_RELOAD,
             "Unix time of the last successful policy load or reload.",
         )?;
+        let audit_records = IntCounterVec::new(
+            Opts::new(
+                AUDIT_RECORDS,
+                "Audit records written and fsynced, by action (block/report/allow).",
+            ),
+            &["action"],
+        )?;
+        let audit_failures = IntCounterVec::new(
+            Opts::new(AUDIT_FAILURES, "Audit records that could not be written, by kind (io/disk_full/queue_full/serialize)."),
+            &["kind"],
+        )?;
+        registry.register(Box::new(audit_records.clone()))?;
+        registry.register(Box::new(audit_failures.clone()))?;
+        for a in ["block", "report", "allow"] {
+            audit_records.with_label_values(&[a]);
+        }
+        for k in ["io", "disk_full", "queue_full", "serialize"] {
+            audit_failures.with_label_values(&[k]);
+        }
         let expired_exceptions = IntGauge::new(
             EXPIRED_EXCEPTIONS,
             "Exception rules in the loaded policy whose expiry date has passed (they no longer apply).",
@@ -285,6 +312,8 @@ impl Metrics {
             reloads,
             last_reload_success,
             expired_exceptions,
+            audit_records,
+            audit_failures,
         })
     }
 

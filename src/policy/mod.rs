@@ -85,10 +85,12 @@ pub enum Reason {
     Internal,
     /// Proxy credentials were malformed or rejected.
     ProxyAuth,
+    /// A flow that must be recorded could not be (the audit log failed).
+    AuditUnavailable,
 }
 
 /// Every reason, for pre-creating metric series.
-pub const ALL_REASONS: [Reason; 18] = [
+pub const ALL_REASONS: [Reason; 19] = [
     Reason::Allowed,
     Reason::DestinationRule,
     Reason::PersonalData,
@@ -107,6 +109,7 @@ pub const ALL_REASONS: [Reason; 18] = [
     Reason::Overloaded,
     Reason::Internal,
     Reason::ProxyAuth,
+    Reason::AuditUnavailable,
 ];
 
 /// How sure a detector is.
@@ -296,6 +299,7 @@ impl Reason {
             Reason::Overloaded => "overloaded",
             Reason::Internal => "internal",
             Reason::ProxyAuth => "proxy_auth",
+            Reason::AuditUnavailable => "audit_unavailable",
         }
     }
 }

@@ -70,7 +70,9 @@ impl Judge {
 #[derive(Default)]
 pub struct Verdicts {
     /// Set when the body was stopped: the decision and the classes found.
-    pub blocked: Option<(Decision, Vec<String>)>,
+    pub blocked: Option<(Decision, Found)>,
+    /// Bytes of the body released upstream before it was stopped.
+    pub released: u64,
 }
 
 /// Shared slot between the streaming body and the request path.
@@ -79,11 +81,11 @@ pub type VerdictSlot = Arc<Mutex<Verdicts>>;
 /// How the body will be sent.
 pub enum Prepared {
     /// Read and judged whole: send these bytes.
-    Whole(Body, Decision, Vec<String>),
+    Whole(Body, Decision, Found),
     /// Streams through the inspector; the slot tells whether it was stopped.
     Streaming(Body, Decision, VerdictSlot),
     /// Blocked before anything was sent.
-    Blocked(Decision, Vec<String>),
+    Blocked(Decision, Found),
 }
 
 /// Errors reading the client's body.
@@ -106,7 +108,7 @@ pub async fn prepare(
     mut report: Report,
     read_timeout: Duration,
 ) -> Result<Prepared, ReadError> {
-    let names = |r: &Report| r.class_names(inspector.detector());
+    let names = |r: &Report| found(r, inspector.detector());
     if body.is_end_stream() {
         let d = judge.decide(DataView::Seen(report.seen()));
         return Ok(finish_whole(d, names(&report), Bytes::new(), None));
@@ -204,6 +206,7 @@ pub async fn prepare(
         trailers,
         slot: slot.clone(),
         failed: false,
+        released: 0,
     };
     Ok(Prepared::Streaming(streaming.boxed_unsync(), d, slot))
 }
@@ -217,9 +220,44 @@ fn uninspectable(judge: &Judge, report: &Report) -> Decision {
     judge.decide(DataView::Uninspectable)
 }
 
+/// What was found, per class: counts and places, for the 451 body, the log and the audit
+/// record. Never values.
+pub type Found = Vec<crate::audit::DataFinding>;
+
+/// Summarises a report per class.
+pub fn found(report: &Report, detector: &crate::inspect::detect::Detector) -> Found {
+    use crate::audit::{DataFinding, Location as AL};
+    use crate::inspect::Location;
+    let mut out: Found = Vec::new();
+    for (class, loc, n) in report.counts() {
+        let name = detector.class_name(*class);
+        let al = match loc {
+            Location::Url => AL::Url,
+            Location::Header => AL::Header,
+            Location::Body => AL::Body,
+        };
+        match out.iter_mut().find(|f| f.class == name) {
+            Some(f) => {
+                f.count += u64::from(*n);
+                if !f.locations.contains(&al) {
+                    f.locations.push(al);
+                }
+            }
+            None => out.push(DataFinding {
+                class: name.to_owned(),
+                count: u64::from(*n),
+                locations: vec![al],
+                fingerprints: Vec::new(),
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.class.cmp(&b.class));
+    out
+}
+
 fn finish_whole(
     d: Decision,
-    classes: Vec<String>,
+    classes: Found,
     bytes: Bytes,
     trailers: Option<HeaderMap>,
 ) -> Prepared {
@@ -257,14 +295,16 @@ struct InspectedBody {
     trailers: Option<HeaderMap>,
     slot: VerdictSlot,
     failed: bool,
+    released: u64,
 }
 
 impl InspectedBody {
     fn block(&mut self, d: Decision) -> BoxError {
-        let classes = self.report.class_names(&self.detector_names);
+        let classes = found(&self.report, &self.detector_names);
         let msg = d.rule.to_string();
         if let Ok(mut s) = self.slot.lock() {
             s.blocked = Some((d, classes));
+            s.released = self.released;
         }
         self.failed = true;
         self.held.clear();
@@ -286,6 +326,7 @@ impl InspectedBody {
             front.split_to(can)
         };
         self.held_len -= out.len();
+        self.released += out.len() as u64;
         Some(out)
     }
 }

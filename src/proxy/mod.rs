@@ -72,6 +72,21 @@ pub struct Shared {
     inspect_always: bool,
     own: Vec<SocketAddr>,
     next_id: AtomicU64,
+    /// The audit log writer.
+    pub audit: crate::audit::AuditHandle,
+    #[expect(
+        dead_code,
+        reason = "fingerprints join the audit records once the scanner hands matched spans to it"
+    )]
+    fingerprinter: Arc<crate::audit::Fingerprinter>,
+}
+
+/// The audit log writer and the key that fingerprints detected values.
+pub struct AuditSink {
+    /// Writer handle.
+    pub handle: crate::audit::AuditHandle,
+    /// HMAC fingerprints.
+    pub fingerprinter: Arc<crate::audit::Fingerprinter>,
 }
 
 /// Per-request state, filled in as the steps run; read by the final log line and metrics.
@@ -100,6 +115,12 @@ pub struct RequestCtx {
     pub decision: Option<Decision>,
     /// Data classes found (names only, never values).
     pub data_classes: Vec<String>,
+    /// Findings per class (counts, places, fingerprints), for the audit record.
+    pub findings: inspected::Found,
+    /// Path and query as the client sent them (query values are stripped for audit).
+    pub target: String,
+    /// Request body bytes released upstream before a block.
+    pub bytes_released: u64,
     /// Route name for reverse-proxied requests.
     pub route: Option<String>,
     /// Client groups (policy `clients:`).
@@ -116,6 +137,15 @@ struct Candidate {
     outcome: Outcome,
 }
 
+// === impl RequestCtx ===
+
+impl RequestCtx {
+    fn set_findings(&mut self, found: inspected::Found) {
+        self.data_classes = found.iter().map(|f| f.class.clone()).collect();
+        self.findings = found;
+    }
+}
+
 // === impl Shared ===
 
 impl Shared {
@@ -127,6 +157,7 @@ impl Shared {
         routes: Routes,
         metrics: Arc<Metrics>,
         own: Vec<SocketAddr>,
+        audit: AuditSink,
     ) -> Shared {
         let t = &config.timeouts;
         let seed = std::time::SystemTime::now()
@@ -150,6 +181,8 @@ impl Shared {
             inspect_always: config.inspect_always,
             own,
             next_id: AtomicU64::new(seed.rotate_left(17) & 0xffff_ffff_0000_0000),
+            audit: audit.handle,
+            fingerprinter: audit.fingerprinter,
         }
     }
 
@@ -187,6 +220,12 @@ pub async fn handle(
         policy_name: snapshot.policy.name.clone(),
         decision: None,
         data_classes: Vec::new(),
+        findings: Vec::new(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_owned()),
+        bytes_released: 0,
         route: None,
         groups: Vec::new(),
         user: None,
@@ -201,6 +240,11 @@ pub async fn handle(
             (resp, v, r)
         }
         Err(err) => {
+            if let ProxyError::Blocked(d) = &err {
+                // The record is on disk before the client learns of the block. A block stays
+                // a block if the audit log fails; the failure is counted and shown on /readyz.
+                let _ = audit_flow(&shared, &snapshot, &ctx, d).await;
+            }
             let resp = respond::error_response(&ctx, &err);
             if let ProxyError::Upstream(e) = &err {
                 shared
@@ -347,6 +391,13 @@ async fn serve(
 
     // 6. connect and stream
     if ctx.transport == Transport::Connect {
+        if let Some(d) = ctx
+            .decision
+            .as_ref()
+            .filter(|d| needs_record(d, &ctx.findings))
+        {
+            audit_flow(shared, snapshot, ctx, d).await?;
+        }
         let on_upgrade = hyper::upgrade::on(&mut req);
         let stream = tokio::time::timeout(shared.connect_timeout, TcpStream::connect(addr))
             .await
@@ -408,17 +459,17 @@ async fn serve(
         .await
         .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
         match prepared {
-            inspected::Prepared::Whole(b, d, classes) => {
+            inspected::Prepared::Whole(b, d, found) => {
                 ctx.decision = Some(d);
-                ctx.data_classes = classes;
+                ctx.set_findings(found);
                 (b, None)
             }
             inspected::Prepared::Streaming(b, d, slot) => {
                 ctx.decision = Some(d);
                 (b, Some(slot))
             }
-            inspected::Prepared::Blocked(d, classes) => {
-                ctx.data_classes = classes;
+            inspected::Prepared::Blocked(d, found) => {
+                ctx.set_findings(found);
                 ctx.decision = Some(d.clone());
                 return Err(ProxyError::Blocked(d));
             }
@@ -426,6 +477,15 @@ async fn serve(
     } else {
         (body.map_err(BoxError::from).boxed_unsync(), None)
     };
+    // A flow that passes but must be recorded (report mode, audited exceptions) is only
+    // forwarded once its record is on disk: no record, no flow.
+    if let Some(d) = ctx
+        .decision
+        .as_ref()
+        .filter(|d| needs_record(d, &ctx.findings))
+    {
+        audit_flow(shared, snapshot, ctx, d).await?;
+    }
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
     forward::add_forwarded(&mut parts.headers, forwarded, ctx.client.ip());
@@ -438,9 +498,13 @@ async fn serve(
     // A streamed body stopped by the inspector aborts the upstream request; the client
     // gets the 451, not whatever the upstream made of a broken request.
     if let Some(slot) = slot {
-        let blocked = slot.lock().ok().and_then(|mut s| s.blocked.take());
-        if let Some((d, classes)) = blocked {
-            ctx.data_classes = classes;
+        let blocked = slot
+            .lock()
+            .ok()
+            .and_then(|mut s| s.blocked.take().map(|b| (b, s.released)));
+        if let Some(((d, found), released)) = blocked {
+            ctx.set_findings(found);
+            ctx.bytes_released = released;
             ctx.decision = Some(d.clone());
             return Err(ProxyError::Blocked(d));
         }
@@ -467,6 +531,93 @@ async fn serve(
         parts,
         body.map_err(BoxError::from).boxed_unsync(),
     ))
+}
+
+/// Report-mode flows always; allowed flows only when their rule asks for an audit and
+/// personal data was found.
+fn needs_record(d: &Decision, found: &inspected::Found) -> bool {
+    match d.verdict {
+        Verdict::Report => true,
+        Verdict::Allow => d.audit && !found.is_empty(),
+        Verdict::Deny => false,
+    }
+}
+
+/// Writes the audit record for a flow and waits until it is on disk.
+async fn audit_flow(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    ctx: &RequestCtx,
+    d: &Decision,
+) -> Result<(), ProxyError> {
+    use crate::audit;
+    let action = match d.verdict {
+        Verdict::Deny => audit::Action::Block,
+        Verdict::Report => audit::Action::Report,
+        Verdict::Allow => audit::Action::Allow,
+    };
+    let rec = audit::AuditRecord {
+        time: audit::Timestamp::now(),
+        request_id: ctx.id.clone(),
+        client: audit::Client {
+            address: ctx.client.ip(),
+            group: (!ctx.groups.is_empty()).then(|| ctx.groups.join(",")),
+            identity: ctx.user.clone(),
+        },
+        method: ctx.method.to_string(),
+        host: ctx.host.clone(),
+        port: ctx.port,
+        address: ctx.addr,
+        country: ctx
+            .country
+            .map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+        transport: match ctx.transport {
+            Transport::Forward => audit::Transport::Http,
+            Transport::Connect => audit::Transport::Tunnel,
+            Transport::Reverse => audit::Transport::Route,
+        },
+        path: audit::strip_query_values(&ctx.target),
+        rule: d.rule.to_string(),
+        mode: if snapshot.policy.mode == policy::Mode::Report || d.verdict == Verdict::Report {
+            audit::Mode::Report
+        } else {
+            audit::Mode::Enforce
+        },
+        action,
+        reason: d.reason.as_str().to_owned(),
+        data: ctx.findings.clone(),
+        bytes_released: ctx.bytes_released,
+        policy: audit::PolicyRef {
+            name: snapshot.policy.name.clone(),
+            hash: snapshot.policy.hash.clone(),
+        },
+        sima_version: crate::VERSION.to_owned(),
+    };
+    match shared.audit.record(rec).await {
+        Ok(()) => {
+            shared
+                .metrics
+                .audit_records
+                .with_label_values(&[action.as_str()])
+                .inc();
+            Ok(())
+        }
+        Err(e) => {
+            let kind = match &e {
+                audit::AuditError::DiskFull { .. } => "disk_full",
+                audit::AuditError::QueueFull { .. } => "queue_full",
+                audit::AuditError::Serialize { .. } => "serialize",
+                _ => "io",
+            };
+            shared
+                .metrics
+                .audit_failures
+                .with_label_values(&[kind])
+                .inc();
+            tracing::error!(sima.request_id = %ctx.id, error = %e, "audit record could not be written; failing closed");
+            Err(ProxyError::AuditUnavailable(e.to_string()))
+        }
+    }
 }
 
 /// `Proxy-Authorization: Basic base64(user:password)`, if present.

@@ -78,6 +78,9 @@ pub enum ProxyError {
     /// Proxy credentials malformed or rejected.
     #[error(transparent)]
     Auth(#[from] crate::policy::AuthError),
+    /// A flow that must be recorded could not be: it does not pass.
+    #[error("the audit log cannot be written, so this flow cannot be recorded and does not pass")]
+    AuditUnavailable(String),
 }
 
 #[derive(Serialize)]
@@ -130,6 +133,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Http { .. }) => Reason::UpstreamProtocol,
             ProxyError::Internal(_) => Reason::Internal,
             ProxyError::Auth(_) => Reason::ProxyAuth,
+            ProxyError::AuditUnavailable(_) => Reason::AuditUnavailable,
         }
     }
 
@@ -137,7 +141,7 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             ProxyError::Resolve(_) | ProxyError::Upstream(_) => Side::Upstream,
-            ProxyError::Internal(_) => Side::Internal,
+            ProxyError::Internal(_) | ProxyError::AuditUnavailable(_) => Side::Internal,
             _ => Side::Client,
         }
     }
@@ -160,6 +164,7 @@ impl ProxyError {
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Auth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ProxyError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

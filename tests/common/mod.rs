@@ -189,9 +189,28 @@ pub fn test_pki(dir: &Path, names: &[&str]) -> TestPki {
     }
 }
 
-/// Config text with ephemeral listeners prepended.
+/// A fresh folder for one Sima's audit log (kept for inspection after the test).
+pub fn audit_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "sima-test-audit-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Config text with ephemeral listeners and a private audit folder prepended (unless the
+/// text brings its own `audit:`).
 pub fn config(extra: &str) -> Config {
-    let yaml = format!("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{extra}");
+    let audit = if extra.contains("audit:") {
+        String::new()
+    } else {
+        format!("audit:\n  dir: {}\n", audit_dir().display())
+    };
+    let yaml = format!("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n{audit}{extra}");
     Config::from_yaml(&yaml, "<test>", Path::new("/")).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
 }
 

@@ -1,0 +1,193 @@
+//! End-to-end: every block and report is in the audit log before the client hears of it,
+//! the chain verifies across restarts, and no detected value is ever written.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+
+fn aadhaar() -> String {
+    (0..10)
+        .map(|d| format!("98765432101{d}"))
+        .find(|s| sima::inspect::detect::Validator::Verhoeff.check(s))
+        .unwrap()
+}
+
+fn records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn all_text(dir: &std::path::Path) -> String {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn blocks_and_reports_are_recorded_without_values_and_the_chain_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let us = upstream("127.0.0.3", "usa").await;
+    let cfg = || {
+        config(&format!(
+            "audit:\n  dir: {}\n{GEO_OVERRIDES}",
+            audit.display()
+        ))
+    };
+    let a = aadhaar();
+
+    let sima = start(cfg()).await;
+    let req = Request::post(format!("http://{}/kyc?user=42&token=abc", us.addr))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(format!(
+            r#"{{"aadhaar":"{a}","pan":"ABCPE1234F"}}"#
+        ))))
+        .unwrap();
+    let (status, headers, _) = send(sima.info.proxy, req).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    // The record is on disk by the time the 451 arrived.
+    let recs = records(&audit);
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(
+        r["request_id"],
+        headers["sima-request-id"].to_str().unwrap()
+    );
+    assert_eq!(r["action"], "block");
+    assert_eq!(r["rule"], "personal-data-stays-in-india");
+    assert_eq!(r["reason"], "personal_data");
+    assert_eq!(r["country"], "US");
+    assert_eq!(r["transport"], "http");
+    assert_eq!(r["address"], "127.0.0.3");
+    assert_eq!(
+        r["path"], "/kyc?user=&token=",
+        "query values must be stripped"
+    );
+    assert_eq!(r["policy"]["name"], "india-strict");
+    let classes: Vec<&str> = r["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["AADHAAR", "PAN"]);
+    assert_eq!(r["data"][0]["locations"], serde_json::json!(["body"]));
+    let m = String::from_utf8(sima.shared.metrics.render()).unwrap();
+    assert!(
+        m.contains(r#"sima_audit_records_total{action="block"} 1"#),
+        "{m}"
+    );
+    assert!(!m.contains(&a) && !m.contains("ABCPE1234F"));
+    sima.shutdown().await;
+
+    // Restart on the same folder: the chain continues.
+    let sima = start(cfg()).await;
+    let (status, _, _) = get(
+        sima.info.proxy,
+        &format!("http://{}/q?pan=ABCPE1234F", us.addr),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    sima.shutdown().await;
+    let recs = records(&audit);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        recs[1]["seq"].as_u64(),
+        recs[0]["seq"].as_u64().map(|s| s + 1)
+    );
+    assert_eq!(recs[1]["prev"], recs[0]["hash"]);
+    let report = sima::audit::verify(std::slice::from_ref(&audit)).unwrap();
+    assert!(report.is_intact(), "{:?}", report.broken);
+    assert_eq!(report.records, 2);
+
+    let text = all_text(&audit);
+    assert!(
+        !text.contains(&a) && !text.contains("ABCPE1234F"),
+        "a detected value reached the audit log"
+    );
+    assert!(us.requests().is_empty());
+}
+
+#[tokio::test]
+async fn report_mode_flows_are_recorded_before_they_are_forwarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let us = upstream("127.0.0.3", "usa").await;
+    let policy = NO_US_POLICY.replace("home: [IN]", "home: [IN]\nmode: report");
+    let sima = start(config(&format!(
+        "audit:\n  dir: {}\n{}{GEO_OVERRIDES}",
+        audit.display(),
+        policy_file(dir.path(), &policy)
+    )))
+    .await;
+    let (status, _, _) = get(sima.info.proxy, &format!("http://{}/r", us.addr)).await;
+    assert_eq!(status, StatusCode::OK);
+    let recs = records(&audit);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["action"], "report");
+    assert_eq!(recs[0]["mode"], "report");
+    assert_eq!(recs[0]["rule"], "no-us");
+    assert_eq!(us.requests().len(), 1);
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_blocks_are_recorded_as_tunnels() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(&format!(
+        "audit:\n  dir: {}\n{}{GEO_OVERRIDES}",
+        audit.display(),
+        policy_file(dir.path(), NO_US_POLICY)
+    )))
+    .await;
+    let (ok, _, _) = curl(vec![
+        "-p".into(),
+        "-x".into(),
+        format!("http://{}", sima.info.proxy),
+        format!("http://{}/t", us.addr),
+    ])
+    .await;
+    assert!(!ok, "the tunnel must be refused");
+    let recs = records(&audit);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["transport"], "tunnel");
+    assert_eq!(recs[0]["method"], "CONNECT");
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unusable_audit_folder_stops_start_up_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, b"x").unwrap();
+    let cfg = config(&format!(
+        "audit:\n  dir: {}\n",
+        file.join("audit").display()
+    ));
+    let err = sima::app::start(cfg)
+        .await
+        .err()
+        .expect("must not start without an audit log")
+        .to_string();
+    assert!(err.contains("audit"), "{err}");
+}

@@ -2,24 +2,28 @@
 use std::process::Command;
 
 fn main() {
-    let sha = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+    // A container build has no .git: it passes the revision as SIMA_GIT_SHA.
+    println!("cargo:rerun-if-env-changed=SIMA_GIT_SHA");
+    let sha = std::env::var("SIMA_GIT_SHA")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| output("git", &["rev-parse", "--short=12", "HEAD"]));
+    println!("cargo:rustc-env=SIMA_GIT_SHA={sha}");
+    println!(
+        "cargo:rustc-env=SIMA_BUILD_DATE={}",
+        output("date", &["-u", "+%Y-%m-%d"])
+    );
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs");
+}
+
+fn output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
         .output()
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=SIMA_GIT_SHA={sha}");
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d"])
-        .env("TZ", "UTC")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=SIMA_BUILD_DATE={date}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs");
+        .unwrap_or_else(|| "unknown".into())
 }

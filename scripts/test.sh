@@ -9,4 +9,11 @@ cargo build --locked --all-targets
 cargo nextest run --locked --no-run
 
 if [ "$(id -u)" = 0 ]; then ns=(unshare --net); else ns=(unshare --net --map-root-user); fi
-exec "${ns[@]}" -- bash -c 'ip link set lo up && exec cargo nextest run --locked --offline --no-fail-fast "$@"' bash "$@"
+"${ns[@]}" -- bash -c 'ip link set lo up && exec cargo nextest run --locked --offline --no-fail-fast "$@"' bash "$@"
+
+# A real Prometheus scraping a real Sima (skipped, with a note, where prometheus is absent).
+if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+  "${ns[@]}" -- bash -c 'ip link set lo up && exec scripts/prometheus-e2e.sh'
+else
+  echo "note: prometheus/promtool not installed; skipped scripts/prometheus-e2e.sh (apt-get install prometheus)"
+fi

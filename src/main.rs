@@ -155,6 +155,22 @@ fn check_config(config: &Config) -> ExitCode {
             failed = true;
         }
     }
+    let dir = &config.audit.dir;
+    let probe = dir.join(".sima-write-check");
+    match std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+    {
+        Ok(()) => println!(
+            "audit: ok: {} is writable (key {})",
+            dir.display(),
+            config.audit.key_file.display()
+        ),
+        Err(e) => {
+            println!("audit: error: {} is not writable: {e}", dir.display());
+            failed = true;
+        }
+    }
     if failed {
         ExitCode::from(EX_CONFIG)
     } else {

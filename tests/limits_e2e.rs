@@ -1,0 +1,171 @@
+//! End-to-end: graceful shutdown, connection limits and timeouts behave as operators of
+//! Envoy or HAProxy expect.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use hyper::body::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn shutdown_drains_a_slow_upload_then_refuses_new_connections() {
+    let india = upstream("127.0.0.2", "india").await;
+    let sima = start(config(&format!("{GEO_OVERRIDES}timeouts:\n  drain: 10s\n"))).await;
+    let proxy = sima.info.proxy;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    let body =
+        http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let req = Request::post(format!("http://{}/slow", india.addr))
+        .body(body)
+        .unwrap();
+    let upload = tokio::spawn(async move { send_streaming(proxy, req).await.status() });
+    tx.send(Ok(Frame::data(Bytes::from_static(b"first half,"))))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let shutdown = tokio::spawn(sima.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Draining: the listener is closed to new clients...
+    assert!(
+        TcpStream::connect(proxy).await.is_err(),
+        "new connections must be refused while draining"
+    );
+    // ...while the upload in flight completes.
+    tx.send(Ok(Frame::data(Bytes::from_static(b"second half"))))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(upload.await.unwrap(), StatusCode::OK);
+    tokio::time::timeout(TEST_DEADLINE, shutdown)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(india.requests()[0].body, b"first half,second half");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_get_503_and_are_counted() {
+    let sima = start(config("limits:\n  max_connections: 2\n")).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(sima.info.proxy).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(sima.info.proxy).await.unwrap();
+    let head = read_head(&mut third).await;
+    assert!(
+        head.starts_with("HTTP/1.1 503") && head.contains("sima-reason: overloaded"),
+        "{head}"
+    );
+    let m = String::from_utf8(sima.shared.metrics.render()).unwrap();
+    assert!(m.contains("sima_connections_rejected_total 1"), "{m}");
+    drop(held);
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off_after_the_header_timeout() {
+    let sima = start(config("timeouts:\n  header_read: 300ms\n")).await;
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(b"GET http://127.0.0.2/ HTTP/1.1\r\nHost: 127.0.0.2\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+        .await
+        .expect("connection kept open")
+        .unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 408"),
+        "{head}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_upstream_gives_504_after_the_response_timeout() {
+    // Accepts and reads, never answers.
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut keep = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            keep.push(s);
+        }
+    });
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  upstream_response: 300ms\n"
+    )))
+    .await;
+    let (status, headers, _) = get(sima.info.proxy, &format!("http://{addr}/never")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(headers["sima-reason"], "upstream_timeout");
+    let m = String::from_utf8(sima.shared.metrics.render()).unwrap();
+    assert!(
+        m.contains(r#"sima_upstream_errors_total{kind="timeout"} 1"#),
+        "{m}"
+    );
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closed_upstream_port_gives_502_connect_failed() {
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let (status, headers, _) = get(sima.info.proxy, &format!("http://{addr}/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers["sima-reason"], "connect_failed");
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_after_the_tunnel_timeout() {
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut keep = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            keep.push(s);
+        }
+    });
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  tunnel_idle: 300ms\n"
+    )))
+    .await;
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(format!("CONNECT {addr} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+        .await
+        .expect("tunnel never closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the idle tunnel must be closed");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    sima.shutdown().await;
+}

@@ -358,3 +358,158 @@ impl Explanation {
         s
     }
 }
+
+/// One `tests:` entry's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestOutcome {
+    /// File.
+    pub file: String,
+    /// Test name.
+    pub name: String,
+    /// Passed?
+    pub passed: bool,
+    /// Expected `verdict (rule)`.
+    pub expected: String,
+    /// Got `verdict (rule)`, or the error.
+    pub got: String,
+}
+
+/// Runs the `tests:` of each file against that file's policy (a pack's tests are about the
+/// pack). A file that does not compile fails all its tests with the reason.
+pub async fn run_policy_tests(
+    sources: &[crate::policy::PolicySource],
+    today: &str,
+) -> Vec<TestOutcome> {
+    let mut out = Vec::new();
+    let resolver = match Resolver::new(&crate::config::ResolverConfig {
+        nameservers: Some(Vec::new()),
+        static_hosts: Default::default(),
+        timeout: std::time::Duration::from_secs(1),
+    }) {
+        Ok(r) => r,
+        Err(_) => return out,
+    };
+    for src in sources {
+        let raw = match crate::policy::compile::parse(src) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(TestOutcome {
+                    file: src.origin.clone(),
+                    name: "(parse)".into(),
+                    passed: false,
+                    expected: "a valid policy".into(),
+                    got: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let (policy, detector) = match crate::policy::load(std::slice::from_ref(src), today) {
+            Ok(x) => x,
+            Err(e) => {
+                out.push(TestOutcome {
+                    file: src.origin.clone(),
+                    name: "(compile)".into(),
+                    passed: false,
+                    expected: "a valid policy".into(),
+                    got: e.to_string(),
+                });
+                continue;
+            }
+        };
+        let inspector = Arc::new(Inspector::new(Arc::new(detector)));
+        let geo = match crate::geo::GeoDb::embedded() {
+            Ok(db) => Locator::new(Vec::new(), db),
+            Err(_) => continue,
+        };
+        for t in &raw.tests {
+            let expected = format!(
+                "{} ({})",
+                t.expect.verdict,
+                t.expect.rule.as_deref().unwrap_or("any rule")
+            );
+            let result = one_test(&policy, &geo, &inspector, &resolver, t).await;
+            let (passed, got) = match result {
+                Ok(ex) => {
+                    let ok = ex.verdict == t.expect.verdict
+                        && t.expect.rule.as_ref().is_none_or(|r| *r == ex.rule);
+                    let classes: Vec<&str> = ex.findings.iter().map(|f| f.class.as_str()).collect();
+                    (
+                        ok,
+                        format!(
+                            "{} ({}); findings: [{}]",
+                            ex.verdict,
+                            ex.rule,
+                            classes.join(", ")
+                        ),
+                    )
+                }
+                Err(e) => (false, e),
+            };
+            out.push(TestOutcome {
+                file: src.origin.clone(),
+                name: t.name.clone(),
+                passed,
+                expected,
+                got,
+            });
+        }
+    }
+    out
+}
+
+async fn one_test(
+    policy: &Policy,
+    geo: &Locator,
+    inspector: &Arc<Inspector>,
+    resolver: &Resolver,
+    t: &crate::policy::model::RawTest,
+) -> Result<Explanation, String> {
+    let r = &t.request;
+    let method = r
+        .method
+        .as_deref()
+        .unwrap_or("GET")
+        .to_ascii_uppercase()
+        .parse::<http::Method>()
+        .map_err(|e| e.to_string())?;
+    let mut headers = HeaderMap::new();
+    for (k, v) in &r.headers {
+        let name = http::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
+        let value = http::HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+        headers.append(name, value);
+    }
+    let client = r
+        .client
+        .as_deref()
+        .unwrap_or("10.0.0.1")
+        .parse::<IpAddr>()
+        .map_err(|e| format!("client: {e}"))?;
+    let address = t
+        .destination
+        .address
+        .parse::<IpAddr>()
+        .map_err(|e| format!("destination.address: {e}"))?;
+    let country = match t.destination.country.as_str() {
+        "unknown" => None,
+        c => Some(
+            crate::geo::Country::parse(c)
+                .ok_or_else(|| format!("destination.country: `{c}` is not a country code"))?,
+        ),
+    };
+    let req = CheckRequest {
+        method,
+        url: r.url.clone(),
+        headers,
+        body: r.body.clone().unwrap_or_default().into_bytes(),
+        resolve: vec![address],
+        client,
+        creds: r.user.as_ref().map(|u| match u.split_once(':') {
+            Some((u, p)) => (u.to_owned(), p.to_owned()),
+            None => (u.clone(), String::new()),
+        }),
+        assume_country: Some(country),
+    };
+    explain(policy, geo, inspector, resolver, &req)
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -33,6 +33,12 @@ pub enum Command {
     /// Evaluate one request without sending it and explain the verdict (exit 0 allow or
     /// report, 1 deny).
     Check(CheckArgs),
+    /// Policy tools: lint, test, schema.
+    Policy {
+        /// Policy subcommand.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Audit log tools.
     Audit {
         /// Audit subcommand.
@@ -90,6 +96,32 @@ pub struct CheckArgs {
     pub user: Option<String>,
     /// Absolute URL (`http://api.example.com/v1/users`), or `host:port` with -X CONNECT.
     pub url: String,
+}
+
+/// `sima policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Errors (file:line and a hint) and warnings (shadowed rules, unused classes, expiring
+    /// exceptions). Exit 0 clean, 1 warnings with --strict, 2 errors.
+    Lint {
+        /// Policy files (or `pack:NAME` for an embedded pack).
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Treat warnings as failures.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run the `tests:` embedded in policy files; exit 1 if any fails.
+    Test {
+        /// Policy files (or `pack:NAME`).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Print an embedded pack (`sima policy show india-strict`), or list them.
+    Show {
+        /// Pack name.
+        name: Option<String>,
+    },
 }
 
 /// `sima audit ...`

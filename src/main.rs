@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use sima::app;
-use sima::cli::{self, AuditCommand, CheckArgs, Cli, Command, GeoCommand, RunArgs};
+use sima::cli::{self, AuditCommand, CheckArgs, Cli, Command, GeoCommand, PolicyCommand, RunArgs};
 use sima::config::Config;
 use sima::shutdown::{Signal, Signals};
 use sima::telemetry;
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
         Command::Audit { command } => audit(command),
+        Command::Policy { command } => policy(command),
         Command::Geo {
             command: GeoCommand::Lookup { config, ips },
         } => geo_lookup(config.as_deref(), &ips),
@@ -403,6 +404,128 @@ fn audit(command: AuditCommand) -> ExitCode {
                     eprintln!("sima audit summary: {e}");
                     ExitCode::from(EX_UNAVAILABLE)
                 }
+            }
+        }
+    }
+}
+
+fn policy_sources(files: &[String]) -> Result<Vec<sima::policy::PolicySource>, ExitCode> {
+    let mut out = Vec::new();
+    for f in files {
+        if let Some(name) = f.strip_prefix("pack:") {
+            match app::PACKS.iter().find(|(n, _)| *n == name) {
+                Some((n, text)) => out.push(sima::policy::PolicySource {
+                    origin: format!("embedded:policies/{n}.yaml"),
+                    text: (*text).to_owned(),
+                }),
+                None => {
+                    eprintln!("sima policy: unknown pack `{name}`; try `sima policy show`");
+                    return Err(ExitCode::from(EX_USAGE));
+                }
+            }
+            continue;
+        }
+        match std::fs::read_to_string(f) {
+            Ok(text) => out.push(sima::policy::PolicySource {
+                origin: f.clone(),
+                text,
+            }),
+            Err(e) => {
+                eprintln!("sima policy: cannot read {f}: {e}");
+                return Err(ExitCode::from(EX_USAGE));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    let today = sima::policy::today();
+    match command {
+        PolicyCommand::Show { name: None } => {
+            for (n, text) in app::PACKS {
+                let desc = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("description: "))
+                    .unwrap_or("");
+                println!("{n:<18} {desc}");
+            }
+            ExitCode::SUCCESS
+        }
+        PolicyCommand::Show { name: Some(n) } => match app::PACKS.iter().find(|(p, _)| *p == n) {
+            Some((_, text)) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("sima policy show: unknown pack `{n}`");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        PolicyCommand::Lint { files, strict } => {
+            let sources = match policy_sources(&files) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let diags = sima::policy::lint::lint(&sources, &today);
+            let (mut errors, mut warnings) = (0, 0);
+            for d in &diags {
+                let sev = match d.severity {
+                    sima::policy::lint::Severity::Error => {
+                        errors += 1;
+                        "error"
+                    }
+                    sima::policy::lint::Severity::Warning => {
+                        warnings += 1;
+                        "warning"
+                    }
+                };
+                match d.line {
+                    Some(l) => println!("{}:{l}: {sev}: {}", d.file, d.message),
+                    None => println!("{}: {sev}: {}", d.file, d.message),
+                }
+            }
+            println!(
+                "{} file(s): {errors} error(s), {warnings} warning(s)",
+                sources.len()
+            );
+            if errors > 0 {
+                ExitCode::from(2)
+            } else if strict && warnings > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        PolicyCommand::Test { files } => {
+            let sources = match policy_sources(&files) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("sima: {e}");
+                    return ExitCode::from(EX_UNAVAILABLE);
+                }
+            };
+            let results = rt.block_on(sima::check::run_policy_tests(&sources, &today));
+            let mut failed = 0;
+            for r in &results {
+                if r.passed {
+                    println!("PASS {} :: {}", r.file, r.name);
+                } else {
+                    failed += 1;
+                    println!("FAIL {} :: {}", r.file, r.name);
+                    println!("     - expected: {}", r.expected);
+                    println!("     + got:      {}", r.got);
+                }
+            }
+            println!("{} passed, {failed} failed", results.len() - failed);
+            if failed > 0 || results.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
             }
         }
     }

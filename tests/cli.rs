@@ -148,3 +148,87 @@ fn check_config_accepts_the_defaults() {
         "{t}"
     );
 }
+
+#[test]
+fn every_shipped_pack_passes_its_own_tests_and_lints_clean() {
+    let mut files: Vec<String> = std::fs::read_dir("policies")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    let mut args = vec!["policy", "test"];
+    args.extend(files.iter().map(String::as_str));
+    let o = sima(&args, None);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains(" passed, 0 failed") && !t.contains("FAIL"),
+        "{t}"
+    );
+    let mut args = vec!["policy", "lint", "--strict"];
+    args.extend(files.iter().map(String::as_str));
+    let o = sima(&args, None);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn policy_test_reports_a_failing_expectation_as_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.yaml");
+    std::fs::write(&p, "version: 1\nname: p\nrules: []\ndefault: allow\ntests:\n  - name: expects a block\n    request: { url: 'http://x.example/' }\n    destination: { address: 192.0.2.1, country: US }\n    expect: { verdict: deny }\n").unwrap();
+    let o = sima(&["policy", "test", p.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(
+        t.contains("FAIL")
+            && t.contains("- expected: deny")
+            && t.contains("+ got:      allow (default)"),
+        "{t}"
+    );
+}
+
+#[test]
+fn policy_lint_points_at_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        "version: 1\nname: p\nrules:\n  - id: r\n    when: { data: [AADHAR] }\n    action: block\n",
+    )
+    .unwrap();
+    let o = sima(&["policy", "lint", p.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(
+        t.contains("error") && t.contains("did you mean `AADHAAR`"),
+        "{t}"
+    );
+}
+
+#[test]
+fn every_yaml_example_in_the_policies_readme_compiles() {
+    let readme = std::fs::read_to_string("policies/README.md").unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(!blocks.is_empty());
+    for (i, b) in blocks.iter().enumerate() {
+        let src = sima::policy::PolicySource {
+            origin: format!("policies/README.md block {i}"),
+            text: (*b).to_owned(),
+        };
+        let r = sima::policy::load(&[src], "2026-11-26");
+        assert!(r.is_ok(), "block {i}: {}", r.err().unwrap());
+    }
+    // The format example's own tests pass too.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("readme-example.yaml");
+    std::fs::write(&p, blocks[blocks.len() - 1]).unwrap();
+    let o = sima(&["policy", "test", p.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -8,6 +8,7 @@ use crate::geo::Country;
 
 pub mod compile;
 pub mod decide;
+pub mod lint;
 pub mod model;
 
 pub use compile::{compile, compile_at, load, today, PolicyError, PolicySource};

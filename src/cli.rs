@@ -117,6 +117,8 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<String>,
     },
+    /// Print the JSON Schema of policy files (for editors; also in policies/schema.json).
+    Schema,
     /// Print an embedded pack (`sima policy show india-strict`), or list them.
     Show {
         /// Pack name.

@@ -442,6 +442,10 @@ fn policy_sources(files: &[String]) -> Result<Vec<sima::policy::PolicySource>, E
 fn policy(command: PolicyCommand) -> ExitCode {
     let today = sima::policy::today();
     match command {
+        PolicyCommand::Schema => {
+            print!("{}", sima::policy::model::json_schema());
+            ExitCode::SUCCESS
+        }
         PolicyCommand::Show { name: None } => {
             for (n, text) in app::PACKS {
                 let desc = text

@@ -232,3 +232,23 @@ fn every_yaml_example_in_the_policies_readme_compiles() {
     let o = sima(&["policy", "test", p.to_str().unwrap()], None);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn the_published_json_schema_is_generated_from_the_types() {
+    let o = sima(&["policy", "schema"], None);
+    assert!(o.status.success());
+    let published = std::fs::read_to_string("policies/schema.json").unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout) == published,
+        "policies/schema.json is stale: run `sima policy schema > policies/schema.json`"
+    );
+    let v: serde_json::Value = serde_json::from_str(&published).unwrap();
+    assert!(
+        v["properties"]["rules"].is_object()
+            && v["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "version")
+    );
+}

@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// One policy file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     /// Format version; only `1` exists.
@@ -64,7 +65,7 @@ pub struct RawPolicy {
 }
 
 /// A client group: source networks and/or proxy-auth users.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientGroup {
     /// Source networks (`10.20.0.0/16`).
@@ -76,7 +77,7 @@ pub struct RawClientGroup {
 }
 
 /// A proxy-auth user.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUser {
     /// User name.
@@ -88,7 +89,7 @@ pub struct RawUser {
 }
 
 /// Declared residency of a destination.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawDestination {
     /// Where the destination stores data (ISO code).
@@ -99,7 +100,7 @@ pub struct RawDestination {
 }
 
 /// A custom data class.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawClass {
     /// Regex (Rust `regex` syntax). Without it the class is a field-name class: any
@@ -122,7 +123,7 @@ pub struct RawClass {
 }
 
 /// One policy test.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTest {
     /// Test name.
@@ -136,7 +137,7 @@ pub struct RawTest {
 }
 
 /// A test request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTestRequest {
     /// Client address (default 10.0.0.1).
@@ -159,7 +160,7 @@ pub struct RawTestRequest {
 }
 
 /// A test destination.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTestDestination {
     /// Address.
@@ -169,7 +170,7 @@ pub struct RawTestDestination {
 }
 
 /// Expected test outcome.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawExpect {
     /// allow, deny or report.
@@ -180,7 +181,7 @@ pub struct RawExpect {
 }
 
 /// Policy-wide or per-rule mode.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawMode {
     /// Blocks block.
@@ -190,7 +191,7 @@ pub enum RawMode {
 }
 
 /// A rule's action.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawAction {
     /// Forward.
@@ -202,7 +203,7 @@ pub enum RawAction {
 }
 
 /// A country list entry: a bare code, or a code with its citation and effective date.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawCountryEntry {
     /// `CN`
@@ -221,7 +222,7 @@ pub enum RawCountryEntry {
 }
 
 /// One rule.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     /// Unique id, shown in 451 bodies, logs and audit records.
@@ -258,7 +259,7 @@ pub struct RawRule {
 }
 
 /// Rule conditions.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWhen {
     /// Destination host patterns (`api.example.com`, `*.example.com`, `*`).
@@ -294,7 +295,7 @@ pub struct RawWhen {
 }
 
 /// `data:` — `any` or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawData {
     /// `any`
@@ -304,7 +305,7 @@ pub enum RawData {
 }
 
 /// `data_match:`
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawDataMatch {
     /// At least one listed class.
@@ -314,7 +315,7 @@ pub enum RawDataMatch {
 }
 
 /// `min_confidence:`
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawConfidence {
     /// Shape only.
@@ -323,4 +324,12 @@ pub enum RawConfidence {
     Medium,
     /// Validated.
     High,
+}
+
+/// The JSON Schema of a policy file, generated from these types (`sima policy schema`).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RawPolicy);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
 }

@@ -58,6 +58,108 @@ impl<'a> MakeWriter<'a> for BatchWriter {
     }
 }
 
+static ACCESS: std::sync::OnceLock<(Arc<Batch>, LogFormat)> = std::sync::OnceLock::new();
+
+/// One request's canonical line: fixed fields, written without going through tracing's
+/// field machinery (this line is on every request; its cost is the proxy's cost).
+pub struct AccessLine<'a> {
+    /// Request id.
+    pub request_id: &'a str,
+    /// Client address.
+    pub client: std::net::IpAddr,
+    /// Method.
+    pub method: &'a str,
+    /// forward / connect / reverse.
+    pub transport: &'a str,
+    /// Destination host.
+    pub host: &'a str,
+    /// Destination port.
+    pub port: u16,
+    /// Dialled address, if any.
+    pub peer: Option<std::net::IpAddr>,
+    /// Country or `unknown`.
+    pub country: &'a str,
+    /// allow / deny / report.
+    pub decision: &'a str,
+    /// Reason label.
+    pub reason: &'a str,
+    /// Rule id or `-`.
+    pub rule: &'a str,
+    /// Data classes found, comma-separated.
+    pub data_classes: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// Duration in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// Writes the canonical line for a request, if request logging is on. Returns false when
+/// it is not handled here (no subscriber installed by `init`, e.g. in tests).
+pub fn access(line: &AccessLine<'_>) -> bool {
+    let Some((batch, format)) = ACCESS.get() else {
+        return false;
+    };
+    if !tracing::enabled!(target: "sima::request", tracing::Level::INFO) {
+        return true;
+    }
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(384);
+    let ts = crate::audit::Timestamp::now();
+    let peer = line.peer.map(|p| p.to_string()).unwrap_or_default();
+    match format {
+        LogFormat::Json => {
+            let _ = write!(s, "{{\"timestamp\":\"{ts}\",\"level\":\"INFO\",\"message\":\"request\",\"sima.request_id\":");
+            json_str(&mut s, line.request_id);
+            let _ = write!(
+                s,
+                ",\"client.address\":\"{}\",\"http.request.method\":",
+                line.client
+            );
+            json_str(&mut s, line.method);
+            let _ = write!(
+                s,
+                ",\"sima.transport\":\"{}\",\"server.address\":",
+                line.transport
+            );
+            json_str(&mut s, line.host);
+            let _ = write!(s, ",\"server.port\":{},\"network.peer.address\":\"{peer}\",\"sima.country\":\"{}\",\"sima.decision\":\"{}\",\"sima.reason\":\"{}\",\"sima.rule_id\":", line.port, line.country, line.decision, line.reason);
+            json_str(&mut s, line.rule);
+            s.push_str(",\"sima.data_classes\":");
+            json_str(&mut s, line.data_classes);
+            let _ = writeln!(
+                s,
+                ",\"http.response.status_code\":{},\"sima.duration_ms\":{:.3}}}",
+                line.status, line.duration_ms
+            );
+        }
+        LogFormat::Text => {
+            let _ = writeln!(
+                s,
+                "{ts}  INFO request sima.request_id={} client.address={} http.request.method={} sima.transport={} server.address={} server.port={} network.peer.address={peer} sima.country={} sima.decision={} sima.reason={} sima.rule_id={} sima.data_classes={} http.response.status_code={} sima.duration_ms={:.3}",
+                line.request_id, line.client, line.method.escape_debug(), line.transport, line.host.escape_debug(), line.port, line.country, line.decision, line.reason, line.rule.escape_debug(), line.data_classes, line.status, line.duration_ms
+            );
+        }
+    }
+    let _ = LineGuard(batch.buf.lock().ok()).write_all(s.as_bytes());
+    true
+}
+
+fn json_str(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// Flushes the log batch when dropped: keep it alive until exit.
 pub struct LogGuard {
     batch: Arc<Batch>,
@@ -99,6 +201,7 @@ pub fn init(format: LogFormat) -> LogGuard {
         })
         .ok();
     let writer = BatchWriter(batch.clone());
+    let _ = ACCESS.set((batch.clone(), format));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
@@ -113,4 +216,15 @@ pub fn init(format: LogFormat) -> LogGuard {
         LogFormat::Text => builder.with_target(false).try_init(),
     };
     LogGuard { batch, thread }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut s = String::new();
+        super::json_str(&mut s, "rule \"x\"\\\n\u{1}é");
+        let back: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, "rule \"x\"\\\n\u{1}é");
+    }
 }

@@ -799,22 +799,31 @@ fn finish(
     }
     let rule = ctx.decision.as_ref().map_or("-", |d| &*d.rule);
     let classes = ctx.data_classes.join(",");
-    let addr = ctx.addr.map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(
-        sima.request_id = %ctx.id,
-        client.address = %ctx.client.ip(),
-        http.request.method = %ctx.method,
-        sima.transport = ctx.transport.as_str(),
-        server.address = %ctx.host,
-        server.port = ctx.port,
-        network.peer.address = %addr,
-        sima.country = country,
-        sima.decision = verdict.as_str(),
-        sima.reason = reason.as_str(),
-        sima.rule_id = rule,
-        sima.data_classes = %classes,
-        http.response.status_code = status.as_u16(),
-        sima.duration_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+    let line = crate::telemetry::AccessLine {
+        request_id: &ctx.id,
+        client: ctx.client.ip(),
+        method: ctx.method.as_str(),
+        transport: ctx.transport.as_str(),
+        host: &ctx.host,
+        port: ctx.port,
+        peer: ctx.addr,
+        country,
+        decision: verdict.as_str(),
+        reason: reason.as_str(),
+        rule,
+        data_classes: &classes,
+        status: status.as_u16(),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+    };
+    if !crate::telemetry::access(&line) {
+        tracing::info!(
+            target: "sima::request",
+            request_id = line.request_id,
+            decision = line.decision,
+            reason = line.reason,
+            rule = line.rule,
+            status = line.status,
+            "request"
+        );
+    }
 }

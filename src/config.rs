@@ -175,6 +175,8 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_connections: Option<usize>,
+    #[serde(default)]
+    max_requests_per_group: BTreeMap<String, usize>,
     max_header_bytes: Option<usize>,
     max_headers: Option<usize>,
     pool_max_idle_per_host: Option<usize>,
@@ -287,6 +289,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Idle pooled upstream connections per address.
     pub pool_max_idle_per_host: usize,
+    /// Concurrent requests (tunnels included) per client group; the excess gets 503.
+    pub max_requests_per_group: HashMap<String, usize>,
 }
 
 /// Every wait Sima makes has one of these.
@@ -389,6 +393,7 @@ fn unreachable_defaults() -> Config {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
             pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
+            max_requests_per_group: HashMap::new(),
         },
         timeouts: Timeouts {
             header_read: DEFAULT_HEADER_READ_TIMEOUT,
@@ -574,6 +579,14 @@ impl RawConfig {
         out.limits.pool_max_idle_per_host = l
             .pool_max_idle_per_host
             .unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST);
+        for (group, n) in l.max_requests_per_group {
+            if n == 0 {
+                problems.push(format!(
+                    "limits.max_requests_per_group.{group}: must be at least 1"
+                ));
+            }
+            out.limits.max_requests_per_group.insert(group, n);
+        }
 
         let t = self.timeouts;
         let mut set = |key: &str, v: Option<String>, slot: &mut Duration| {

@@ -169,3 +169,39 @@ async fn an_idle_tunnel_is_closed_after_the_tunnel_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(250));
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_group_at_its_request_limit_gets_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut keep = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            keep.push(s);
+        }
+    });
+    let policy = "version: 1\nname: g\nclients:\n  batch: { cidrs: [127.0.0.1/32] }\nrules: []\ndefault: allow\n";
+    let sima = start(config(&format!(
+        "{}{GEO_OVERRIDES}limits:\n  max_requests_per_group: {{ batch: 1 }}\ntimeouts:\n  upstream_response: 2s\n",
+        policy_file(dir.path(), policy)
+    )))
+    .await;
+    let proxy = sima.info.proxy;
+    let url = format!("http://{addr}/slow");
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(proxy, &url).await.0 }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, headers, body) = get(proxy, &url).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(headers["sima-reason"], "overloaded");
+    assert_eq!(first.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    sima.shutdown().await;
+}

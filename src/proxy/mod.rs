@@ -2,6 +2,7 @@
 //! resolve, guard, locate, decide, forward or tunnel, finish). The steps live in their own
 //! modules; this one only wires them and carries per-request state in `RequestCtx`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +73,8 @@ pub struct Shared {
     inspect_always: bool,
     own: Vec<SocketAddr>,
     next_id: AtomicU64,
+    /// Per-client-group request limits.
+    group_limits: HashMap<String, Arc<tokio::sync::Semaphore>>,
     /// The audit log writer.
     pub audit: crate::audit::AuditHandle,
     #[expect(
@@ -181,6 +184,12 @@ impl Shared {
             inspect_always: config.inspect_always,
             own,
             next_id: AtomicU64::new(seed.rotate_left(17) & 0xffff_ffff_0000_0000),
+            group_limits: config
+                .limits
+                .max_requests_per_group
+                .iter()
+                .map(|(g, n)| (g.clone(), Arc::new(tokio::sync::Semaphore::new(*n))))
+                .collect(),
             audit: audit.handle,
             fingerprinter: audit.fingerprinter,
         }
@@ -301,6 +310,17 @@ async fn serve(
         ctx.groups = id.groups;
         ctx.user = id.user;
     }
+    // Per-group concurrency: a permit per limited group the client is in, held until the
+    // response head is sent (for tunnels, the tunnel task holds them).
+    let mut permits = Vec::new();
+    for g in &ctx.groups {
+        if let Some(sem) = shared.group_limits.get(&**g) {
+            match sem.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => return Err(ProxyError::GroupOverloaded(g.to_string())),
+            }
+        }
+    }
     let target = target::parse(req.method(), req.uri(), req.version())?;
     let (host, port, authority, path_and_query, tls, forwarded) = match target {
         Target::Connect(a) => {
@@ -411,6 +431,7 @@ async fn serve(
         let metrics = shared.metrics.clone();
         let id = ctx.id.clone();
         tokio::spawn(async move {
+            let _permits = permits;
             match on_upgrade.await {
                 Ok(upgraded) => {
                     metrics.active_tunnels.inc();

@@ -78,6 +78,9 @@ pub enum ProxyError {
     /// Proxy credentials malformed or rejected.
     #[error(transparent)]
     Auth(#[from] crate::policy::AuthError),
+    /// The client's group is at its concurrent request limit.
+    #[error("client group {0} is at its limit of concurrent requests; retry later")]
+    GroupOverloaded(String),
     /// A flow that must be recorded could not be: it does not pass.
     #[error("the audit log cannot be written, so this flow cannot be recorded and does not pass")]
     AuditUnavailable(String),
@@ -134,6 +137,7 @@ impl ProxyError {
             ProxyError::Internal(_) => Reason::Internal,
             ProxyError::Auth(_) => Reason::ProxyAuth,
             ProxyError::AuditUnavailable(_) => Reason::AuditUnavailable,
+            ProxyError::GroupOverloaded(_) => Reason::Overloaded,
         }
     }
 
@@ -164,7 +168,9 @@ impl ProxyError {
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Auth(_) => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-            ProxyError::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::AuditUnavailable(_) | ProxyError::GroupOverloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }

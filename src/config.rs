@@ -19,7 +19,7 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_DNS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slowloris guard: a client must send its complete request head within this time.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// An idle keep-alive client connection is closed after this long.
+/// A client sending a request body must make progress within this long.
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// TCP (and TLS) connect to an upstream must finish within this time.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -298,7 +298,8 @@ pub struct Limits {
 pub struct Timeouts {
     /// Request head must arrive within this.
     pub header_read: Duration,
-    /// Idle keep-alive client connections closed after this.
+    /// A client sending a body must make progress within this (idle keep-alive
+    /// connections are closed by `header_read`).
     pub client_idle: Duration,
     /// Upstream TCP + TLS connect.
     pub upstream_connect: Duration,

@@ -205,3 +205,28 @@ async fn a_client_group_at_its_request_limit_gets_503() {
     assert_eq!(first.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_client_is_closed() {
+    let india = upstream("127.0.0.2", "india").await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  header_read: 300ms\n"
+    )))
+    .await;
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", india.addr).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Keep-alive, then silence: the connection is closed after the header timeout.
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+        .await
+        .expect("idle connection never closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    sima.shutdown().await;
+}

@@ -88,6 +88,8 @@ pub struct Explanation {
     pub reason: String,
     /// Deciding rule.
     pub rule: String,
+    /// Rules tried for the chosen address, with why each did or did not match.
+    pub rules_tried: Vec<(String, String)>,
     /// Human message.
     pub message: String,
     /// Citation.
@@ -182,6 +184,7 @@ pub async fn explain(
     };
     let mut addresses = Vec::new();
     let mut best: Option<(u8, IpAddr, policy::Decision)> = None;
+    let mut traces: Vec<(IpAddr, Vec<(String, String)>)> = Vec::new();
     for ip in ips {
         if let Some(assumed) = req.assume_country {
             let facts = Facts {
@@ -193,6 +196,13 @@ pub async fn explain(
                 client_groups: &identity.groups,
                 data,
             };
+            traces.push((
+                ip,
+                policy::trace(policy, &facts)
+                    .into_iter()
+                    .map(|(r, w)| (r, w.to_owned()))
+                    .collect(),
+            ));
             if let Outcome::Decided(d) = policy::decide(policy, &facts) {
                 addresses.push(AddressStep {
                     address: ip.to_string(),
@@ -233,6 +243,13 @@ pub async fn explain(
             client_groups: &identity.groups,
             data,
         };
+        traces.push((
+            ip,
+            policy::trace(policy, &facts)
+                .into_iter()
+                .map(|(r, w)| (r, w.to_owned()))
+                .collect(),
+        ));
         let d = match policy::decide(policy, &facts) {
             Outcome::Decided(d) => d,
             Outcome::NeedsInspection => continue,
@@ -265,6 +282,11 @@ pub async fn explain(
             length: i.len,
         })
         .collect();
+    let rules_tried = best
+        .as_ref()
+        .and_then(|(_, ip, _)| traces.iter().find(|(t, _)| t == ip))
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
     let (chosen, verdict, reason, rule, message, citation) = match best {
         Some((_, ip, d)) => (
             Some(ip.to_string()),
@@ -303,6 +325,7 @@ pub async fn explain(
         verdict,
         reason,
         rule,
+        rules_tried,
         message,
         citation,
     })
@@ -345,6 +368,9 @@ impl Explanation {
         }
         if !self.inspectable {
             let _ = writeln!(s, "body         could not be inspected");
+        }
+        for (r, why) in &self.rules_tried {
+            let _ = writeln!(s, "  rule       {r:<32} {why}");
         }
         let _ = writeln!(
             s,

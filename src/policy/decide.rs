@@ -63,6 +63,85 @@ pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
     ))
 }
 
+/// Why each rule did or did not match, in order, up to the deciding one (for `sima check`).
+pub fn trace(policy: &Policy, facts: &Facts<'_>) -> Vec<(String, &'static str)> {
+    let mut out = Vec::new();
+    if facts.country.is_none() && policy.unknown_country != Action::Allow {
+        out.push((
+            "unknown_country".to_owned(),
+            "matched: the country is unknown",
+        ));
+        return out;
+    }
+    for rule in &policy.rules {
+        let why = mismatch(policy, rule, facts);
+        let data = match (&rule.data, why) {
+            (_, Some(w)) => Some(w),
+            (None, None) => None,
+            (Some(cond), None) => match facts.data {
+                DataView::Seen(seen) if !data_matches(cond, seen) => {
+                    Some("no: the data classes it names were not found")
+                }
+                DataView::Tunnel if policy.tunnels == Action::Allow => {
+                    Some("no: tunnel content is not inspected")
+                }
+                DataView::Uninspectable if policy.uninspectable == Action::Allow => {
+                    Some("no: body could not be inspected")
+                }
+                _ => None,
+            },
+        };
+        match data {
+            Some(w) => out.push((rule.id.to_string(), w)),
+            None => {
+                out.push((rule.id.to_string(), "matched"));
+                return out;
+            }
+        }
+    }
+    out.push(("default".to_owned(), "matched: no rule matched"));
+    out
+}
+
+fn mismatch(policy: &Policy, rule: &Rule, f: &Facts<'_>) -> Option<&'static str> {
+    if let Some(c) = &rule.clients {
+        if !c.iter().any(|c| f.client_groups.contains(c)) {
+            return Some("no: client group");
+        }
+    }
+    if let Some(h) = &rule.hosts {
+        if !h.iter().any(|p| host_matches(p, f.host)) {
+            return Some("no: host");
+        }
+    }
+    if let Some(h) = &rule.except_hosts {
+        if h.iter().any(|p| host_matches(p, f.host)) {
+            return Some("no: host is excepted");
+        }
+    }
+    if let Some(c) = &rule.countries {
+        if !country_in(policy, c, f.country) {
+            return Some("no: country");
+        }
+    }
+    if let Some(c) = &rule.except_countries {
+        if country_in(policy, c, f.country) {
+            return Some("no: country is excepted");
+        }
+    }
+    if let Some(m) = &rule.methods {
+        if !m.iter().any(|m| m == f.method) {
+            return Some("no: method");
+        }
+    }
+    if let Some(p) = &rule.path_prefix {
+        if !p.iter().any(|p| f.path.starts_with(p.as_str())) {
+            return Some("no: path");
+        }
+    }
+    None
+}
+
 fn builtin(policy: &Policy, action: Action, reason: Reason, rule: &str, msg: &str) -> Decision {
     Decision {
         audit: false,

@@ -12,7 +12,7 @@ pub mod lint;
 pub mod model;
 
 pub use compile::{compile, compile_at, load, today, PolicyError, PolicySource};
-pub use decide::decide;
+pub use decide::{decide, trace};
 
 /// What a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

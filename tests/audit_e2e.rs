@@ -191,3 +191,69 @@ async fn an_unusable_audit_folder_stops_start_up_with_the_reason() {
         .to_string();
     assert!(err.contains("audit"), "{err}");
 }
+
+#[tokio::test]
+async fn the_binary_logs_no_value_and_exits_0_on_sigterm() {
+    require_private_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let us = upstream("127.0.0.3", "usa").await;
+    let cfg = dir.path().join("sima.yaml");
+    // Fixed ports inside the private namespace: nothing else listens there.
+    std::fs::write(
+        &cfg,
+        format!("listen: 127.0.0.1:23129\nadmin_listen: 127.0.0.1:29469\nlog_format: json\naudit:\n  dir: {}\n{GEO_OVERRIDES}", dir.path().join("audit").display()),
+    )
+    .unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sima"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect("127.0.0.1:29469")
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "sima did not start");
+    let a = aadhaar();
+    let (_, out, _) = curl(vec![
+        "-x".into(),
+        "http://127.0.0.1:23129".into(),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "--data".into(),
+        format!(r#"{{"aadhaar":"{a}"}}"#),
+        "-w".into(),
+        " %{http_code}".into(),
+        format!("http://{}/kyc", us.addr),
+    ])
+    .await;
+    assert!(out.ends_with(" 451"), "{out}");
+    let (_, metrics, _) = curl(vec!["http://127.0.0.1:29469/metrics".into()]).await;
+    assert!(!metrics.contains(&a));
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "SIGTERM must drain and exit 0");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains(r#""sima.data_classes":"AADHAAR""#), "{logs}");
+    assert!(
+        logs.contains("shutting down") && logs.contains("stopped"),
+        "{logs}"
+    );
+    assert!(!logs.contains(&a), "a detected value reached the log");
+    assert!(!all_text(&dir.path().join("audit")).contains(&a));
+}

@@ -14,6 +14,10 @@ pub const REQUESTS_TOTAL: &str = "sima_requests_total";
 pub const REQUEST_DURATION: &str = "sima_request_duration_seconds";
 /// `sima_destination_requests_total`
 pub const DESTINATION_REQUESTS: &str = "sima_destination_requests_total";
+/// `sima_proxy_overhead_seconds`
+pub const PROXY_OVERHEAD: &str = "sima_proxy_overhead_seconds";
+/// `sima_geo_database_info`
+pub const GEO_INFO: &str = "sima_geo_database_info";
 /// `sima_geo_lookup_duration_seconds`
 pub const GEO_LOOKUP_DURATION: &str = "sima_geo_lookup_duration_seconds";
 /// `sima_dns_lookup_duration_seconds`
@@ -106,6 +110,10 @@ pub struct Metrics {
     duration: Vec<Histogram>,
     destination: IntCounterVec,
     detections: IntCounterVec,
+    /// Time Sima added to a request: its duration minus the wait for the upstream's
+    /// response head (resolve, checks, inspection, connection setup).
+    pub overhead: Histogram,
+    geo_info: IntGaugeVec,
     /// Geo lookup latency by result (hit/miss/error).
     pub geo_lookup: HistogramVec,
     /// DNS lookup latency.
@@ -159,6 +167,19 @@ impl Metrics {
             ),
             &["country", "decision"],
         )?;
+        let overhead = Histogram::with_opts(
+            HistogramOpts::new(PROXY_OVERHEAD, "Latency Sima adds to a request: total time minus the wait for the upstream response head.")
+                .buckets(REQUEST_BUCKETS.to_vec()),
+        )?;
+        let geo_info = IntGaugeVec::new(
+            Opts::new(
+                GEO_INFO,
+                "The loaded geo database; 1 for its type and origin.",
+            ),
+            &["type", "origin"],
+        )?;
+        registry.register(Box::new(overhead.clone()))?;
+        registry.register(Box::new(geo_info.clone()))?;
         let detections = IntCounterVec::new(
             Opts::new(
                 DETECTIONS,
@@ -301,6 +322,8 @@ impl Metrics {
             duration,
             destination,
             detections,
+            overhead,
+            geo_info,
             geo_lookup,
             dns_lookup,
             upstream_errors,
@@ -363,6 +386,15 @@ impl Metrics {
     pub fn set_snapshot(&self, snap: &crate::proxy::Snapshot) {
         self.set_policy(&snap.policy.name, &snap.policy.hash);
         self.set_geo_build(snap.geo.info().build_epoch);
+        self.geo_info.reset();
+        let origin = if snap.geo.info().origin == "embedded" {
+            "embedded"
+        } else {
+            "file"
+        };
+        self.geo_info
+            .with_label_values(&[&snap.geo.info().database_type, origin])
+            .set(1);
         let classes: Vec<&str> = snap
             .inspector
             .detector()

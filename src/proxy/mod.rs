@@ -124,6 +124,8 @@ pub struct RequestCtx {
     pub target: String,
     /// Request body bytes released upstream before a block.
     pub bytes_released: u64,
+    /// Time spent waiting for the upstream's response head.
+    pub upstream_wait: Duration,
     /// Route name for reverse-proxied requests.
     pub route: Option<String>,
     /// Client groups (policy `clients:`).
@@ -235,6 +237,7 @@ pub async fn handle(
             .path_and_query()
             .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_owned()),
         bytes_released: 0,
+        upstream_wait: Duration::ZERO,
         route: None,
         groups: Vec::new(),
         user: None,
@@ -512,10 +515,12 @@ async fn serve(
     forward::add_forwarded(&mut parts.headers, forwarded, ctx.client.ip());
     let upstream_req = Request::from_parts(parts, body);
     let dial = Dial { addr, tls };
+    let sent = Instant::now();
     let result = shared
         .upstreams
         .send(&dial, &authority, &path_and_query, upstream_req)
         .await;
+    ctx.upstream_wait = sent.elapsed();
     // A streamed body stopped by the inspector aborts the upstream request; the client
     // gets the 451, not whatever the upstream made of a broken request.
     if let Some(slot) = slot {
@@ -802,6 +807,10 @@ fn finish(
     start: Instant,
 ) {
     let elapsed = start.elapsed();
+    shared
+        .metrics
+        .overhead
+        .observe(elapsed.saturating_sub(ctx.upstream_wait).as_secs_f64());
     let country = ctx.country.as_ref().map_or("unknown", |c| c.as_str());
     let counted_country = if ctx.addr.is_some() {
         Some(country)

@@ -14,7 +14,6 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use super::{Body, BoxError, Snapshot};
 use crate::geo::Country;
@@ -96,18 +95,22 @@ pub enum ReadError {
     Timeout(Duration),
     /// The client connection failed.
     #[error("client body: {0}")]
-    Client(#[from] hyper::Error),
+    Client(BoxError),
 }
 
 /// Reads, inspects and judges the body per the streaming rule (invariant I1).
-pub async fn prepare(
+pub async fn prepare<B>(
     inspector: &Inspector,
     judge: Arc<Judge>,
     headers: &HeaderMap,
-    mut body: Incoming,
+    mut body: B,
     mut report: Report,
     read_timeout: Duration,
-) -> Result<Prepared, ReadError> {
+) -> Result<Prepared, ReadError>
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let names = |r: &Report| found(r, inspector.detector());
     if body.is_end_stream() {
         let d = judge.decide(DataView::Seen(report.seen()));
@@ -136,7 +139,7 @@ pub async fn prepare(
                 ended = true;
                 break;
             }
-            Ok(Some(f)) => f?,
+            Ok(Some(f)) => f.map_err(|e| ReadError::Client(e.into()))?,
         };
         match frame.into_data() {
             Ok(data) => {
@@ -173,7 +176,7 @@ pub async fn prepare(
                 return Ok(Prepared::Blocked(d, names(&report)));
             }
             let prefix = Full::new(buf.freeze()).map_err(|never| match never {});
-            let rest = body.map_err(BoxError::from);
+            let rest = body.map_err(Into::into);
             let chained = ChainBody {
                 first: Some(prefix),
                 second: rest,
@@ -282,8 +285,8 @@ fn finish_whole(
 #[error("request body blocked by policy: {0}")]
 pub struct BodyBlocked(String);
 
-struct InspectedBody {
-    inner: Incoming,
+struct InspectedBody<B> {
+    inner: B,
     scan: BodyScan,
     report: Report,
     judge: Arc<Judge>,
@@ -298,7 +301,7 @@ struct InspectedBody {
     released: u64,
 }
 
-impl InspectedBody {
+impl<B> InspectedBody<B> {
     fn block(&mut self, d: Decision) -> BoxError {
         let classes = found(&self.report, &self.detector_names);
         let msg = d.rule.to_string();
@@ -331,7 +334,11 @@ impl InspectedBody {
     }
 }
 
-impl HttpBody for InspectedBody {
+impl<B> HttpBody for InspectedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -352,7 +359,7 @@ impl HttpBody for InspectedBody {
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         if let Err(e) = this.scan.feed(&data, &mut this.report) {
@@ -422,5 +429,131 @@ where
             }
         }
         Pin::new(&mut self.second).poll_frame(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use http_body_util::StreamBody;
+    use proptest::prelude::*;
+
+    fn aadhaar() -> String {
+        (0..10)
+            .map(|d| format!("98765432101{d}"))
+            .find(|s| crate::inspect::detect::Validator::Verhoeff.check(s))
+            .unwrap_or_default()
+    }
+
+    /// Streams `body` in the given pieces through `prepare` for a US destination under the
+    /// embedded india-strict policy; returns what would reach the upstream and whether
+    /// the body was stopped.
+    fn run(body: Vec<u8>, cuts: Vec<usize>, buffer_limit: usize) -> (Vec<u8>, bool) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let snapshot = Arc::new(crate::app::load_snapshot(&Config::default()).unwrap());
+            let mut inspector = Inspector::new(snapshot.inspector.detector().clone());
+            inspector.buffer_limit = buffer_limit;
+            let judge = Arc::new(Judge {
+                snapshot,
+                host: "api.example.com".into(),
+                addr: "203.0.113.9".parse().unwrap(),
+                country: crate::geo::Country::parse("US"),
+                method: "POST".into(),
+                path: "/".into(),
+                groups: Vec::new(),
+            });
+            let mut pieces = Vec::new();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (body.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([body.len()]) {
+                if c > at {
+                    pieces.push(Ok::<_, std::io::Error>(Frame::data(
+                        Bytes::copy_from_slice(&body[at..c]),
+                    )));
+                    at = c;
+                }
+            }
+            let stream = StreamBody::new(futures_util::stream::iter(pieces));
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain"),
+            );
+            let prepared = prepare(
+                &inspector,
+                judge,
+                &headers,
+                stream,
+                Report::default(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            match prepared {
+                Prepared::Blocked(..) => (Vec::new(), true),
+                Prepared::Whole(b, ..) => (b.collect().await.unwrap().to_bytes().to_vec(), false),
+                Prepared::Streaming(mut b, _, slot) => {
+                    let mut got = Vec::new();
+                    let mut stopped = false;
+                    while let Some(f) = b.frame().await {
+                        match f {
+                            Ok(f) => {
+                                got.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..]))
+                            }
+                            Err(_) => {
+                                stopped = true;
+                                break;
+                            }
+                        }
+                    }
+                    assert_eq!(stopped, slot.lock().unwrap().blocked.is_some());
+                    (got, stopped)
+                }
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        // Invariant I1: whatever the chunking and wherever the identifier sits, no byte of
+        // it is released upstream, and the body is stopped rather than completed.
+        #[test]
+        fn no_byte_of_a_planted_identifier_is_released(
+            len in 2_000usize..60_000,
+            at_frac in 0.0f64..1.0,
+            cuts in proptest::collection::vec(0usize..60_000, 0..40),
+            buffer in prop_oneof![Just(256usize), Just(4096), Just(65_536)],
+        ) {
+            let a = aadhaar();
+            let mut body = vec![b'a'; len];
+            let at = 1 + ((len - a.len() - 2) as f64 * at_frac) as usize;
+            body[at - 1] = b' ';
+            body[at..at + a.len()].copy_from_slice(a.as_bytes());
+            body[at + a.len()] = b' ';
+            let (released, stopped) = run(body, cuts, buffer);
+            prop_assert!(stopped, "the body must be stopped");
+            prop_assert!(released.len() <= at, "released {} bytes, identifier at {}", released.len(), at);
+            prop_assert!(!released.iter().any(u8::is_ascii_digit));
+        }
+
+        // And a clean body goes through whole and unchanged.
+        #[test]
+        fn clean_bodies_pass_unchanged(
+            len in 0usize..60_000,
+            cuts in proptest::collection::vec(0usize..60_000, 0..40),
+            buffer in prop_oneof![Just(256usize), Just(65_536)],
+        ) {
+            let body: Vec<u8> = (0..len).map(|i| b"lorem ipsum dolor "[i % 18]).collect();
+            let (released, stopped) = run(body.clone(), cuts, buffer);
+            prop_assert!(!stopped);
+            prop_assert_eq!(released, body);
+        }
     }
 }

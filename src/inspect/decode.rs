@@ -248,7 +248,8 @@ fn corrupt(msg: &str) -> DecodeError {
     DecodeError::Corrupt(msg.to_string())
 }
 
-type Sink<'s> = dyn FnMut(Segment<'_>) + 's;
+/// Receives each segment and whether it ends its run of same-key text (see [`Pipeline::feed_runs`]).
+type Sink<'s> = dyn FnMut(Segment<'_>, bool) + 's;
 type Out<'s> = dyn FnMut(&[u8]) -> Result<(), DecodeError> + 's;
 
 /// Streaming pipeline: content decoding (stacked, applied in reverse order of the header) then structure-aware normalisation.
@@ -329,6 +330,18 @@ impl Pipeline {
         input: &[u8],
         sink: &mut dyn FnMut(Segment<'_>),
     ) -> Result<(), DecodeError> {
+        self.feed_runs(input, &mut |seg, _| sink(seg))
+    }
+
+    /// [`Pipeline::feed`], also telling the sink whether each segment ends a *run* (a
+    /// maximal stretch of the stream with one key): when `true`, the next segment, if any,
+    /// has another key. `false` promises nothing. A scanner can then scan a run that
+    /// arrives whole in place instead of gathering it first.
+    pub fn feed_runs(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn FnMut(Segment<'_>, bool),
+    ) -> Result<(), DecodeError> {
         self.usable()?;
         self.raw_in = self.raw_in.saturating_add(input.len() as u64);
         let result = self.run(input, false, sink);
@@ -339,6 +352,14 @@ impl Pipeline {
     /// stream is `Err(Corrupt)`; an unterminated JSON value or multipart body is not an error
     /// (its bytes were already emitted).
     pub fn finish(&mut self, sink: &mut dyn FnMut(Segment<'_>)) -> Result<(), DecodeError> {
+        self.finish_runs(&mut |seg, _| sink(seg))
+    }
+
+    /// [`Pipeline::finish`] with run ends marked as in [`Pipeline::feed_runs`].
+    pub fn finish_runs(
+        &mut self,
+        sink: &mut dyn FnMut(Segment<'_>, bool),
+    ) -> Result<(), DecodeError> {
         self.usable()?;
         self.finished = true;
         let result = self.run(&[], true, sink);
@@ -376,7 +397,7 @@ impl Pipeline {
         result: Result<(), DecodeError>,
         sink: &mut Sink<'_>,
     ) -> Result<(), DecodeError> {
-        self.norm.em.flush(sink);
+        self.norm.em.flush(false, sink);
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
@@ -1181,7 +1202,8 @@ struct B64 {
 }
 
 impl B64 {
-    fn push(&mut self, c: u8, cls: u8) {
+    /// Counts one more run byte of class `cls` (its bytes are kept by [`B64::keep`]).
+    fn count(&mut self, cls: u8) {
         match cls {
             B64_PAD => self.pad += 1,
             B64_STD => self.std = true,
@@ -1189,9 +1211,14 @@ impl B64 {
             _ => {}
         }
         self.len += 1;
-        if self.len <= BASE64_MAX_RUN {
-            self.run.push(c);
-        }
+    }
+
+    /// Keeps run bytes counted since the last call, up to the first [`BASE64_MAX_RUN`] of
+    /// the run (a longer run is never decoded, so the rest is not needed).
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = BASE64_MAX_RUN.saturating_sub(self.run.len());
+        self.run
+            .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or(&[]));
     }
 
     fn reset(&mut self) {
@@ -1281,15 +1308,19 @@ impl Emitter {
         }
     }
 
-    fn flush(&mut self, sink: &mut Sink<'_>) {
+    /// Hands the buffered text to the sink; `run_ends` when the next text has another key.
+    fn flush(&mut self, run_ends: bool, sink: &mut Sink<'_>) {
         if self.buf.is_empty() {
             return;
         }
-        sink(Segment {
-            text: &self.buf,
-            key: if self.keyed { Some(&self.key) } else { None },
-            offset: self.emitted,
-        });
+        sink(
+            Segment {
+                text: &self.buf,
+                key: if self.keyed { Some(&self.key) } else { None },
+                offset: self.emitted,
+            },
+            run_ends,
+        );
         self.emitted += self.buf.len() as u64;
         self.buf.clear();
     }
@@ -1299,15 +1330,18 @@ impl Emitter {
             return;
         }
         if !self.buf.is_empty() && !self.same_key(key) {
-            self.flush(sink);
+            self.flush(true, sink);
         }
         if self.buf.is_empty() {
             if bytes.len() >= FLUSH_AT {
-                sink(Segment {
-                    text: bytes,
-                    key,
-                    offset: self.emitted,
-                });
+                sink(
+                    Segment {
+                        text: bytes,
+                        key,
+                        offset: self.emitted,
+                    },
+                    false,
+                );
                 self.emitted += bytes.len() as u64;
                 return;
             }
@@ -1317,7 +1351,7 @@ impl Emitter {
         }
         self.buf.extend_from_slice(bytes);
         if self.buf.len() >= FLUSH_AT {
-            self.flush(sink);
+            self.flush(false, sink);
         }
     }
 
@@ -1334,6 +1368,35 @@ impl Emitter {
         self.dirty = true;
     }
 
+    /// [`Emitter::put`] for the last bytes of a value, which the caller ends next (with
+    /// [`Emitter::end_value`] or [`Emitter::boundary`]): whatever follows starts with a
+    /// separator. Under a key, that ends the run, so when nothing of the run is buffered
+    /// the bytes go to the sink as they are, as a whole run, without a copy.
+    fn put_last(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.need_sep {
+            self.need_sep = false;
+            self.raw(&[SEPARATOR], None, sink);
+        }
+        if key.is_some() && (self.buf.is_empty() || !self.same_key(key)) {
+            self.flush(true, sink);
+            sink(
+                Segment {
+                    text: bytes,
+                    key,
+                    offset: self.emitted,
+                },
+                true,
+            );
+            self.emitted += bytes.len() as u64;
+        } else {
+            self.raw(bytes, key, sink);
+        }
+        self.dirty = true;
+    }
+
     /// Marks the end of a value: the next non-empty output is preceded by a separator.
     fn boundary(&mut self) {
         if self.dirty {
@@ -1343,7 +1406,100 @@ impl Emitter {
     }
 
     /// Appends value text, scanning it for base64 runs.
+    ///
+    /// Only runs of at least [`BASE64_MIN_RUN`] bytes can be decoded, and every run ends at
+    /// a byte outside the base64 alphabet (a *stop*, after which no run is open). So where
+    /// no run is open, a stretch that reaches a stop within `BASE64_MIN_RUN` bytes holds no
+    /// candidate and is skipped without looking at each byte: if the byte
+    /// `BASE64_MIN_RUN - 1` ahead is a stop, nothing before it can start a long enough run;
+    /// otherwise the scan resumes after the last stop before it. Everything else (an open
+    /// run, a window without a stop, the tail of `bytes`) goes byte by byte.
+    ///
+    /// Run bytes are not copied one by one either: the run is tracked by counters and its
+    /// start in `bytes` (`run_from`), and copied into `b64.run` only when it may be decoded
+    /// (it ends here as a candidate) or when it goes on past the end of `bytes`.
     fn text(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        self.text_to(bytes, key, false, sink);
+    }
+
+    /// [`Emitter::text`] for the last text of a value under a key (see [`Emitter::put_last`]).
+    fn text_last(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        self.text_to(bytes, key, true, sink);
+    }
+
+    fn text_to(&mut self, bytes: &[u8], key: Option<&[u8]>, last: bool, sink: &mut Sink<'_>) {
+        let class = |c: u8| B64_CLASS[usize::from(c)];
+        let mut start = 0;
+        // Where the current run's bytes begin in `bytes` (0 if it began in an earlier call).
+        let mut run_from = 0;
+        let mut i = 0;
+        loop {
+            // Byte by byte, up to and including the next stop.
+            while let Some(&c) = bytes.get(i) {
+                let cls = class(c);
+                if cls == B64_ALNUM && self.b64.pad == 0 {
+                    // The common case: a run starts or goes on.
+                    if self.b64.len == 0 {
+                        run_from = i;
+                    }
+                    self.b64.len += 1;
+                    i += 1;
+                    continue;
+                }
+                let ends = if cls == B64_NONE {
+                    self.b64.len > 0
+                } else {
+                    cls != B64_PAD && self.b64.pad > 0
+                };
+                if ends {
+                    if self.b64.candidate() {
+                        self.b64.keep(bytes.get(run_from..i).unwrap_or(&[]));
+                        self.put(bytes.get(start..i).unwrap_or(&[]), key, sink);
+                        start = i;
+                        self.close_run(key, sink);
+                    }
+                    self.b64.reset();
+                }
+                i += 1;
+                if cls == B64_NONE {
+                    break;
+                }
+                if self.b64.len == 0 {
+                    run_from = i - 1;
+                }
+                self.b64.count(cls);
+            }
+            // Just after a stop (no run open): skip short stretches.
+            while let Some(&c) = bytes.get(i + BASE64_MIN_RUN - 1) {
+                if class(c) == B64_NONE {
+                    i += BASE64_MIN_RUN;
+                    continue;
+                }
+                let window = bytes.get(i..i + BASE64_MIN_RUN - 1).unwrap_or(&[]);
+                match window.iter().rposition(|&c| class(c) == B64_NONE) {
+                    Some(k) => i += k + 1,
+                    None => break,
+                }
+            }
+            if i >= bytes.len() {
+                break;
+            }
+        }
+        if self.b64.len > 0 {
+            self.b64.keep(bytes.get(run_from..).unwrap_or(&[]));
+        }
+        let rest = bytes.get(start..).unwrap_or(&[]);
+        if last {
+            self.put_last(rest, key, sink);
+        } else {
+            self.put(rest, key, sink);
+        }
+    }
+
+    /// The plain byte-by-byte form of [`Emitter::text`], kept as the reference its
+    /// skipping is tested against.
+    #[cfg(test)]
+    fn text_bytewise(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
         let mut start = 0;
         for (i, &c) in bytes.iter().enumerate() {
             let cls = B64_CLASS[usize::from(c)];
@@ -1361,7 +1517,8 @@ impl Emitter {
                 self.b64.reset();
             }
             if cls != B64_NONE {
-                self.b64.push(c, cls);
+                self.b64.count(cls);
+                self.b64.keep(&[c]);
             }
         }
         self.put(bytes.get(start..).unwrap_or(&[]), key, sink);
@@ -1454,6 +1611,37 @@ fn hex_val(c: u8) -> Option<u8> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
+}
+
+/// Position of the first `"` or `\\` in `s`. JSON strings are mostly short, where
+/// `memchr2`'s set-up costs more than the search: the first 64 bytes are tested eight at a
+/// time in a register (SWAR), the rest is left to `memchr2`.
+fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = LO * b'"' as u64;
+    const BACKSLASHES: u64 = LO * b'\\' as u64;
+    // High bit set in a byte that is zero, and possibly in bytes above a zero byte (a
+    // borrow), so the lowest set bit is always a true zero byte.
+    let zeros = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let mut i = 0;
+    while i < 64 {
+        let Some(chunk) = s.get(i..i + 8) else {
+            return s
+                .get(i..)
+                .and_then(|t| t.iter().position(|&b| b == b'"' || b == b'\\'))
+                .map(|k| i + k);
+        };
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(w);
+        let m = zeros(w ^ QUOTES) | zeros(w ^ BACKSLASHES);
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    memchr::memchr2(b'"', b'\\', s.get(i..).unwrap_or(&[])).map(|k| i + k)
 }
 
 fn key_at(arena: &[u8], range: Option<(usize, usize)>) -> Option<&[u8]> {
@@ -1567,23 +1755,7 @@ impl Json {
                     i = data.len();
                 }
                 JSt::Str => i = self.string(data, i, em, sink),
-                JSt::Num => {
-                    let start = i;
-                    while data.get(i).is_some_and(|&c| {
-                        matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-                    }) {
-                        i += 1;
-                    }
-                    em.put(
-                        data.get(start..i).unwrap_or(&[]),
-                        key_at(&self.arena, self.cur_key()),
-                        sink,
-                    );
-                    if i < data.len() {
-                        em.boundary();
-                        self.st = JSt::After;
-                    }
-                }
+                JSt::Num => i = self.number(data, i, em, sink),
                 JSt::Lit => {
                     let c = data.get(i).copied();
                     if c.is_some() && self.lit.get(self.lit_pos).copied() == c {
@@ -1602,9 +1774,21 @@ impl Json {
                         i += 1;
                         continue;
                     }
+                    // A string or number just begun is read on at once, rather than after
+                    // another round through the state dispatch (the next iteration would
+                    // do the same).
                     match self.structural(c)? {
-                        Step::Consumed => i += 1,
-                        Step::Reprocess => {}
+                        Step::Consumed => {
+                            i += 1;
+                            if self.st == JSt::Str {
+                                i = self.string(data, i, em, sink);
+                            }
+                        }
+                        Step::Reprocess => {
+                            if self.st == JSt::Num {
+                                i = self.number(data, i, em, sink);
+                            }
+                        }
                         Step::Invalid => self.fallback(data, i, em, sink),
                     }
                 }
@@ -1625,6 +1809,33 @@ impl Json {
             }
         }
         Ok(())
+    }
+
+    /// Consumes number bytes from `data[i..]`; returns the new position.
+    fn number(
+        &mut self,
+        data: &[u8],
+        mut i: usize,
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> usize {
+        let start = i;
+        while data
+            .get(i)
+            .is_some_and(|&c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        {
+            i += 1;
+        }
+        let digits = data.get(start..i).unwrap_or(&[]);
+        let key = key_at(&self.arena, self.cur_key());
+        if i < data.len() {
+            em.put_last(digits, key, sink);
+            em.boundary();
+            self.st = JSt::After;
+        } else {
+            em.put(digits, key, sink);
+        }
+        i
     }
 
     /// Handles one non-whitespace byte outside strings, numbers and literals.
@@ -1805,12 +2016,22 @@ impl Json {
                 Esc::None => {
                     if self.high.is_none() {
                         let rest = data.get(i..).unwrap_or(&[]);
-                        let n = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-                        self.scratch.extend_from_slice(rest.get(..n).unwrap_or(&[]));
-                        i += n;
-                        if self.scratch.len() >= FLUSH_AT {
-                            self.flush_str(em, sink);
+                        let n = find_quote_or_backslash(rest).unwrap_or(rest.len());
+                        let run = rest.get(..n).unwrap_or(&[]);
+                        if self.scratch.is_empty() {
+                            // Unescaped text straight from the input, without a copy
+                            // through `scratch` (how string text is cut into emitter calls
+                            // does not change the stream). Before the closing quote it is
+                            // the whole string.
+                            let last = rest.get(n) == Some(&b'"');
+                            self.emit_str(run, last, em, sink);
+                        } else {
+                            self.scratch.extend_from_slice(run);
+                            if self.scratch.len() >= FLUSH_AT {
+                                self.flush_str(em, sink);
+                            }
                         }
+                        i += n;
                         if n > 0 {
                             continue;
                         }
@@ -1878,15 +2099,30 @@ impl Json {
         if self.scratch.is_empty() {
             return;
         }
+        let text = std::mem::take(&mut self.scratch);
+        self.emit_str(&text, false, em, sink);
+        self.scratch = text;
+        self.scratch.clear();
+    }
+
+    /// Emits decoded text of the current string: key text goes to the arena (truncated)
+    /// and out with key `None`, value text out under the current key. `last`: the string
+    /// ends right after `text`.
+    fn emit_str(&mut self, text: &[u8], last: bool, em: &mut Emitter, sink: &mut Sink<'_>) {
+        if text.is_empty() {
+            return;
+        }
         if self.in_key {
             let base = self.frames.last().map_or(self.arena.len(), |f| f.base);
             let room = MAX_KEY_LEN.saturating_sub(self.arena.len() - base);
-            self.arena.extend(self.scratch.iter().take(room));
-            em.put(&self.scratch, None, sink);
+            self.arena
+                .extend_from_slice(text.get(..room.min(text.len())).unwrap_or(&[]));
+            em.put(text, None, sink);
+        } else if last {
+            em.text_last(text, key_at(&self.arena, self.cur_key()), sink);
         } else {
-            em.text(&self.scratch, key_at(&self.arena, self.cur_key()), sink);
+            em.text(text, key_at(&self.arena, self.cur_key()), sink);
         }
-        self.scratch.clear();
     }
 
     fn end_string(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
@@ -3529,6 +3765,71 @@ mod tests {
             let (bytes, bytes_r) = run(kind, &split(&body, &[1]));
             prop_assert_eq!(bytes_r, want_r);
             prop_assert_eq!(bytes, want);
+        }
+
+        #[test]
+        fn quote_search_matches_memchr2(
+            bytes in proptest::collection::vec(
+                prop::sample::select(vec![b'a', b'"', b'\\', 0u8, 0x22 ^ 0x80, 0xff, b'!', b'#', b'[', b']']),
+                0..200,
+            ),
+        ) {
+            prop_assert_eq!(find_quote_or_backslash(&bytes), memchr::memchr2(b'"', b'\\', &bytes));
+        }
+
+        #[test]
+        fn skipping_text_scan_matches_bytewise(
+            body in proptest::collection::vec(
+                prop::sample::select(b"aZ09+/-_=Q ,.\n\xc3".to_vec()),
+                0..600,
+            ),
+            runs in proptest::collection::vec("[A-Za-z0-9+/]{14,40}={0,3}", 0..4),
+            sizes in sizes(),
+        ) {
+            // Real base64 runs (some decodable text) spliced into noise.
+            let mut body = body;
+            for (i, r) in runs.iter().enumerate() {
+                let at = (i * 97) % (body.len() + 1);
+                body.splice(at..at, r.bytes());
+            }
+            let b64 = B64_ENGINE.encode(b"aadhaar 234567890124 here");
+            body.extend_from_slice(b" ");
+            body.extend_from_slice(b64.as_bytes());
+            let stream = |bytewise: bool| {
+                let mut em = Emitter::default();
+                let mut c = Collect::default();
+                let mut sink = |s: Segment<'_>, _| c.push(s);
+                for ch in split(&body, &sizes) {
+                    if bytewise {
+                        em.text_bytewise(ch, Some(b"k"), &mut sink);
+                    } else {
+                        em.text(ch, Some(b"k"), &mut sink);
+                    }
+                }
+                em.end_value(Some(b"k"), &mut sink);
+                em.flush(false, &mut sink);
+                (c.runs, em.b64.segments, em.b64.bytes)
+            };
+            prop_assert_eq!(stream(false), stream(true));
+        }
+
+        #[test]
+        fn run_end_marks_are_true((kind, body) in any_body(), sizes in sizes()) {
+            // A segment marked as ending its run is followed by one with another key, if any.
+            let mut p = Pipeline::new(Vec::new(), kind, Limits::default()).unwrap();
+            let mut segs: Vec<(Option<Vec<u8>>, bool)> = Vec::new();
+            let mut sink = |s: Segment<'_>, ends: bool| segs.push((s.key.map(<[u8]>::to_vec), ends));
+            for ch in split(&body, &sizes) {
+                if p.feed_runs(ch, &mut sink).is_err() {
+                    break;
+                }
+            }
+            let _ = p.finish_runs(&mut sink);
+            for w in segs.windows(2) {
+                if w[0].1 {
+                    prop_assert_ne!(&w[0].0, &w[1].0);
+                }
+            }
         }
 
         #[test]

@@ -155,37 +155,79 @@ fn policy_confidence(c: Confidence) -> PolicyConfidence {
 struct SegmentScanner {
     buf: Vec<u8>,
     base: u64,
-    key: Option<Vec<u8>>,
+    /// Key of the text in `buf` (reused, so a new key costs no allocation).
+    key: Vec<u8>,
+    keyed: bool,
     finalized: u64,
     hold: usize,
     keep: usize,
+    /// `buf` is scanned (then trimmed) once it reaches this length.
+    sync_at: usize,
+    /// Set when the detector has only the built-in classes (see [`Shortcuts`]).
+    shortcuts: Option<Arc<Shortcuts>>,
+    /// With `shortcuts`: what each key seen so far means to the detector.
+    keys: KeyMemo,
     found: Vec<Finding>,
 }
 
 impl SegmentScanner {
-    fn new(detector: &Detector) -> SegmentScanner {
+    fn new(detector: &Detector, shortcuts: Option<Arc<Shortcuts>>) -> SegmentScanner {
         let hold = detector.max_match_len() + 2;
+        let keep = hold + detector.max_match_len() + detect::CONTEXT_WINDOW + 8;
         SegmentScanner {
             buf: Vec::new(),
             base: 0,
-            key: None,
+            key: Vec::new(),
+            keyed: false,
             finalized: 0,
             hold,
-            keep: hold + detector.max_match_len() + detect::CONTEXT_WINDOW + 8,
+            keep,
+            sync_at: keep + hold + 16 * 1024,
+            shortcuts,
+            keys: KeyMemo::default(),
             found: Vec::new(),
         }
     }
 
-    fn push(&mut self, det: &Detector, seg: &Segment<'_>, report: &mut Report, loc: Location) {
+    fn key(&self) -> Option<&[u8]> {
+        self.keyed.then_some(self.key.as_slice())
+    }
+
+    /// Takes the next segment. `run_ends`: the segment is the last of its run of same-key
+    /// text (the next one has another key), as the pipeline reports it.
+    fn push(
+        &mut self,
+        det: &Detector,
+        seg: &Segment<'_>,
+        run_ends: bool,
+        report: &mut Report,
+        loc: Location,
+    ) {
         let contiguous = seg.offset == self.base + self.buf.len() as u64;
-        if !contiguous || seg.key != self.key.as_deref() {
+        let new_run = !contiguous || seg.key != self.key();
+        if run_ends && (new_run || self.buf.is_empty()) && seg.text.len() < self.sync_at {
+            // A whole run in one segment: scanning it in place is what copying it into
+            // `buf` and flushing at the next key would do (a run this short is never
+            // synced). `buf` is left empty with `base == finalized`, where its key does
+            // not matter.
+            self.flush(det, report, loc);
+            let end = seg.offset + seg.text.len() as u64;
+            self.finalized = seg.offset;
+            self.scan_text(det, seg.text, seg.offset, seg.key, report, loc, end);
+            self.base = end;
+            self.finalized = end;
+            return;
+        }
+        if new_run {
             self.flush(det, report, loc);
             self.base = seg.offset;
             self.finalized = seg.offset;
-            self.key = seg.key.map(<[u8]>::to_vec);
+            self.keyed = seg.key.is_some();
+            self.key.clear();
+            self.key.extend_from_slice(seg.key.unwrap_or_default());
         }
         self.buf.extend_from_slice(seg.text);
-        if self.buf.len() >= self.keep + self.hold + 16 * 1024 {
+        if self.buf.len() >= self.sync_at {
             self.sync(det, report, loc);
         }
     }
@@ -216,14 +258,243 @@ impl SegmentScanner {
     }
 
     fn scan(&mut self, det: &Detector, report: &mut Report, loc: Location, limit: u64) {
+        let buf = std::mem::take(&mut self.buf);
+        let key = std::mem::take(&mut self.key);
+        let keyed = self.keyed.then_some(key.as_slice());
+        self.scan_text(det, &buf, self.base, keyed, report, loc, limit);
+        self.buf = buf;
+        self.key = key;
+    }
+
+    /// Reports the findings in `text` (at stream offset `base`) that end after
+    /// `self.finalized` and at or before `limit`.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_text(
+        &mut self,
+        det: &Detector,
+        text: &[u8],
+        base: u64,
+        key: Option<&[u8]>,
+        report: &mut Report,
+        loc: Location,
+        limit: u64,
+    ) {
+        let mut key = key;
+        if self.shortcuts.is_some() {
+            let info = key.map(|k| self.key_info(det, k)).unwrap_or_default();
+            // Without a digit or `@` only a field-only class, named by the key, can match.
+            if !info.field_only && !has_trigger(text) {
+                return;
+            }
+            // A key naming no class is no key at all to the detector, which then need not
+            // look it up (per call, the larger part of its cost on short values).
+            if !info.named {
+                key = None;
+            }
+        }
         self.found.clear();
-        det.scan(&self.buf, self.base, self.key.as_deref(), &mut self.found);
+        det.scan(text, base, key, &mut self.found);
         for f in &self.found {
             if f.end() > self.finalized && f.end() <= limit {
                 report.add(f, loc);
             }
         }
     }
+}
+
+impl SegmentScanner {
+    /// What `key` means to the detector, remembered per key (bodies repeat a few keys).
+    fn key_info(&mut self, det: &Detector, key: &[u8]) -> KeyInfo {
+        if let Some(info) = self.keys.get(key) {
+            return info;
+        }
+        let named = self.shortcuts.as_ref().is_none_or(|s| s.may_name(key));
+        let field_only = named && {
+            // Text without a digit or `@` matches only a field-only class named by the key.
+            self.found.clear();
+            det.scan(b"x", 0, Some(key), &mut self.found);
+            !self.found.is_empty()
+        };
+        let info = KeyInfo { named, field_only };
+        self.keys.put(key, info);
+        info
+    }
+}
+
+/// What a key means to a built-in-only detector.
+#[derive(Clone, Copy, Default)]
+struct KeyInfo {
+    /// The key may name a class (when false, scanning under it is scanning under no key).
+    named: bool,
+    /// Any non-blank text under the key is a finding of a field-only class.
+    field_only: bool,
+}
+
+/// Memo of [`KeyInfo`] per key: a small two-way set-associative table (a body repeats a
+/// few keys; a body with endless distinct keys just recomputes). It is consulted for
+/// every keyed segment, so a lookup must cost less than the detector's own key matching:
+/// keys are told apart by length and two words loaded from their ends, which identify a
+/// key of up to 16 bytes exactly; only longer keys are compared whole.
+#[derive(Default)]
+struct KeyMemo {
+    slots: Vec<KeySlot>,
+}
+
+#[derive(Clone, Default)]
+struct KeySlot {
+    used: bool,
+    len: usize,
+    words: (u64, u64),
+    /// The whole key, when longer than 16 bytes.
+    long: Vec<u8>,
+    info: KeyInfo,
+}
+
+impl KeyMemo {
+    const WAYS: usize = 2;
+    const SETS: usize = 128;
+
+    /// Two words that, with the length, identify a key of up to 16 bytes.
+    fn words(key: &[u8]) -> (u64, u64) {
+        // Fixed-size loads (a variable-length copy would be a `memcpy` call).
+        let w8 = |at: usize| {
+            key.get(at..at + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let w4 = |at: usize| {
+            key.get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, |b| u64::from(u32::from_le_bytes(b)))
+        };
+        let n = key.len();
+        match n {
+            8.. => (w8(0), w8(n - 8)),
+            4..=7 => (w4(0), w4(n - 4)),
+            _ => (key.iter().fold(0, |w, &b| w << 8 | u64::from(b)), 0),
+        }
+    }
+
+    fn set(len: usize, words: (u64, u64)) -> usize {
+        let h = (words.0 ^ (len as u64))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(words.1.wrapping_mul(0xc2b2_ae3d_27d4_eb4f));
+        (h >> 32) as usize % Self::SETS * Self::WAYS
+    }
+
+    fn get(&self, key: &[u8]) -> Option<KeyInfo> {
+        let words = Self::words(key);
+        let set = Self::set(key.len(), words);
+        self.slots
+            .get(set..set + Self::WAYS)?
+            .iter()
+            .find(|s| {
+                s.used
+                    && s.len == key.len()
+                    && s.words == words
+                    && (key.len() <= 16 || s.long == key)
+            })
+            .map(|s| s.info)
+    }
+
+    fn put(&mut self, key: &[u8], info: KeyInfo) {
+        if self.slots.is_empty() {
+            self.slots = vec![KeySlot::default(); Self::SETS * Self::WAYS];
+        }
+        let words = Self::words(key);
+        let set = Self::set(key.len(), words);
+        let Some(ways) = self.slots.get_mut(set..set + Self::WAYS) else {
+            return;
+        };
+        // The newest key goes first; the older one moves over (the oldest drops out).
+        ways.rotate_right(1);
+        if let Some(slot) = ways.first_mut() {
+            slot.used = true;
+            slot.len = key.len();
+            slot.words = words;
+            slot.long.clear();
+            if key.len() > 16 {
+                slot.long.extend_from_slice(key);
+            }
+            slot.info = info;
+        }
+    }
+}
+
+/// Facts about a detector with only the built-in classes that let the scanner skip work
+/// without changing a finding (`detect.rs` documents the first; the second follows from
+/// `Detector::scan`, which uses a key only through the classes whose field names it
+/// matches):
+///
+/// * every built-in identifier contains an ASCII digit or an `@`, so text without one
+///   can only be a finding of a field-only class named by its key;
+/// * a key matches a field name only if, normalised like field names (ASCII lower case,
+///   without `_`, `-`, `.` and spaces), it ends with that normalised name; a key ending
+///   with none names no class, and scanning under it is scanning under no key.
+struct Shortcuts {
+    /// Normalised field names of the built-in classes.
+    fields: Vec<Vec<u8>>,
+}
+
+impl Shortcuts {
+    /// `Some` when `det` has exactly the built-in classes.
+    fn new(det: &Detector) -> Option<Shortcuts> {
+        let builtin = Detector::builtin_specs();
+        let same = det.classes().count() == builtin.len()
+            && det
+                .classes()
+                .zip(&builtin)
+                .all(|((_, name), spec)| name == spec.name);
+        if !same {
+            return None;
+        }
+        let mut fields: Vec<Vec<u8>> = builtin
+            .iter()
+            .flat_map(|spec| spec.field_names.iter())
+            .map(|f| normalise_key(f.as_bytes()))
+            .filter(|f| !f.is_empty())
+            .collect();
+        fields.sort();
+        fields.dedup();
+        Some(Shortcuts { fields })
+    }
+
+    /// Whether `key` may name a class (over-approximates the detector's own matching).
+    fn may_name(&self, key: &[u8]) -> bool {
+        let key = normalise_key(key);
+        self.fields.iter().any(|f| key.ends_with(f))
+    }
+}
+
+/// A key or field name as the detector compares them.
+fn normalise_key(key: &[u8]) -> Vec<u8> {
+    key.iter()
+        .filter(|b| !matches!(b, b'_' | b'-' | b'.' | b' '))
+        .map(u8::to_ascii_lowercase)
+        .collect()
+}
+
+/// Whether `text` holds a byte that can start a built-in identifier: every built-in
+/// identifier contains an ASCII digit or an `@` (see the [`detect`] module docs).
+fn has_trigger(text: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Non-zero iff some byte of `x` is below `n` (n <= 128).
+    let below = |x: u64, n: u64| x.wrapping_sub(LO * n) & !x & HI;
+    let mut chunks = text.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(w);
+        // A digit is a byte whose xor with b'0' is below 10; `@` xors with itself to 0.
+        if below(w ^ (LO * u64::from(b'0')), 10) | below(w ^ (LO * u64::from(b'@')), 1) != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b.is_ascii_digit() || b == b'@')
 }
 
 /// Inspection settings plus the detector: built once, shared by every request.
@@ -236,12 +507,15 @@ pub struct Inspector {
     pub max_encoded_body: usize,
     /// Raw bytes held back while streaming.
     pub hold_back: usize,
+    /// See [`Shortcuts`]; worked out once here rather than per body.
+    shortcuts: Option<Arc<Shortcuts>>,
 }
 
 impl Inspector {
     /// An inspector with the given detector and default limits.
     pub fn new(detector: Arc<Detector>) -> Inspector {
         Inspector {
+            shortcuts: Shortcuts::new(&detector).map(Arc::new),
             detector,
             limits: Limits::default(),
             buffer_limit: DEFAULT_BUFFER_LIMIT,
@@ -318,7 +592,7 @@ impl Inspector {
         let pipeline = Pipeline::from_headers(ct, ce, self.limits)?;
         Ok(BodyScan {
             pipeline,
-            scanner: SegmentScanner::new(&self.detector),
+            scanner: SegmentScanner::new(&self.detector, self.shortcuts.clone()),
             detector: self.detector.clone(),
         })
     }
@@ -348,8 +622,8 @@ impl BodyScan {
     /// Feeds raw body bytes; findings are final up to the hold window.
     pub fn feed(&mut self, bytes: &[u8], report: &mut Report) -> Result<(), DecodeError> {
         let (scanner, det) = (&mut self.scanner, &*self.detector);
-        self.pipeline.feed(bytes, &mut |seg| {
-            scanner.push(det, &seg, report, Location::Body)
+        self.pipeline.feed_runs(bytes, &mut |seg, ends| {
+            scanner.push(det, &seg, ends, report, Location::Body)
         })?;
         self.scanner.sync(det, report, Location::Body);
         Ok(())
@@ -359,7 +633,7 @@ impl BodyScan {
     pub fn finish(&mut self, report: &mut Report) -> Result<(), DecodeError> {
         let (scanner, det) = (&mut self.scanner, &*self.detector);
         self.pipeline
-            .finish(&mut |seg| scanner.push(det, &seg, report, Location::Body))?;
+            .finish_runs(&mut |seg, ends| scanner.push(det, &seg, ends, report, Location::Body))?;
         self.scanner.flush(det, report, Location::Body);
         Ok(())
     }
@@ -367,3 +641,162 @@ impl BodyScan {
 
 #[cfg(test)]
 mod tests;
+
+/// The scanner's shortcuts (whole runs scanned in place, trigger-free text skipped) against
+/// the plain rule: each maximal same-key run of the normalised stream scanned whole.
+#[cfg(test)]
+mod shortcut_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_ct() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        h
+    }
+
+    /// Findings (sorted) through `BodyScan` with the body cut at `cuts`.
+    fn via_scanner(ins: &Inspector, body: &[u8], cuts: &[usize]) -> (Vec<Item>, Report) {
+        let mut scan = ins.body(&json_ct()).unwrap_or_else(|e| panic!("{e}"));
+        let mut report = Report::default();
+        let mut start = 0;
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (body.len() + 1)).collect();
+        cuts.sort_unstable();
+        for c in cuts {
+            let _ = scan.feed(body.get(start..c).unwrap_or_default(), &mut report);
+            start = c;
+        }
+        let _ = scan.feed(body.get(start..).unwrap_or_default(), &mut report);
+        let _ = scan.finish(&mut report);
+        let mut items = report.items().to_vec();
+        items.sort_by_key(|i| (i.offset, i.class, i.len));
+        (items, report)
+    }
+
+    /// Findings (sorted) of every maximal run scanned whole, no shortcuts.
+    fn plain(det: &Detector, body: &[u8]) -> Vec<Item> {
+        let mut p = Pipeline::from_headers(Some("application/json"), None, Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut runs: Vec<(u64, Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+        let mut sink = |s: Segment<'_>| {
+            let key = s.key.map(<[u8]>::to_vec);
+            match runs.last_mut() {
+                Some((_, k, t)) if *k == key => t.extend_from_slice(s.text),
+                _ => runs.push((s.offset, key, s.text.to_vec())),
+            }
+        };
+        let _ = p.feed(body, &mut sink);
+        let _ = p.finish(&mut sink);
+        let mut report = Report::default();
+        for (offset, key, text) in &runs {
+            let mut found = Vec::new();
+            det.scan(text, *offset, key.as_deref(), &mut found);
+            for f in &found {
+                report.add(f, Location::Body);
+            }
+        }
+        let mut items = report.items().to_vec();
+        items.sort_by_key(|i| (i.offset, i.class, i.len));
+        items
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "\"234567890124\"",
+            "\"ABCPE1234F\"",
+            "\"J8369854\"",
+            "\"asha@okicici\"",
+            "\"1990-01-01\"",
+            "\"plain words\"",
+            "\" \"",
+            "\"\"",
+            "123456789012",
+            "\"passport J8369854\"",
+            "\"MjM0NTY3ODkwMTI0IGFhZGhhYXI=\"",
+            "[\"x\",\"98765 43210\"]",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let key = prop::sample::select(vec![
+            "dob",
+            "birth_date",
+            "passport_no",
+            "mobile",
+            "note",
+            "x",
+            "acct_no",
+            "pan",
+            "customerMobile",
+            "PASSPORT-NO",
+            "payer.vpa",
+            "Date Of Birth",
+            "xdob",
+            "mobilex",
+            "AccountNo",
+            "id",
+        ]);
+        proptest::collection::vec((key, value()), 1..40).prop_map(|kv| {
+            let members: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", members.join(",")).into_bytes()
+        })
+    }
+
+    #[test]
+    fn shortcuts_only_for_builtin_detectors() {
+        assert!(Shortcuts::new(&Detector::builtin()).is_some());
+        let custom = detect::ClassSpec {
+            name: "SECRET".into(),
+            pattern: Some("SECRET-[A-Z]{4}".into()),
+            ..Default::default()
+        };
+        let det = Detector::new(&[custom]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(Shortcuts::new(&det).is_none());
+        // Trigger-free text is still scanned when custom classes exist.
+        let ins = Inspector::new(Arc::new(det));
+        let (items, _) = via_scanner(&ins, br#"{"a":"SECRET-ABCD","b":"x"}"#, &[]);
+        assert_eq!(items.len(), 1, "{items:?}");
+    }
+
+    #[test]
+    fn field_only_keys_still_fire_without_digits() {
+        let ins = Inspector::new(Arc::new(Detector::builtin()));
+        let body = br#"{"dob":"first of May","note":"first of May","dob":"  ","birth_date":"x"}"#;
+        let (items, _) = via_scanner(&ins, body, &[]);
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert_eq!(items, plain(ins.detector(), body));
+    }
+
+    #[test]
+    fn has_trigger_matches_bytewise() {
+        for n in 0..40 {
+            for b in [b'0', b'9', b'@', b'/', b':', b'?', b'A', 0x80 | b'0', 0xc0] {
+                let mut t = vec![b'a'; n];
+                if let Some(x) = t.last_mut() {
+                    *x = b;
+                }
+                let want = t.iter().any(|&c| c.is_ascii_digit() || c == b'@');
+                assert_eq!(has_trigger(&t), want, "{t:?}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn shortcuts_change_no_finding(
+            body in body(),
+            cuts in proptest::collection::vec(0usize..2000, 0..8),
+        ) {
+            let ins = Inspector::new(Arc::new(Detector::builtin()));
+            let want = plain(ins.detector(), &body);
+            let (got, _) = via_scanner(&ins, &body, &cuts);
+            prop_assert_eq!(got, want);
+        }
+    }
+}

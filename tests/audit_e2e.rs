@@ -90,6 +90,8 @@ async fn blocks_and_reports_are_recorded_without_values_and_the_chain_survives_r
         .collect();
     assert_eq!(classes, ["AADHAAR", "PAN"]);
     assert_eq!(r["data"][0]["locations"], serde_json::json!(["body"]));
+    let aadhaar_print = r["data"][0]["fingerprints"][0].as_str().unwrap().to_owned();
+    assert_eq!(aadhaar_print.len(), 16, "a 16-hex-digit keyed fingerprint");
     let m = String::from_utf8(sima.shared.metrics.render()).unwrap();
     assert!(
         m.contains(r#"sima_audit_records_total{action="block"} 1"#),
@@ -100,9 +102,11 @@ async fn blocks_and_reports_are_recorded_without_values_and_the_chain_survives_r
 
     // Restart on the same folder: the chain continues.
     let sima = start(cfg()).await;
+    // The same Aadhaar, spelled with spaces, in the query: the same fingerprint.
+    let spaced = format!("{}+{}+{}", &a[..4], &a[4..8], &a[8..]);
     let (status, _, _) = get(
         sima.info.proxy,
-        &format!("http://{}/q?pan=ABCPE1234F", us.addr),
+        &format!("http://{}/q?id={spaced}", us.addr),
     )
     .await;
     assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
@@ -114,6 +118,12 @@ async fn blocks_and_reports_are_recorded_without_values_and_the_chain_survives_r
         recs[0]["seq"].as_u64().map(|s| s + 1)
     );
     assert_eq!(recs[1]["prev"], recs[0]["hash"]);
+    assert_eq!(recs[1]["data"][0]["class"], "AADHAAR");
+    assert_eq!(
+        recs[1]["data"][0]["fingerprints"][0],
+        aadhaar_print.as_str(),
+        "repeats must correlate across restarts"
+    );
     let report = sima::audit::verify(std::slice::from_ref(&audit)).unwrap();
     assert!(report.is_intact(), "{:?}", report.broken);
     assert_eq!(report.records, 2);

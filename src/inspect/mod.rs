@@ -64,6 +64,24 @@ pub struct Item {
     pub len: u32,
 }
 
+/// Keyed fingerprints of detected values per class kept in a report: enough to correlate
+/// repeats, bounded so a body full of identifiers cannot grow the audit record without end.
+pub const MAX_FINGERPRINTS_PER_CLASS: usize = 8;
+
+/// Turns a detected value into a keyed fingerprint (`class`, normalised value). The key
+/// stays with the caller; the inspector only ever hands values to this function.
+#[derive(Clone)]
+pub struct Fingerprints(
+    pub Arc<dyn Fn(&str, &[u8]) -> String + Send + Sync>,
+    pub Arc<Detector>,
+);
+
+impl std::fmt::Debug for Fingerprints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprints(..)")
+    }
+}
+
 /// Everything found in one request.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
@@ -71,9 +89,52 @@ pub struct Report {
     counts: Vec<(ClassId, Location, u32)>,
     seen: Vec<DataSeen>,
     changed: bool,
+    fingerprinter: Option<Fingerprints>,
+    prints: Vec<(ClassId, String)>,
 }
 
 impl Report {
+    /// A report that also keeps keyed fingerprints of what it finds.
+    pub fn with_fingerprints(f: Fingerprints) -> Report {
+        Report {
+            fingerprinter: Some(f),
+            ..Report::default()
+        }
+    }
+
+    /// Fingerprints kept for `class` (at most `MAX_FINGERPRINTS_PER_CLASS`, distinct).
+    pub fn fingerprints(&self, class: ClassId) -> impl Iterator<Item = &str> {
+        self.prints
+            .iter()
+            .filter(move |(c, _)| *c == class)
+            .map(|(_, p)| p.as_str())
+    }
+
+    fn add_value(&mut self, f: &Finding, location: Location, text: &[u8], base: u64) {
+        if let Some(fp) = &self.fingerprinter {
+            let kept = self.prints.iter().filter(|(c, _)| *c == f.class).count();
+            let start = usize::try_from(f.offset.saturating_sub(base)).unwrap_or(usize::MAX);
+            let value = text.get(start..start.saturating_add(f.len as usize));
+            if let (true, Some(value)) = (kept < MAX_FINGERPRINTS_PER_CLASS, value) {
+                // Spelling must not matter: `2345 6789 0124` and `234567890124` correlate.
+                let norm: Vec<u8> = value
+                    .iter()
+                    .filter(|b| b.is_ascii_alphanumeric() || **b == b'@' || **b == b'.')
+                    .map(u8::to_ascii_lowercase)
+                    .collect();
+                let print = (fp.0)(fp.1.class_name(f.class), &norm);
+                if !self
+                    .prints
+                    .iter()
+                    .any(|(c, p)| *c == f.class && *p == print)
+                {
+                    self.prints.push((f.class, print));
+                }
+            }
+        }
+        self.add(f, location);
+    }
+
     fn add(&mut self, f: &Finding, location: Location) {
         if self.items.len() < MAX_ITEMS {
             self.items.push(Item {
@@ -296,7 +357,7 @@ impl SegmentScanner {
         det.scan(text, base, key, &mut self.found);
         for f in &self.found {
             if f.end() > self.finalized && f.end() <= limit {
-                report.add(f, loc);
+                report.add_value(f, loc, text, base);
             }
         }
     }
@@ -577,7 +638,7 @@ impl Inspector {
         let mut found = Vec::new();
         self.detector.scan(text, 0, key, &mut found);
         for f in &found {
-            report.add(f, loc);
+            report.add_value(f, loc, text, 0);
         }
     }
 

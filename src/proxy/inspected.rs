@@ -250,7 +250,7 @@ pub fn found(report: &Report, detector: &crate::inspect::detect::Detector) -> Fo
                 class: name.to_owned(),
                 count: u64::from(*n),
                 locations: vec![al],
-                fingerprints: Vec::new(),
+                fingerprints: report.fingerprints(*class).map(str::to_owned).collect(),
             }),
         }
     }

@@ -77,10 +77,7 @@ pub struct Shared {
     group_limits: HashMap<String, Arc<tokio::sync::Semaphore>>,
     /// The audit log writer.
     pub audit: crate::audit::AuditHandle,
-    #[expect(
-        dead_code,
-        reason = "fingerprints join the audit records once the scanner hands matched spans to it"
-    )]
+    /// Keyed fingerprints of detected values, for audit records.
     fingerprinter: Arc<crate::audit::Fingerprinter>,
 }
 
@@ -465,7 +462,11 @@ async fn serve(
             groups: ctx.groups.clone(),
         });
         let inspector = &snapshot.inspector;
-        let mut report = Report::default();
+        let fp = shared.fingerprinter.clone();
+        let mut report = Report::with_fingerprints(crate::inspect::Fingerprints(
+            Arc::new(move |class: &str, value: &[u8]| fp.fingerprint(class, value)),
+            inspector.detector().clone(),
+        ));
         inspector.inspect_head(
             parts.uri.path(),
             parts.uri.query(),

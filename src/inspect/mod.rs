@@ -70,11 +70,12 @@ pub const MAX_FINGERPRINTS_PER_CLASS: usize = 8;
 
 /// Turns a detected value into a keyed fingerprint (`class`, normalised value). The key
 /// stays with the caller; the inspector only ever hands values to this function.
+/// `(class name, normalised value) -> fingerprint`.
+pub type FingerprintFn = Arc<dyn Fn(&str, &[u8]) -> String + Send + Sync>;
+
+/// A fingerprint function and the detector whose class names it is given.
 #[derive(Clone)]
-pub struct Fingerprints(
-    pub Arc<dyn Fn(&str, &[u8]) -> String + Send + Sync>,
-    pub Arc<Detector>,
-);
+pub struct Fingerprints(pub FingerprintFn, pub Arc<Detector>);
 
 impl std::fmt::Debug for Fingerprints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -186,53 +186,30 @@ pub async fn explain(
     let mut best: Option<(u8, IpAddr, policy::Decision)> = None;
     let mut traces: Vec<(IpAddr, Vec<(String, String)>)> = Vec::new();
     for ip in ips {
-        if let Some(assumed) = req.assume_country {
-            let facts = Facts {
-                host: &host_name,
-                addr: ip,
-                country: assumed,
-                method,
-                path: &path,
-                client_groups: &identity.groups,
-                data,
-            };
-            traces.push((
-                ip,
-                policy::trace(policy, &facts)
-                    .into_iter()
-                    .map(|(r, w)| (r, w.to_owned()))
-                    .collect(),
-            ));
-            if let Outcome::Decided(d) = policy::decide(policy, &facts) {
-                addresses.push(AddressStep {
-                    address: ip.to_string(),
-                    country: assumed.map_or("unknown".into(), |c| c.to_string()),
-                    source: "assumed".into(),
-                    outcome: d.verdict.as_str().into(),
-                    rule: Some(d.rule.to_string()),
-                });
-                best = Some((0, ip, d));
+        let (country, source) = match req.assume_country {
+            // The test states the country: no guard, no geolocation.
+            Some(assumed) => (assumed, "assumed".to_owned()),
+            None => {
+                if let Some(class) = guard::classify(ip) {
+                    if geo.override_for(ip).is_none() {
+                        addresses.push(AddressStep {
+                            address: ip.to_string(),
+                            country: "-".into(),
+                            source: format!("guard: {}", class.as_str()),
+                            outcome: "forbidden".into(),
+                            rule: None,
+                        });
+                        continue;
+                    }
+                }
+                match policy.declared_country(&host_name) {
+                    Some(c) => (Some(c), "declared".to_owned()),
+                    None => match geo.locate(ip) {
+                        Ok(l) => (l.country, l.source.as_str().to_owned()),
+                        Err(e) => (None, format!("error: {e}")),
+                    },
+                }
             }
-            continue;
-        }
-        if let Some(class) = guard::classify(ip) {
-            if geo.override_for(ip).is_none() {
-                addresses.push(AddressStep {
-                    address: ip.to_string(),
-                    country: "-".into(),
-                    source: format!("guard: {}", class.as_str()),
-                    outcome: "forbidden".into(),
-                    rule: None,
-                });
-                continue;
-            }
-        }
-        let (country, source) = match policy.declared_country(&host_name) {
-            Some(c) => (Some(c), "declared".to_owned()),
-            None => match geo.locate(ip) {
-                Ok(l) => (l.country, l.source.as_str().to_owned()),
-                Err(e) => (None, format!("error: {e}")),
-            },
         };
         let facts = Facts {
             host: &host_name,
@@ -243,13 +220,11 @@ pub async fn explain(
             client_groups: &identity.groups,
             data,
         };
-        traces.push((
-            ip,
-            policy::trace(policy, &facts)
-                .into_iter()
-                .map(|(r, w)| (r, w.to_owned()))
-                .collect(),
-        ));
+        let trace = policy::trace(policy, &facts)
+            .into_iter()
+            .map(|(r, w)| (r, w.to_owned()))
+            .collect();
+        traces.push((ip, trace));
         let d = match policy::decide(policy, &facts) {
             Outcome::Decided(d) => d,
             Outcome::NeedsInspection => continue,

@@ -13,6 +13,19 @@ use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// An upstream on 127.0.0.2 that accepts connections and never answers.
+async fn silent_upstream() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut keep = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            keep.push(s);
+        }
+    });
+    addr
+}
+
 async fn read_head(s: &mut TcpStream) -> String {
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
@@ -103,15 +116,7 @@ async fn a_slowloris_client_is_cut_off_after_the_header_timeout() {
 
 #[tokio::test]
 async fn a_silent_upstream_gives_504_after_the_response_timeout() {
-    // Accepts and reads, never answers.
-    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut keep = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            keep.push(s);
-        }
-    });
+    let addr = silent_upstream().await;
     let sima = start(config(&format!(
         "{GEO_OVERRIDES}timeouts:\n  upstream_response: 300ms\n"
     )))
@@ -141,14 +146,7 @@ async fn a_closed_upstream_port_gives_502_connect_failed() {
 
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_after_the_tunnel_timeout() {
-    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut keep = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            keep.push(s);
-        }
-    });
+    let addr = silent_upstream().await;
     let sima = start(config(&format!(
         "{GEO_OVERRIDES}timeouts:\n  tunnel_idle: 300ms\n"
     )))
@@ -173,14 +171,7 @@ async fn an_idle_tunnel_is_closed_after_the_tunnel_timeout() {
 #[tokio::test]
 async fn a_client_group_at_its_request_limit_gets_503() {
     let dir = tempfile::tempdir().unwrap();
-    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut keep = Vec::new();
-        while let Ok((s, _)) = l.accept().await {
-            keep.push(s);
-        }
-    });
+    let addr = silent_upstream().await;
     let policy = "version: 1\nname: g\nclients:\n  batch: { cidrs: [127.0.0.1/32] }\nrules: []\ndefault: allow\n";
     let sima = start(config(&format!(
         "{}{GEO_OVERRIDES}limits:\n  max_requests_per_group: {{ batch: 1 }}\ntimeouts:\n  upstream_response: 2s\n",

@@ -499,6 +499,12 @@ pub struct AuditRecord {
     pub action: Action,
     /// Closed reason label from the policy.
     pub reason: String,
+    /// The rule's human reason, as shown to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The rule's legal citation, as shown to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citation: Option<String>,
     /// Personal-data findings (fingerprints only).
     pub data: Vec<DataFinding>,
     /// Bytes already sent upstream before the block (0 when blocked before forwarding).
@@ -2034,6 +2040,8 @@ mod tests {
             mode: Mode::Enforce,
             action,
             reason: "personal_data_abroad".into(),
+            message: None,
+            citation: Some("RBI DPSS.CO.OD.No 2785/06.08.005/2017-18".into()),
             data: vec![DataFinding {
                 class: class.into(),
                 count: 1,

@@ -14,6 +14,8 @@ pub const REQUESTS_TOTAL: &str = "sima_requests_total";
 pub const REQUEST_DURATION: &str = "sima_request_duration_seconds";
 /// `sima_destination_requests_total`
 pub const DESTINATION_REQUESTS: &str = "sima_destination_requests_total";
+/// `sima_inspected_bytes_total`
+pub const INSPECTED_BYTES: &str = "sima_inspected_bytes_total";
 /// `sima_proxy_overhead_seconds`
 pub const PROXY_OVERHEAD: &str = "sima_proxy_overhead_seconds";
 /// `sima_geo_database_info`
@@ -114,6 +116,8 @@ pub struct Metrics {
     /// response head (resolve, checks, inspection, connection setup).
     pub overhead: Histogram,
     geo_info: IntGaugeVec,
+    /// Body bytes fed to the inspector (label `direction`; requests only today).
+    pub inspected_bytes: IntCounter,
     /// Geo lookup latency by result (hit/miss/error).
     pub geo_lookup: HistogramVec,
     /// DNS lookup latency.
@@ -178,6 +182,15 @@ impl Metrics {
             ),
             &["type", "origin"],
         )?;
+        let inspected_vec = IntCounterVec::new(
+            Opts::new(
+                INSPECTED_BYTES,
+                "Body bytes read by the inspector, by direction.",
+            ),
+            &["direction"],
+        )?;
+        registry.register(Box::new(inspected_vec.clone()))?;
+        let inspected_bytes = inspected_vec.with_label_values(&["request"]);
         registry.register(Box::new(overhead.clone()))?;
         registry.register(Box::new(geo_info.clone()))?;
         let detections = IntCounterVec::new(
@@ -324,6 +337,7 @@ impl Metrics {
             detections,
             overhead,
             geo_info,
+            inspected_bytes,
             geo_lookup,
             dns_lookup,
             upstream_errors,

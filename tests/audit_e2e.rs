@@ -267,3 +267,28 @@ async fn the_binary_logs_no_value_and_exits_0_on_sigterm() {
     assert!(!logs.contains(&a), "a detected value reached the log");
     assert!(!all_text(&dir.path().join("audit")).contains(&a));
 }
+
+#[tokio::test]
+async fn route_blocks_are_recorded_with_the_rules_reason_and_citation() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(&format!(
+        "audit:\n  dir: {}\n{}{GEO_OVERRIDES}routes:\n  - {{ name: vendor, prefix: /vendor/, upstream: 'http://127.0.0.3:{}' }}\n",
+        audit.display(),
+        policy_file(dir.path(), NO_US_POLICY),
+        us.addr.port()
+    )))
+    .await;
+    let (status, _, _) = get(sima.info.proxy, "/vendor/x").await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    let recs = records(&audit);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["transport"], "route");
+    assert_eq!(recs[0]["message"], "US destinations are not allowed");
+    assert_eq!(recs[0]["citation"], "Test rule 1");
+    assert!(sima::audit::verify(std::slice::from_ref(&audit))
+        .unwrap()
+        .is_intact());
+    sima.shutdown().await;
+}

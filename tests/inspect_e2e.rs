@@ -128,6 +128,14 @@ async fn personal_data_to_a_foreign_destination_is_blocked_at_home_allowed() {
         "{metrics}"
     );
     assert!(!metrics.contains(&aadhaar()));
+    // The two bodies with inspection to do (both to the US; India needs none) were read.
+    assert!(
+        metrics.contains(&format!(
+            "sima_inspected_bytes_total{{direction=\"request\"}} {}",
+            body.len() + clean.len()
+        )),
+        "{metrics}"
+    );
     sima.shutdown().await;
 }
 

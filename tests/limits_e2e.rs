@@ -221,3 +221,18 @@ async fn an_idle_keep_alive_client_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(5));
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn too_many_headers_are_refused() {
+    let sima = start(config("limits:\n  max_headers: 20\n")).await;
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    let mut req = String::from("GET http://127.0.0.2:9/ HTTP/1.1\r\nHost: 127.0.0.2\r\n");
+    for i in 0..40 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+    sima.shutdown().await;
+}

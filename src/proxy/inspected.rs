@@ -106,6 +106,7 @@ pub async fn prepare<B>(
     mut body: B,
     mut report: Report,
     read_timeout: Duration,
+    inspected: prometheus::IntCounter,
 ) -> Result<Prepared, ReadError>
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
@@ -143,6 +144,7 @@ where
         };
         match frame.into_data() {
             Ok(data) => {
+                inspected.inc_by(data.len() as u64);
                 if let Some(s) = scan.as_mut() {
                     if let Err(e) = s.feed(&data, &mut report) {
                         tracing::debug!(error = %e, "body is uninspectable");
@@ -210,6 +212,7 @@ where
         slot: slot.clone(),
         failed: false,
         released: 0,
+        inspected,
     };
     Ok(Prepared::Streaming(streaming.boxed_unsync(), d, slot))
 }
@@ -299,6 +302,7 @@ struct InspectedBody<B> {
     slot: VerdictSlot,
     failed: bool,
     released: u64,
+    inspected: prometheus::IntCounter,
 }
 
 impl<B> InspectedBody<B> {
@@ -362,6 +366,7 @@ where
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
+                        this.inspected.inc_by(data.len() as u64);
                         if let Err(e) = this.scan.feed(&data, &mut this.report) {
                             tracing::debug!(error = %e, "streamed body became uninspectable");
                             let d = uninspectable(&this.judge, &this.report);
@@ -492,6 +497,7 @@ mod tests {
                 stream,
                 Report::default(),
                 Duration::from_secs(5),
+                prometheus::IntCounter::new("t", "t").unwrap(),
             )
             .await
             .unwrap();

@@ -480,6 +480,7 @@ async fn serve(
             body,
             report,
             shared.body_read_timeout,
+            shared.metrics.inspected_bytes.clone(),
         )
         .await
         .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
@@ -612,6 +613,8 @@ async fn audit_flow(
         },
         action,
         reason: d.reason.as_str().to_owned(),
+        message: Some(d.message.to_string()),
+        citation: d.citation.as_deref().map(str::to_owned),
         data: ctx.findings.clone(),
         bytes_released: ctx.bytes_released,
         policy: audit::PolicyRef {

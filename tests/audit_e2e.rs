@@ -292,3 +292,53 @@ async fn route_blocks_are_recorded_with_the_rules_reason_and_citation() {
         .is_intact());
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_large_body_in_report_mode_passes_and_is_recorded_once_judged() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let us = upstream("127.0.0.3", "usa").await;
+    let policy = "version: 1\nname: r\nmode: report\nrules:\n  - id: pd-abroad\n    when: { countries: [foreign], data: any }\n    action: block\ndefault: allow\n";
+    let sima = start(config(&format!(
+        "audit:\n  dir: {}\n{}{GEO_OVERRIDES}",
+        audit.display(),
+        policy_file(dir.path(), policy)
+    )))
+    .await;
+    let a = aadhaar();
+    let mut body = vec![b'x'; 300_000];
+    body[200_000] = b' ';
+    body[200_001..200_013].copy_from_slice(a.as_bytes());
+    body[200_013] = b' ';
+    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = body
+        .chunks(8192)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    let req = Request::post(format!("http://{}/big", us.addr))
+        .header("content-type", "text/plain")
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let resp = send_streaming(sima.info.proxy, req).await;
+    assert_eq!(resp.status(), StatusCode::OK, "report mode lets it pass");
+    assert_eq!(us.requests()[0].body.len(), body.len());
+    let mut recs = Vec::new();
+    for _ in 0..100 {
+        recs = if audit.exists() {
+            records(&audit)
+        } else {
+            Vec::new()
+        };
+        if !recs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(recs.len(), 1, "the report must be recorded");
+    assert_eq!(recs[0]["action"], "report");
+    assert_eq!(recs[0]["rule"], "pd-abroad");
+    assert_eq!(recs[0]["data"][0]["class"], "AADHAAR");
+    assert!(!all_text(&audit).contains(&a));
+    sima.shutdown().await;
+}

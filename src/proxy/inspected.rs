@@ -72,6 +72,9 @@ pub struct Verdicts {
     pub blocked: Option<(Decision, Found)>,
     /// Bytes of the body released upstream before it was stopped.
     pub released: u64,
+    /// Set when the whole body was judged and the flow passes but must be recorded
+    /// (report mode, audited exceptions): the final decision and what was found.
+    pub passed: Option<(Decision, Found)>,
 }
 
 /// Shared slot between the streaming body and the request path.
@@ -81,8 +84,14 @@ pub type VerdictSlot = Arc<Mutex<Verdicts>>;
 pub enum Prepared {
     /// Read and judged whole: send these bytes.
     Whole(Body, Decision, Found),
-    /// Streams through the inspector; the slot tells whether it was stopped.
-    Streaming(Body, Decision, VerdictSlot),
+    /// Streams through the inspector; the slot tells whether it was stopped, and the
+    /// receiver fires once the whole body has been judged and passed.
+    Streaming(
+        Body,
+        Decision,
+        VerdictSlot,
+        Option<tokio::sync::oneshot::Receiver<()>>,
+    ),
     /// Blocked before anything was sent.
     Blocked(Decision, Found),
 }
@@ -187,6 +196,7 @@ where
                 chained.boxed_unsync(),
                 d,
                 VerdictSlot::default(),
+                None,
             ));
         }
     };
@@ -195,6 +205,7 @@ where
         return Ok(Prepared::Blocked(d, names(&report)));
     }
     let slot = VerdictSlot::default();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let mut held = VecDeque::new();
     let held_len = buf.len();
     held.push_back(buf.freeze());
@@ -213,8 +224,14 @@ where
         failed: false,
         released: 0,
         inspected,
+        done: Some(done_tx),
     };
-    Ok(Prepared::Streaming(streaming.boxed_unsync(), d, slot))
+    Ok(Prepared::Streaming(
+        streaming.boxed_unsync(),
+        d,
+        slot,
+        Some(done_rx),
+    ))
 }
 
 fn uninspectable(judge: &Judge, report: &Report) -> Decision {
@@ -303,6 +320,7 @@ struct InspectedBody<B> {
     failed: bool,
     released: u64,
     inspected: prometheus::IntCounter,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl<B> InspectedBody<B> {
@@ -392,6 +410,12 @@ where
                     };
                     if d.verdict == Verdict::Deny {
                         return Poll::Ready(Some(Err(this.block(d))));
+                    }
+                    if let Ok(mut s) = this.slot.lock() {
+                        s.passed = Some((d, found(&this.report, &this.detector_names)));
+                    }
+                    if let Some(done) = this.done.take() {
+                        let _ = done.send(());
                     }
                     this.ended = true;
                 }
@@ -504,7 +528,7 @@ mod tests {
             match prepared {
                 Prepared::Blocked(..) => (Vec::new(), true),
                 Prepared::Whole(b, ..) => (b.collect().await.unwrap().to_bytes().to_vec(), false),
-                Prepared::Streaming(mut b, _, slot) => {
+                Prepared::Streaming(mut b, _, slot, _) => {
                     let mut got = Vec::new();
                     let mut stopped = false;
                     while let Some(f) = b.frame().await {

@@ -90,6 +90,7 @@ pub struct AuditSink {
 }
 
 /// Per-request state, filled in as the steps run; read by the final log line and metrics.
+#[derive(Clone)]
 pub struct RequestCtx {
     /// Request id (also in the `sima-request-id` response header).
     pub id: String,
@@ -295,7 +296,7 @@ fn upstream_kind(e: &upstream::UpstreamError) -> &'static str {
 }
 
 async fn serve(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     snapshot: &Arc<Snapshot>,
     ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
@@ -490,8 +491,17 @@ async fn serve(
                 ctx.set_findings(found);
                 (b, None)
             }
-            inspected::Prepared::Streaming(b, d, slot) => {
+            inspected::Prepared::Streaming(b, d, slot, done) => {
                 ctx.decision = Some(d);
+                if let Some(done) = done {
+                    record_when_passed(
+                        shared.clone(),
+                        snapshot.clone(),
+                        ctx.clone(),
+                        slot.clone(),
+                        done,
+                    );
+                }
                 (b, Some(slot))
             }
             inspected::Prepared::Blocked(d, found) => {
@@ -559,6 +569,30 @@ async fn serve(
         parts,
         body.map_err(BoxError::from).boxed_unsync(),
     ))
+}
+
+/// A streamed body whose final decision lets it pass but wants a record (report mode,
+/// audited exceptions) is recorded once the body has been judged whole. The bytes are
+/// already on their way by then, so a failed record is counted and logged, not enforced.
+fn record_when_passed(
+    shared: Arc<Shared>,
+    snapshot: Arc<Snapshot>,
+    mut ctx: RequestCtx,
+    slot: inspected::VerdictSlot,
+    done: tokio::sync::oneshot::Receiver<()>,
+) {
+    tokio::spawn(async move {
+        if done.await.is_err() {
+            return;
+        }
+        let passed = slot.lock().ok().and_then(|mut s| s.passed.take());
+        if let Some((d, found)) = passed {
+            if needs_record(&d, &found) {
+                ctx.set_findings(found);
+                let _ = audit_flow(&shared, &snapshot, &ctx, &d).await;
+            }
+        }
+    });
 }
 
 /// Report-mode flows always; allowed flows only when their rule asks for an audit and

@@ -236,3 +236,42 @@ async fn too_many_headers_are_refused() {
     assert!(head.starts_with("HTTP/1.1 431"), "{head}");
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_accepts_gives_504_after_the_connect_timeout() {
+    // A listener whose accept queue is full and never drained: new SYNs are dropped, so a
+    // connect hangs until Sima's connect timeout.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  upstream_connect: 300ms\n"
+    )))
+    .await;
+    let started = Instant::now();
+    let (status, headers, body) = get(sima.info.proxy, &format!("http://{addr}/")).await;
+    assert_eq!(
+        status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(headers["sima-reason"], "upstream_timeout");
+    assert!(
+        json(&body)["message"].as_str().unwrap().contains("connect"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(listener);
+    sima.shutdown().await;
+}

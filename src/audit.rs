@@ -962,13 +962,36 @@ impl Progress {
         self.done += n;
         if self.enabled && self.done >= self.next {
             self.next += PROGRESS_EVERY;
-            eprintln!(
-                "verify: {} / {} MiB",
-                self.done / (1024 * 1024),
-                self.total / (1024 * 1024)
-            );
+            eprint!("\r{}", progress_bar(self.done, self.total));
+            if self.done >= self.total {
+                eprintln!();
+            }
         }
     }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        // Leave the terminal on a fresh line if the bar was drawn and not finished.
+        if self.enabled && self.done < self.total && self.next > PROGRESS_EVERY {
+            eprintln!();
+        }
+    }
+}
+
+/// `verify [#########.............]  45% 1234/2740 MiB`, redrawn in place on a terminal.
+fn progress_bar(done: u64, total: u64) -> String {
+    const WIDTH: u64 = 30;
+    let total = total.max(1);
+    let filled = (done.min(total) * WIDTH / total) as usize;
+    format!(
+        "verify [{}{}] {:>3}% {}/{} MiB",
+        "#".repeat(filled),
+        ".".repeat(WIDTH as usize - filled),
+        done.min(total) * 100 / total,
+        done / (1024 * 1024),
+        total / (1024 * 1024)
+    )
 }
 
 /// Whether any line from `reader` onwards, then in `later`, has `seq` in `lo..hi`.
@@ -2012,6 +2035,22 @@ impl WriterState {
             None => date,
         };
         self.open_new(date, last_index)
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    #[test]
+    fn bar_shape() {
+        assert_eq!(
+            super::progress_bar(0, 100),
+            format!("verify [{}]   0% 0/0 MiB", ".".repeat(30))
+        );
+        let half = super::progress_bar(64 << 20, 128 << 20);
+        assert!(
+            half.contains(&"#".repeat(15)) && half.contains(" 50% 64/128 MiB"),
+            "{half}"
+        );
     }
 }
 

@@ -294,6 +294,8 @@ cat >"$TMP/sima/sima.yaml" <<EOF
 listen: 127.0.0.1:$SIMA_PORT
 admin_listen: 127.0.0.1:$SIMA_ADMIN_PORT
 policy: $TMP/sima/bench-policy.yaml
+audit:
+  dir: $TMP/sima/audit
 geo:
   overrides:
     - { cidr: 127.0.0.0/8, country: US }

@@ -342,3 +342,70 @@ async fn a_large_body_in_report_mode_passes_and_is_recorded_once_judged() {
     assert!(!all_text(&audit).contains(&a));
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn audited_exceptions_record_allowed_flows_and_expired_ones_stop_applying() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let us = upstream("127.0.0.3", "usa").await;
+    let policy = r#"
+version: 1
+name: exceptions
+rules:
+  - id: old-vendor-exception
+    when: { data: any, path_prefix: [/old] }
+    action: allow
+    expires: 2020-01-01
+    owner: someone@example.in
+    justification: ended long ago
+  - id: processing-abroad
+    when: { data: any, path_prefix: [/process] }
+    action: allow
+    audit: true
+    expires: 2099-12-31
+    owner: payments-compliance@example.in
+    justification: cross-border authorisation, data returns within one business day
+  - id: personal-data-stays-home
+    when: { countries: [foreign], data: any }
+    action: block
+default: allow
+"#;
+    let sima = start(config(&format!(
+        "audit:\n  dir: {}\n{}{GEO_OVERRIDES}",
+        audit.display(),
+        policy_file(dir.path(), policy)
+    )))
+    .await;
+    let (status, _, _) = get(
+        sima.info.proxy,
+        &format!("http://{}/process?pan=ABCPE1234F", us.addr),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the exception allows it");
+    let (status, _, body) = get(
+        sima.info.proxy,
+        &format!("http://{}/old?pan=ABCPE1234F", us.addr),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+        "an expired exception no longer applies"
+    );
+    assert_eq!(json(&body)["rule"], "personal-data-stays-home");
+    let recs = records(&audit);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(
+        (recs[0]["action"].as_str(), recs[0]["rule"].as_str()),
+        (Some("allow"), Some("processing-abroad"))
+    );
+    assert_eq!(recs[0]["data"][0]["class"], "PAN");
+    assert_eq!(recs[1]["action"], "block");
+    let m = String::from_utf8(sima.shared.metrics.render()).unwrap();
+    assert!(m.contains("sima_policy_expired_exceptions 1"), "{m}");
+    assert!(
+        m.contains(r#"sima_audit_records_total{action="allow"} 1"#),
+        "{m}"
+    );
+    sima.shutdown().await;
+}

@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
+use http_body_util::{BodyExt, Full};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
@@ -204,21 +203,13 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     sima.shutdown().await;
 }
 
-type Frames = StreamBody<
-    futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>,
->;
-
 /// Streams `total` bytes of filler in `chunk`-sized frames, with `planted` at `at`.
 fn streamed(total: usize, chunk: usize, planted: &str, at: usize) -> Frames {
     let mut body = vec![b'a'; total];
     body[at..at + planted.len()].copy_from_slice(planted.as_bytes());
     body[at - 1] = b' ';
     body[at + planted.len()] = b' ';
-    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = body
-        .chunks(chunk)
-        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
-        .collect();
-    StreamBody::new(futures_util::stream::iter(frames))
+    chunked_body(&body, chunk)
 }
 
 #[tokio::test]
@@ -284,13 +275,9 @@ async fn large_clean_body_streams_through_intact() {
     let body: Vec<u8> = (0..(3 << 20))
         .map(|i| b"abcdefghij klmnopqrstuvwxyz\n"[i % 28])
         .collect();
-    let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = body
-        .chunks(10_000)
-        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
-        .collect();
     let req = Request::post(format!("http://{}/big", us.addr))
         .header("content-type", "text/plain")
-        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .body(chunked_body(&body, 10_000))
         .unwrap();
     let resp = send_streaming(sima.info.proxy, req).await;
     assert_eq!(resp.status(), StatusCode::OK);

@@ -278,6 +278,22 @@ where
         .unwrap()
 }
 
+/// A request body streamed from `bytes` in `chunk`-sized frames.
+pub type Frames = http_body_util::StreamBody<
+    futures_util::stream::Iter<
+        std::vec::IntoIter<Result<hyper::body::Frame<Bytes>, std::io::Error>>,
+    >,
+>;
+
+/// Streams `bytes` as a body of `chunk`-sized frames (a chunked upload).
+pub fn chunked_body(bytes: &[u8], chunk: usize) -> Frames {
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = bytes
+        .chunks(chunk)
+        .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+}
+
 /// GET `url` (absolute-form) through `proxy`.
 pub async fn get(proxy: SocketAddr, url: &str) -> (StatusCode, http::HeaderMap, Vec<u8>) {
     let req = Request::get(url).body(Full::new(Bytes::new())).unwrap();

@@ -236,7 +236,7 @@ EOF
 
 { nginx_common "$TMP/nginx"; cat <<EOF
   access_log $TMP/nginx/access.log combined buffer=64k flush=1s;
-  upstream up { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; keepalive_requests 1000000; }
+  upstream up { server 127.0.0.1:$UPSTREAM_PORT; keepalive 1024; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT backlog=4096;
     client_max_body_size 1m;

@@ -103,7 +103,7 @@ async fn route(
             let expired: Vec<&str> = snap.policy.expired.iter().map(|e| e.id.as_str()).collect();
             let body = serde_json::json!({
                 "policy": {
-                    "name": snap.policy.name,
+                    "name": &*snap.policy.name,
                     "hash": snap.policy.hash,
                     "rules": snap.policy.rule_count(),
                     "loaded_at": health.loaded_at.load(Ordering::Relaxed),

@@ -323,7 +323,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let info = StartInfo {
         proxy: proxy_addr,
         admin: admin_addr,
-        policy_name: snapshot.policy.name.clone(),
+        policy_name: snapshot.policy.name.to_string(),
         policy_hash: snapshot.policy.hash.clone(),
         geo: snapshot.geo.info().clone(),
     };

@@ -292,7 +292,7 @@ pub async fn explain(
     Ok(Explanation {
         client,
         policy: format!("{} ({})", policy.name, policy.hash),
-        host: host_name,
+        host: host_name.to_string(),
         addresses,
         chosen,
         findings,

@@ -49,7 +49,7 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Number of request headers accepted.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Idle pooled connections kept per upstream address.
-pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 64;
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 1024;
 
 /// Errors found while loading the configuration; every problem is listed, not just the first.
 #[derive(Debug, thiserror::Error)]

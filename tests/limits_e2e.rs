@@ -275,3 +275,78 @@ async fn an_upstream_that_never_accepts_gives_504_after_the_connect_timeout() {
     drop(listener);
     sima.shutdown().await;
 }
+
+/// An upstream on 127.0.0.2 that counts the connections it accepts and answers each GET
+/// on a keep-alive connection with its head at once and its 5-byte body after `delay`.
+async fn slow_body_upstream(
+    delay: Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+                        if s.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if s.write_all(b"hello").await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn connections_still_streaming_do_not_count_against_the_idle_pool_cap() {
+    // Four requests at once against a cap of two idle connections: all four upstream
+    // connections are kept (none is idle while its body streams) and reused by the next
+    // four, instead of two being closed and reopened on every round.
+    let (addr, accepted) = slow_body_upstream(Duration::from_millis(200)).await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}limits:\n  pool_max_idle_per_host: 2\n"
+    )))
+    .await;
+    let proxy = sima.info.proxy;
+    for round in 0..2 {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..4 {
+            let url = format!("http://{addr}/r{round}-{i}");
+            set.spawn(async move { get(proxy, &url).await });
+        }
+        while let Some(r) = set.join_next().await {
+            let (status, _, body) = r.unwrap();
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(body, b"hello");
+        }
+        // The upstream connections turn idle once the proxy has relayed the last byte.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "upstream connections opened for 2 rounds of 4 concurrent requests"
+    );
+    sima.shutdown().await;
+}

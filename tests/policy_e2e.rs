@@ -117,7 +117,7 @@ async fn a_broken_rewrite_keeps_the_old_policy_and_says_so() {
         "the failed reload",
     )
     .await;
-    assert_eq!(sima.shared.snapshot.load().policy.name, "no-us");
+    assert_eq!(sima.shared.snapshot.load().policy.name, "no-us".into());
     let (status, _, _) = get(sima.info.proxy, &format!("http://{}/x", us.addr)).await;
     assert_eq!(
         status,
@@ -139,7 +139,7 @@ async fn a_broken_rewrite_keeps_the_old_policy_and_says_so() {
     // SIGHUP-style reload after fixing the file clears the degraded state.
     atomic_write(&policy_path, ALLOW_ALL);
     wait_for(
-        || shared.snapshot.load().policy.name == "open",
+        || &*shared.snapshot.load().policy.name == "open",
         "the good reload",
     )
     .await;

@@ -197,7 +197,7 @@ pub fn compile_at(
     let hash = hex::encode(hasher.finalize())[..12].to_owned();
 
     let mut policy = Policy {
-        name: String::new(),
+        name: "".into(),
         hash,
         home: vec![Country::IN],
         mode: Mode::Enforce,
@@ -260,7 +260,7 @@ pub fn compile_at(
             })
             .collect();
         if i == 0 {
-            policy.name = raw.name.clone();
+            policy.name = raw.name.as_str().into();
             policy.home = home;
             policy.mode = mode(raw.mode);
             policy.unknown_country = raw.unknown_country.map(action).unwrap_or(Action::Block);

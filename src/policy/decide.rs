@@ -3,6 +3,8 @@
 
 use super::compile::{CountrySet, DataCond, HostPattern, Rule};
 use super::{Action, DataSeen, DataView, Decision, Facts, Mode, Outcome, Policy, Reason, Verdict};
+use std::sync::Arc;
+
 use crate::geo::Country;
 
 /// Decides one request. With `DataView::NotInspected`, returns `NeedsInspection` as soon as
@@ -14,8 +16,8 @@ pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
             policy,
             policy.unknown_country,
             Reason::UnknownCountry,
-            "unknown_country",
-            "the destination's country could not be determined, and this policy blocks unknown destinations",
+            super::shared_str!("unknown_country"),
+            super::shared_str!("the destination's country could not be determined, and this policy blocks unknown destinations"),
         ));
     }
     for rule in &policy.rules {
@@ -27,8 +29,8 @@ pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
                 DataView::NotInspected => return Outcome::NeedsInspection,
                 DataView::Seen(seen) if !data_matches(cond, seen) => continue,
                 DataView::Seen(_) => None,
-                DataView::Tunnel => Some((policy.tunnels, "tunnel", "this tunnel's content cannot be inspected, and a rule about personal data applies to this destination")),
-                DataView::Uninspectable => Some((policy.uninspectable, "uninspectable", "the request body could not be inspected for personal data, and a rule about personal data applies to this destination")),
+                DataView::Tunnel => Some((policy.tunnels, super::shared_str!("tunnel"), super::shared_str!("this tunnel's content cannot be inspected, and a rule about personal data applies to this destination"))),
+                DataView::Uninspectable => Some((policy.uninspectable, super::shared_str!("uninspectable"), super::shared_str!("the request body could not be inspected for personal data, and a rule about personal data applies to this destination"))),
             };
             if let Some((action, id, msg)) = unseen {
                 if action == Action::Allow {
@@ -58,8 +60,8 @@ pub fn decide(policy: &Policy, facts: &Facts<'_>) -> Outcome {
         } else {
             Reason::DestinationRule
         },
-        "default",
-        "no rule allows this destination",
+        super::shared_str!("default"),
+        super::shared_str!("no rule allows this destination"),
     ))
 }
 
@@ -142,7 +144,13 @@ fn mismatch(policy: &Policy, rule: &Rule, f: &Facts<'_>) -> Option<&'static str>
     None
 }
 
-fn builtin(policy: &Policy, action: Action, reason: Reason, rule: &str, msg: &str) -> Decision {
+fn builtin(
+    policy: &Policy,
+    action: Action,
+    reason: Reason,
+    rule: Arc<str>,
+    msg: Arc<str>,
+) -> Decision {
     Decision {
         audit: false,
         verdict: verdict(action, policy.mode),
@@ -151,11 +159,11 @@ fn builtin(policy: &Policy, action: Action, reason: Reason, rule: &str, msg: &st
         } else {
             reason
         },
-        rule: rule.into(),
+        rule,
         message: if action == Action::Allow {
-            "allowed".into()
+            super::shared_str!("allowed")
         } else {
-            msg.into()
+            msg
         },
         citation: None,
     }

@@ -6,6 +6,18 @@ use std::sync::Arc;
 
 use crate::geo::Country;
 
+/// An `Arc<str>` for a string literal, allocated once per call site: decisions built on
+/// every request share their text instead of allocating it.
+#[macro_export]
+macro_rules! shared_str {
+    ($s:literal) => {{
+        static TEXT: std::sync::LazyLock<std::sync::Arc<str>> =
+            std::sync::LazyLock::new(|| std::sync::Arc::from($s));
+        std::sync::Arc::clone(&TEXT)
+    }};
+}
+pub use shared_str;
+
 pub mod compile;
 pub mod decide;
 pub mod lint;
@@ -195,7 +207,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct Policy {
     /// Name from the first file.
-    pub name: String,
+    pub name: Arc<str>,
     /// Short content hash (sha256 of every file, hex, 12 chars).
     pub hash: String,
     /// Home countries.

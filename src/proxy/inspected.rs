@@ -25,15 +25,15 @@ pub struct Judge {
     /// Snapshot the request started with (invariant I6).
     pub snapshot: Arc<Snapshot>,
     /// Destination host.
-    pub host: String,
+    pub host: Arc<str>,
     /// Dialled address.
     pub addr: IpAddr,
     /// Its country.
     pub country: Option<Country>,
     /// Method.
-    pub method: String,
-    /// Path.
-    pub path: String,
+    pub method: http::Method,
+    /// Path and query (the policy sees the path).
+    pub path: Option<http::uri::PathAndQuery>,
     /// Client groups.
     pub groups: Vec<Arc<str>>,
 }
@@ -45,8 +45,8 @@ impl Judge {
             host: &self.host,
             addr: self.addr,
             country: self.country,
-            method: &self.method,
-            path: &self.path,
+            method: self.method.as_str(),
+            path: self.path.as_ref().map_or("", |p| p.path()),
             client_groups: &self.groups,
             data,
         };
@@ -56,8 +56,8 @@ impl Judge {
             Outcome::NeedsInspection => Decision {
                 verdict: Verdict::Deny,
                 reason: Reason::Uninspectable,
-                rule: "uninspectable".into(),
-                message: "the request could not be judged".into(),
+                rule: policy::shared_str!("uninspectable"),
+                message: policy::shared_str!("the request could not be judged"),
                 citation: None,
                 audit: false,
             },
@@ -492,8 +492,8 @@ mod tests {
                 host: "api.example.com".into(),
                 addr: "203.0.113.9".parse().unwrap(),
                 country: crate::geo::Country::parse("US"),
-                method: "POST".into(),
-                path: "/".into(),
+                method: http::Method::POST,
+                path: Some(http::uri::PathAndQuery::from_static("/")),
                 groups: Vec::new(),
             });
             let mut pieces = Vec::new();

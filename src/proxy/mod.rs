@@ -77,8 +77,9 @@ pub struct Shared {
     group_limits: HashMap<String, Arc<tokio::sync::Semaphore>>,
     /// The audit log writer.
     pub audit: crate::audit::AuditHandle,
-    /// Keyed fingerprints of detected values, for audit records.
-    fingerprinter: Arc<crate::audit::Fingerprinter>,
+    /// Keyed fingerprints of detected values, for audit records (built once, not per
+    /// request).
+    fingerprint_fn: crate::inspect::FingerprintFn,
 }
 
 /// The audit log writer and the key that fingerprints detected values.
@@ -101,7 +102,7 @@ pub struct RequestCtx {
     /// How it arrived.
     pub transport: Transport,
     /// Destination host as the policy sees it.
-    pub host: String,
+    pub host: Arc<str>,
     /// Destination port.
     pub port: u16,
     /// The address dialled (or judged).
@@ -111,7 +112,7 @@ pub struct RequestCtx {
     /// Who answered the geo lookup.
     pub geo_source: Option<GeoSource>,
     /// Policy name.
-    pub policy_name: String,
+    pub policy_name: Arc<str>,
     /// The decision, once made.
     pub decision: Option<Decision>,
     /// Data classes found (names only, never values).
@@ -191,7 +192,10 @@ impl Shared {
                 .map(|(g, n)| (g.clone(), Arc::new(tokio::sync::Semaphore::new(*n))))
                 .collect(),
             audit: audit.handle,
-            fingerprinter: audit.fingerprinter,
+            fingerprint_fn: {
+                let fp = audit.fingerprinter;
+                Arc::new(move |class: &str, value: &[u8]| fp.fingerprint(class, value))
+            },
         }
     }
 
@@ -221,7 +225,7 @@ pub async fn handle(
         client,
         method: req.method().clone(),
         transport: Transport::Forward,
-        host: String::new(),
+        host: Arc::from(""),
         port: 0,
         addr: None,
         country: None,
@@ -329,8 +333,8 @@ async fn serve(
             (
                 a.host,
                 a.port,
-                String::new(),
-                String::new(),
+                HeaderValue::from_static(""),
+                http::uri::PathAndQuery::from_static("/"),
                 None,
                 shared.forwarded,
             )
@@ -344,6 +348,9 @@ async fn serve(
             } else {
                 authority.to_string()
             };
+            // The normalised host is ASCII (IDNA), so this cannot fail; refuse if it does.
+            let shown = HeaderValue::from_maybe_shared(Bytes::from(shown))
+                .map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
             (
                 authority.host,
                 authority.port,
@@ -370,6 +377,8 @@ async fn serve(
                     path: req.uri().path().to_owned(),
                 })?;
             ctx.route = Some(route.name.clone());
+            let path = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(path))
+                .map_err(|e| ProxyError::BadRequest(format!("rewritten path: {e}")))?;
             (
                 route.upstream.clone(),
                 route.port,
@@ -393,8 +402,15 @@ async fn serve(
             r?
         }
     };
-    let path = req.uri().path().to_owned();
-    let chosen = choose(shared, snapshot, ctx, &ips, port, &path)?;
+    let path = req.uri().path_and_query().cloned();
+    let chosen = choose(
+        shared,
+        snapshot,
+        ctx,
+        &ips,
+        port,
+        path.as_ref().map_or("", |p| p.path()),
+    )?;
     ctx.addr = Some(chosen.ip);
     ctx.country = chosen.country;
     ctx.geo_source = Some(chosen.source);
@@ -458,14 +474,13 @@ async fn serve(
             host: ctx.host.clone(),
             addr: chosen.ip,
             country: chosen.country,
-            method: ctx.method.to_string(),
-            path: path.clone(),
+            method: ctx.method.clone(),
+            path,
             groups: ctx.groups.clone(),
         });
         let inspector = &snapshot.inspector;
-        let fp = shared.fingerprinter.clone();
         let mut report = Report::with_fingerprints(crate::inspect::Fingerprints(
-            Arc::new(move |class: &str, value: &[u8]| fp.fingerprint(class, value)),
+            shared.fingerprint_fn.clone(),
             inspector.detector().clone(),
         ));
         inspector.inspect_head(
@@ -627,7 +642,7 @@ async fn audit_flow(
             identity: ctx.user.clone(),
         },
         method: ctx.method.to_string(),
-        host: ctx.host.clone(),
+        host: ctx.host.to_string(),
         port: ctx.port,
         address: ctx.addr,
         country: ctx
@@ -652,7 +667,7 @@ async fn audit_flow(
         data: ctx.findings.clone(),
         bytes_released: ctx.bytes_released,
         policy: audit::PolicyRef {
-            name: snapshot.policy.name.clone(),
+            name: snapshot.policy.name.to_string(),
             hash: snapshot.policy.hash.clone(),
         },
         sima_version: crate::VERSION.to_owned(),
@@ -708,8 +723,8 @@ fn allowed_pending_inspection() -> Decision {
     Decision {
         verdict: Verdict::Allow,
         reason: Reason::Allowed,
-        rule: "pending-inspection".into(),
-        message: "allowed so far; the request is being inspected".into(),
+        rule: policy::shared_str!("pending-inspection"),
+        message: policy::shared_str!("allowed so far; the request is being inspected"),
         citation: None,
         audit: false,
     }
@@ -806,7 +821,7 @@ fn choose(
     }
     match forbidden {
         Some((addr, class)) => Err(ProxyError::ForbiddenAddress {
-            host: ctx.host.clone(),
+            host: ctx.host.to_string(),
             addr,
             class,
         }),

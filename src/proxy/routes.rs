@@ -22,7 +22,7 @@ pub struct Route {
     pub port: u16,
     base_path: String,
     /// `Host`/`:authority` to send.
-    pub authority: String,
+    pub authority: http::HeaderValue,
     /// TLS to originate, for https upstreams.
     pub tls: Option<TlsDial>,
     /// Client-address headers.
@@ -75,6 +75,11 @@ impl Routes {
                     format!("{upstream}:{}", c.upstream_port)
                 }
             });
+            let authority =
+                http::HeaderValue::from_str(&authority).map_err(|_| RouteError::Host {
+                    route: c.name.clone(),
+                    detail: format!("`{authority}` is not a valid Host header value"),
+                })?;
             let tls = if c.upstream_tls {
                 let config = tls::client_config(c.ca_bundle.as_deref()).map_err(|source| {
                     RouteError::Tls {

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use http::uri::PathAndQuery;
 use http::{Method, Uri};
 
 /// A destination host: a normalised name or an IP literal.
@@ -31,8 +32,8 @@ pub enum Target {
     Forward {
         /// Destination.
         authority: Authority,
-        /// Path and query to send (origin-form).
-        path_and_query: String,
+        /// Path and query to send (origin-form); shares the request's buffer.
+        path_and_query: PathAndQuery,
     },
     /// `CONNECT host:port` — a tunnel.
     Connect(Authority),
@@ -84,10 +85,10 @@ impl fmt::Display for Host {
 
 impl Host {
     /// The host as policy rules see it (IPv6 without brackets).
-    pub fn policy_name(&self) -> String {
+    pub fn policy_name(&self) -> std::sync::Arc<str> {
         match self {
-            Host::Name(n) => n.clone(),
-            Host::Ip(ip) => ip.to_string(),
+            Host::Name(n) => n.as_str().into(),
+            Host::Ip(ip) => ip.to_string().into(),
         }
     }
 }
@@ -130,7 +131,10 @@ pub fn parse(method: &Method, uri: &Uri, version: http::Version) -> Result<Targe
                     host: parse_host(auth.host())?,
                     port: auth.port_u16().unwrap_or(80),
                 },
-                path_and_query: uri.path_and_query().map_or("/", |p| p.as_str()).to_owned(),
+                path_and_query: uri
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
             })
         }
         Some(s) if s.eq_ignore_ascii_case("https") => Err(TargetError::HttpsAbsoluteForm),
@@ -208,7 +212,7 @@ mod tests {
                     host: Host::Name("api.example.com".into()),
                     port: 80
                 },
-                path_and_query: "/a?b=c".into()
+                path_and_query: PathAndQuery::from_static("/a?b=c")
             }
         );
         let got = t("GET", "http://[::1]:8080").unwrap();

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{header, Request, Response, Uri};
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -98,6 +99,21 @@ enum Sender {
     H2(http2::SendRequest<Body>),
 }
 
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+    fn is_ready(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        }
+    }
+}
+
 struct Idle {
     sender: Sender,
     since: Instant,
@@ -138,8 +154,8 @@ impl Upstreams {
     pub async fn send(
         &self,
         dial: &Dial,
-        authority: &str,
-        path_and_query: &str,
+        authority: &HeaderValue,
+        path_and_query: &PathAndQuery,
         mut req: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let key = Key {
@@ -254,10 +270,27 @@ impl Upstreams {
                 return;
             }
         }
-        if list.len() < self.settings.max_idle_per_key {
-            list.push(Idle {
-                sender,
-                since: Instant::now(),
+        // h1 connections are checked in as soon as the response head arrives, while the
+        // body still streams: a busy connection is kept (it is idle again in a moment), and
+        // the cap applies to the idle ones. Capping the whole list instead closed a
+        // connection after nearly every response once more requests were in flight than
+        // the cap, and opened a new one for the next.
+        list.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+        let max = self.settings.max_idle_per_key;
+        if list.len() > max {
+            list.retain(|i| !i.sender.is_closed());
+            let mut idle = list.iter().filter(|i| i.sender.is_ready()).count();
+            // Oldest first: they are the ones the server is likeliest to close.
+            list.retain(|i| {
+                if idle > max && i.sender.is_ready() {
+                    idle -= 1;
+                    false
+                } else {
+                    true
+                }
             });
         }
     }
@@ -323,21 +356,32 @@ impl Upstreams {
 }
 
 /// h1 wants origin-form plus `Host`; h2 wants the absolute URI (`:authority`) and no `Host`.
-fn set_target(req: &mut Request<Body>, h2: bool, tls: bool, authority: &str, path_and_query: &str) {
+/// Both share the parsed request's buffers: no copy, no re-parse.
+fn set_target(
+    req: &mut Request<Body>,
+    h2: bool,
+    tls: bool,
+    authority: &HeaderValue,
+    path_and_query: &PathAndQuery,
+) {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(path_and_query.clone());
     if h2 {
-        let scheme = if tls { "https" } else { "http" };
-        if let Ok(uri) = format!("{scheme}://{authority}{path_and_query}").parse::<Uri>() {
-            *req.uri_mut() = uri;
-        }
+        parts.scheme = Some(if tls {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        parts.authority = http::uri::Authority::try_from(authority.as_bytes()).ok();
         req.headers_mut().remove(header::HOST);
         *req.version_mut() = http::Version::HTTP_2;
     } else {
-        if let Ok(uri) = path_and_query.parse::<Uri>() {
-            *req.uri_mut() = uri;
-        }
-        if let Ok(v) = http::HeaderValue::from_str(authority) {
-            req.headers_mut().insert(header::HOST, v);
+        if req.headers().get(header::HOST) != Some(authority) {
+            req.headers_mut().insert(header::HOST, authority.clone());
         }
         *req.version_mut() = http::Version::HTTP_11;
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
     }
 }

@@ -14,6 +14,7 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-2s}"
+ROUNDS="${ROUNDS:-1}"
 ONLY="${ONLY:-direct,sima-forward,sima-route,nginx,squid}"
 SCENARIOS="${SCENARIOS:-get,post}"
 SIMA_BIN="${SIMA_BIN:-$REPO/target/release/sima}"
@@ -34,6 +35,9 @@ Usage: bench/run.sh [options]
   -c, --connections N   wrk connections (default $CONNECTIONS; env CONNECTIONS)
   -t, --threads N       wrk threads (default $THREADS; env THREADS)
   -w, --warmup D        unmeasured warm-up run per case, 0 to skip (default $WARMUP; env WARMUP)
+  -r, --rounds N        measure every target N times, interleaved (round 1 of all targets,
+                        then round 2, ...), and report the median ratio with its range;
+                        use 3 or more on a shared machine (default $ROUNDS; env ROUNDS)
       --only LIST       targets, comma-separated, from: direct,sima-forward,sima-route,nginx,squid
                         ("sima" = both Sima targets; default all; env ONLY)
       --scenarios LIST  get,post (default both; env SCENARIOS)
@@ -52,6 +56,7 @@ while (($#)); do
     -c|--connections) CONNECTIONS="$2"; shift 2 ;;
     -t|--threads) THREADS="$2"; shift 2 ;;
     -w|--warmup) WARMUP="$2"; shift 2 ;;
+    -r|--rounds) ROUNDS="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
     --scenarios) SCENARIOS="$2"; shift 2 ;;
     --sima-bin) SIMA_BIN="$2"; shift 2 ;;
@@ -85,6 +90,7 @@ to_seconds() { # 10s, 2m, 1h, 10 -> seconds
 DUR_S="$(to_seconds "$DURATION")"; WARM_S="$(to_seconds "$WARMUP")"
 ((DUR_S > 0)) || die "duration must be > 0"
 [[ "$CONNECTIONS" =~ ^[0-9]+$ && "$THREADS" =~ ^[0-9]+$ ]] || die "connections/threads must be numbers"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "rounds must be a number >= 1"
 ((CONNECTIONS >= THREADS)) || die "connections must be >= threads"
 
 missing=()
@@ -169,15 +175,15 @@ tree_pids() { # pid and all its descendants
   local c; echo "$1"
   for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree_pids "$c"; done
 }
-cpu_ticks() { # utime+stime (+ reaped children) of a process tree, in clock ticks
-  local total=0 p s f
+cpu_ticks() { # "user system" (+ reaped children) of a process tree, in clock ticks
+  local user=0 sys=0 p s f
   for p in $(tree_pids "$1"); do
     s="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
     s="${s##*) }"          # fields after "(comm) "; index 0 is field 3 (state)
     read -r -a f <<<"$s"
-    total=$((total + f[11] + f[12] + f[13] + f[14]))
+    user=$((user + f[11] + f[13])); sys=$((sys + f[12] + f[14]))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 
 core_busy() { # busy ticks (user+nice+system+irq+softirq+steal) of one core, or of all with "cpu"
@@ -369,10 +375,11 @@ run_wrk() { # target scenario duration log
   return "$rc"
 }
 
-ROWS=()      # "scenario target requests duration_us p50_us p99_us errors cpu_ticks(or -)"
+ROWS=()      # "round scenario target requests duration_us p50_us p99_us errors cpu_ticks(or -) other user_ticks(or -)"
+ROUND=1
 FAILED=()
 measure() { # target scenario proxy_pid(or "")
-  local t="$1" s="$2" pid="$3" log="$TMP/wrk-$1-$2.log" before=0 after=0 line
+  local t="$1" s="$2" pid="$3" log="$TMP/wrk-$1-$2.log" before="0 0" after="0 0" line
   if ! sanity "$t" "$s"; then FAILED+=("$t/$s"); return 0; fi
   if ((WARM_S > 0)); then run_wrk "$t" "$s" "$WARMUP" "$TMP/wrk-warmup.log" || true; fi
   [[ -n "$pid" ]] && before="$(cpu_ticks "$pid")"
@@ -388,8 +395,10 @@ measure() { # target scenario proxy_pid(or "")
   eval "$(echo "${line#RESULT }" | tr ' ' '\n' | grep -E '^[a-z0-9_]+=[0-9]+$')"
   local errors=$((err_connect + err_read + err_write + err_status + err_timeout))
   # other = time the proxy's core was busy with anything but the proxy (softirq, other programs)
-  local other=$(( (core_after - core_before) - (after - before) ))
-  ROWS+=("$s $t $requests $duration_us $p50_us $p99_us $errors $([[ -n "$pid" ]] && echo $((after - before)) || echo -) $other")
+  local u0 s0 u1 s1; read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
+  local used=$(( (u1 - u0) + (s1 - s0) ))
+  local other=$(( (core_after - core_before) - used ))
+  ROWS+=("$ROUND $s $t $requests $duration_us $p50_us $p99_us $errors $([[ -n "$pid" ]] && echo "$used" || echo -) $other $([[ -n "$pid" ]] && echo $((u1 - u0)) || echo -)")
   printf '   %-12s %-10s %9d req  %10.0f req/s  p99 %7.2f ms  errors %d\n' "$t" "$s" "$requests" \
     "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN{print r/(d/1e6)}')" "$(awk -v p="$p99_us" 'BEGIN{print p/1000}')" "$errors"
   if ((errors > 0)); then echo "   warning: $errors errors (non-2xx/3xx, socket errors or timeouts) in $t/$s" >&2; fi
@@ -410,6 +419,8 @@ start_server upstream "$LOAD_CPU" "$UPSTREAM_PORT" "$TMP/upstream/stdout.log" \
   nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;'
 UPSTREAM_PID="$LAST_PID"
 
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+((ROUNDS > 1)) && echo "== round $ROUND of $ROUNDS"
 for t in "${TARGETS[@]}"; do
   echo "-- $t"
   pid=""
@@ -431,6 +442,7 @@ for t in "${TARGETS[@]}"; do
   for s in "${SCEN[@]}"; do measure "$t" "$s" "$pid"; done
   [[ -n "$pid" ]] && stop_server "$pid"
 done
+done
 stop_server "$UPSTREAM_PID"
 
 # ---- report --------------------------------------------------------------------
@@ -441,56 +453,64 @@ V_SQUID="$(command -v squid >/dev/null && ver squid -v || echo none)"
 V_SIMA="none"; if want sima-forward || want sima-route; then V_SIMA="$(ver timeout 5 "$SIMA_BIN" --version)"; fi
 
 mkdir -p "$(dirname "$OUT")"
-printf '%s\n' "${ROWS[@]}" | awk -v tck="$CLK_TCK" -v out="$OUT.tmp" \
+printf '%s\n' "${ROWS[@]}" | awk -v tck="$CLK_TCK" -v out="$OUT.tmp" -v rounds="$ROUNDS" \
   -v dur="$DURATION" -v conns="$CONNECTIONS" -v thr="$THREADS" -v pcpu="$PROXY_CPU" -v lcpu="$LOAD_CPU" \
   -v cores="$CORES" -v bg="$BG_PCT" -v vn="$V_NGINX" -v vs="$V_SQUID" -v vw="$V_WRK" -v vsi="$V_SIMA" \
   -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -v kern="$(uname -r)" -v failed="${FAILED[*]-}" '
 function num(x) { return x == "" ? "null" : x }
 function f(x, fmt) { return x == "" ? "n/a" : sprintf(fmt, x) }
+function sort(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x } }
 {
-  s = $1; t = $2; n++; S[n] = s; T[n] = t; key = s SUBSEP t
-  REQ[n] = $3; secs = $4 / 1e6; RPS[n] = $3 / secs; P50[n] = $5 / 1000; P99[n] = $6 / 1000; ERR[n] = $7
-  if ($8 == "-") { CPU[n] = ""; PER10K[n] = ""; EFF[n] = ""; UTIL[n] = "" }
+  r = $1; s = $2; t = $3; n++; R[n] = r; S[n] = s; T[n] = t
+  REQ[n] = $4; secs = $5 / 1e6; RPS[n] = $4 / secs; P50[n] = $6 / 1000; P99[n] = $7 / 1000; ERR[n] = $8
+  if ($9 == "-") { CPU[n] = ""; PER10K[n] = ""; EFF[n] = ""; UTIL[n] = ""; USER[n] = "" }
   else {
-    CPU[n] = $8 / tck; UTIL[n] = 100 * CPU[n] / secs
-    PER10K[n] = $3 > 0 ? CPU[n] / $3 * 10000 : ""
-    EFF[n] = CPU[n] > 0 ? $3 / CPU[n] : ""
+    CPU[n] = $9 / tck; UTIL[n] = 100 * CPU[n] / secs
+    PER10K[n] = $4 > 0 ? CPU[n] / $4 * 10000 : ""
+    EFF[n] = CPU[n] > 0 ? $4 / CPU[n] : ""
+    USER[n] = $9 > 0 ? 100 * $11 / $9 : ""
   }
-  OTHER[n] = $9 > 0 ? 100 * ($9 / tck) / secs : 0
-  E[key] = EFF[n]; seen[s] = 1
+  OTHER[n] = $10 > 0 ? 100 * ($10 / tck) / secs : 0
+  E[r, s, t] = EFF[n]; seen[s] = 1
 }
 END {
   label["get"] = "GET 1KiB"; label["post"] = "POST 64KiB"
-  hdr = sprintf("%-10s  %-12s  %8s  %7s  %7s  %6s  %9s  %6s  %9s  %9s  %6s", "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU", "CPU %", "CPU-s/10k", "req/CPU-s", "other%")
+  hdr = sprintf("%5s  %-10s  %-12s  %8s  %7s  %7s  %6s  %9s  %6s  %6s  %9s  %9s  %6s", "round", "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU", "CPU %", "user%", "CPU-s/10k", "req/CPU-s", "other%")
   print ""; print hdr; gsub(/./, "-", hdr); print hdr
   for (i = 1; i <= n; i++)
-    printf "%-10s  %-12s  %8.0f  %7.2f  %7.2f  %6d  %9s  %6s  %9s  %9s  %5.0f%%\n", label[S[i]], T[i], RPS[i], P50[i], P99[i], ERR[i],
-      f(CPU[i], "%.2fs"), f(UTIL[i], "%.0f%%"), f(PER10K[i], "%.3f"), f(EFF[i], "%.0f"), OTHER[i]
+    printf "%5d  %-10s  %-12s  %8.0f  %7.2f  %7.2f  %6d  %9s  %6s  %6s  %9s  %9s  %5.0f%%\n", R[i], label[S[i]], T[i], RPS[i], P50[i], P99[i], ERR[i],
+      f(CPU[i], "%.2fs"), f(UTIL[i], "%.0f%%"), f(USER[i], "%.0f%%"), f(PER10K[i], "%.3f"), f(EFF[i], "%.0f"), OTHER[i]
   print ""
+  print "user% = share of the proxy'"'"'s CPU spent in user space (the rest is the kernel: TCP, syscalls)"
   nr = 0
   split("get post", order, " ")
-  for (oi0 = 1; oi0 <= 2; oi0++) for (si = 1; si <= 2; si++) {
+  for (oi0 = 1; oi0 <= 2; oi0++) for (si = 1; si <= 2; si++) for (oi = 1; oi <= 2; oi++) {
     s = order[oi0]; if (!(s in seen)) continue
     st = si == 1 ? "sima-forward" : "sima-route"
-    if (E[s, st] == "") continue
-    for (oi = 1; oi <= 2; oi++) {
-      o = oi == 1 ? "nginx" : "squid"
-      if (E[s, o] == "") continue
-      nr++; RSC[nr] = s; RT[nr] = st; RO[nr] = o; RV[nr] = E[s, st] / E[s, o]
-      printf "Sima efficiency ratio (req per proxy-CPU-second), %-10s %-12s / %-5s = %.2f\n", label[s], st, o, RV[nr]
+    o = oi == 1 ? "nginx" : "squid"
+    k = 0; list = ""
+    for (r = 1; r <= rounds; r++) {
+      if (E[r, s, st] == "" || E[r, s, o] == "") continue
+      k++; v[k] = E[r, s, st] / E[r, s, o]; list = list (k > 1 ? ", " : "") sprintf("%.3f", v[k])
     }
+    if (k == 0) continue
+    sort(v, k)
+    med = k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+    nr++; RSC[nr] = s; RT[nr] = st; RO[nr] = o; RV[nr] = med; RMIN[nr] = v[1]; RMAX[nr] = v[k]; RL[nr] = list
+    if (k == 1) printf "Sima efficiency ratio (req per proxy-CPU-second), %-10s %-12s / %-5s = %.2f\n", label[s], st, o, med
+    else printf "Sima efficiency ratio (req per proxy-CPU-second), %-10s %-12s / %-5s = %.2f  (median of %d rounds; range %.2f-%.2f)\n", label[s], st, o, med, k, v[1], v[k]
   }
   if (nr == 0) print "(no Sima-vs-nginx/squid ratio: select Sima and nginx and/or squid)"
   if (failed != "") print "FAILED: " failed
   printf "{\n  \"generated_at\": \"%s\",\n", when > out
-  printf "  \"params\": {\"duration\": \"%s\", \"connections\": %d, \"wrk_threads\": %d, \"proxy_cpu\": %d, \"load_cpu\": %d, \"cores\": %d, \"clk_tck\": %d, \"kernel\": \"%s\", \"busy_pct_before\": %d},\n", dur, conns, thr, pcpu, lcpu, cores, tck, kern, bg > out
+  printf "  \"params\": {\"duration\": \"%s\", \"connections\": %d, \"wrk_threads\": %d, \"rounds\": %d, \"proxy_cpu\": %d, \"load_cpu\": %d, \"cores\": %d, \"clk_tck\": %d, \"kernel\": \"%s\", \"busy_pct_before\": %d},\n", dur, conns, thr, rounds, pcpu, lcpu, cores, tck, kern, bg > out
   printf "  \"versions\": {\"nginx\": \"%s\", \"squid\": \"%s\", \"wrk\": \"%s\", \"sima\": \"%s\"},\n", vn, vs, vw, vsi > out
   printf "  \"results\": [\n" > out
   for (i = 1; i <= n; i++)
-    printf "    {\"scenario\": \"%s\", \"target\": \"%s\", \"requests\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"errors\": %d, \"proxy_cpu_s\": %s, \"proxy_cpu_pct\": %s, \"cpu_s_per_10k\": %s, \"req_per_cpu_s\": %s, \"proxy_core_other_pct\": %.1f}%s\n", S[i], T[i], REQ[i], RPS[i], P50[i], P99[i], ERR[i], num(CPU[i]), UTIL[i] == "" ? "null" : sprintf("%.1f", UTIL[i]), PER10K[i] == "" ? "null" : sprintf("%.4f", PER10K[i]), EFF[i] == "" ? "null" : sprintf("%.1f", EFF[i]), OTHER[i], i < n ? "," : "" > out
+    printf "    {\"round\": %d, \"scenario\": \"%s\", \"target\": \"%s\", \"requests\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"errors\": %d, \"proxy_cpu_s\": %s, \"proxy_cpu_pct\": %s, \"proxy_user_pct\": %s, \"cpu_s_per_10k\": %s, \"req_per_cpu_s\": %s, \"proxy_core_other_pct\": %.1f}%s\n", R[i], S[i], T[i], REQ[i], RPS[i], P50[i], P99[i], ERR[i], num(CPU[i]), UTIL[i] == "" ? "null" : sprintf("%.1f", UTIL[i]), USER[i] == "" ? "null" : sprintf("%.1f", USER[i]), PER10K[i] == "" ? "null" : sprintf("%.4f", PER10K[i]), EFF[i] == "" ? "null" : sprintf("%.1f", EFF[i]), OTHER[i], i < n ? "," : "" > out
   printf "  ],\n  \"sima_ratios\": [\n" > out
   for (i = 1; i <= nr; i++)
-    printf "    {\"scenario\": \"%s\", \"sima_target\": \"%s\", \"vs\": \"%s\", \"req_per_cpu_s_ratio\": %.3f}%s\n", RSC[i], RT[i], RO[i], RV[i], i < nr ? "," : "" > out
+    printf "    {\"scenario\": \"%s\", \"sima_target\": \"%s\", \"vs\": \"%s\", \"req_per_cpu_s_ratio\": %.3f, \"min\": %.3f, \"max\": %.3f, \"per_round\": [%s]}%s\n", RSC[i], RT[i], RO[i], RV[i], RMIN[i], RMAX[i], RL[i], i < nr ? "," : "" > out
   printf "  ],\n  \"failed\": \"%s\"\n}\n", failed > out
 }'
 mv -f "$OUT.tmp" "$OUT"

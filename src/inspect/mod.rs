@@ -539,24 +539,17 @@ fn normalise_key(key: &[u8]) -> Vec<u8> {
 /// Whether `text` holds a byte that can start a built-in identifier: every built-in
 /// identifier contains an ASCII digit or an `@` (see the [`detect`] module docs).
 fn has_trigger(text: &[u8]) -> bool {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // Non-zero iff some byte of `x` is below `n` (n <= 128).
-    let below = |x: u64, n: u64| x.wrapping_sub(LO * n) & !x & HI;
-    let mut chunks = text.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(w);
-        // A digit is a byte whose xor with b'0' is below 10; `@` xors with itself to 0.
-        if below(w ^ (LO * u64::from(b'0')), 10) | below(w ^ (LO * u64::from(b'@')), 1) != 0 {
+    // Written so that the compiler vectorises the block loop (16 bytes per SSE2 compare):
+    // a branch-free OR over a fixed-size block, one test per block. This runs over every
+    // byte of every body, often twice (raw text and decoded base64 runs).
+    let hit = |b: u8| (b.wrapping_sub(b'0') < 10) | (b == b'@');
+    let mut blocks = text.chunks_exact(64);
+    for block in &mut blocks {
+        if block.iter().fold(false, |acc, &b| acc | hit(b)) {
             return true;
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&b| b.is_ascii_digit() || b == b'@')
+    blocks.remainder().iter().any(|&b| hit(b))
 }
 
 /// Inspection settings plus the detector: built once, shared by every request.

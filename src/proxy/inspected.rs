@@ -107,6 +107,49 @@ pub enum ReadError {
     Client(BoxError),
 }
 
+/// Body frames read so far: large frames kept as they came, small ones gathered into one
+/// buffer (so a body sent in many tiny chunks holds a few handles, not one per chunk).
+#[derive(Default)]
+struct Frames {
+    parts: Vec<Bytes>,
+    small: BytesMut,
+    len: usize,
+}
+
+impl Frames {
+    /// Frames at least this large are kept without copying.
+    const KEEP: usize = 4096;
+
+    fn push(&mut self, b: Bytes) {
+        self.len += b.len();
+        if b.len() < Self::KEEP {
+            self.small.extend_from_slice(&b);
+            return;
+        }
+        if !self.small.is_empty() {
+            self.parts.push(self.small.split().freeze());
+        }
+        self.parts.push(b);
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    /// The whole body: no copy when it came as one large frame (or only small ones).
+    fn join(mut self) -> Bytes {
+        if !self.small.is_empty() {
+            self.parts.push(self.small.split().freeze());
+        }
+        if self.parts.len() <= 1 {
+            return self.parts.pop().unwrap_or_default();
+        }
+        let mut out = BytesMut::with_capacity(self.len);
+        for p in &self.parts {
+            out.extend_from_slice(p);
+        }
+        out.freeze()
+    }
+}
+
 /// Reads, inspects and judges the body per the streaming rule (invariant I1).
 pub async fn prepare<B>(
     inspector: &Inspector,
@@ -139,7 +182,9 @@ where
             None
         }
     };
-    let mut buf = BytesMut::new();
+    // The frames as they came: joined once at the end (no copy for a one-frame body), not
+    // grown frame by frame (each growth copied everything read so far).
+    let mut buf = Frames::default();
     let mut trailers = None;
     let mut ended = false;
     while buf.len() <= limit {
@@ -160,7 +205,7 @@ where
                         scan = None;
                     }
                 }
-                buf.extend_from_slice(&data);
+                buf.push(data);
             }
             Err(f) => trailers = f.into_trailers().ok(),
         }
@@ -175,7 +220,7 @@ where
         } else {
             uninspectable(&judge, &report)
         };
-        return Ok(finish_whole(d, names(&report), buf.freeze(), trailers));
+        return Ok(finish_whole(d, names(&report), buf.join(), trailers));
     }
     // Larger than the buffer. Encoded bodies cannot be held back by raw offset, and a body
     // that already failed to decode has nothing more to learn from: judge as uninspectable.
@@ -186,7 +231,7 @@ where
             if d.verdict == Verdict::Deny {
                 return Ok(Prepared::Blocked(d, names(&report)));
             }
-            let prefix = Full::new(buf.freeze()).map_err(|never| match never {});
+            let prefix = Full::new(buf.join()).map_err(|never| match never {});
             let rest = body.map_err(Into::into);
             let chained = ChainBody {
                 first: Some(prefix),
@@ -208,7 +253,7 @@ where
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let mut held = VecDeque::new();
     let held_len = buf.len();
-    held.push_back(buf.freeze());
+    held.push_back(buf.join());
     let streaming = InspectedBody {
         inner: body,
         scan,
@@ -467,6 +512,39 @@ mod tests {
     use crate::config::Config;
     use http_body_util::StreamBody;
     use proptest::prelude::*;
+
+    #[test]
+    fn frames_join_to_the_body_in_order_whatever_the_frame_sizes() {
+        let body: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        for cuts in [
+            vec![70_000],
+            vec![1, 2, 3, 5000, 9000, 9001, 9002, 60_000],
+            vec![4095, 8191],
+        ] {
+            let mut f = Frames::default();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([body.len()]) {
+                if c > at {
+                    f.push(Bytes::copy_from_slice(&body[at..c]));
+                    at = c;
+                }
+            }
+            assert_eq!(f.len(), body.len());
+            assert_eq!(f.join(), body);
+        }
+        // Many tiny frames are gathered, not kept one handle each.
+        let mut f = Frames::default();
+        for b in &body[..10_000] {
+            f.push(Bytes::copy_from_slice(&[*b]));
+        }
+        assert!(f.parts.is_empty());
+        assert_eq!(f.join(), &body[..10_000]);
+        // One large frame comes back as the same buffer, uncopied.
+        let one = Bytes::from(body.clone());
+        let mut f = Frames::default();
+        f.push(one.clone());
+        assert_eq!(f.join().as_ptr(), one.as_ptr());
+    }
 
     fn aadhaar() -> String {
         (0..10)

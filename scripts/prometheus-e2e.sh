@@ -34,7 +34,9 @@ geo:
   overrides:
     - { cidr: 127.0.0.3/32, country: US }
 YAML
-"$SIMA_BIN" run --config "$tmp/sima.yaml" >"$tmp/sima.log" 2>&1 &
+# One worker: the single-threaded runtime a one-CPU pod gets, with the audit writer and
+# the admin listener sharing it with the proxy.
+SIMA_WORKER_THREADS=1 "$SIMA_BIN" run --config "$tmp/sima.yaml" >"$tmp/sima.log" 2>&1 &
 pids+=($!)
 cat >"$tmp/prometheus.yml" <<'YAML'
 global: { scrape_interval: 1s, evaluation_interval: 1s }

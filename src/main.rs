@@ -45,15 +45,24 @@ fn load_config(path: Option<&Path>) -> Result<Config, ExitCode> {
     }
 }
 
+/// `SIMA_WORKER_THREADS` threads, or one per CPU the process may use. With one, the
+/// single-threaded scheduler: it has no work-stealing queues, cross-thread wake-ups or
+/// per-batch timing to pay for (a pod with a one-CPU limit, the benchmark's pinned core).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("SIMA_WORKER_THREADS")
+    let workers = std::env::var("SIMA_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-    {
-        b.worker_threads(n.max(1));
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
     }
-    b.enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -121,6 +121,14 @@ thread_local! {
     static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
 }
 
+/// One field's value in the access line.
+enum Field<'a> {
+    Str(&'a str),
+    Ip(Option<std::net::IpAddr>),
+    Num(u64),
+    Millis(f64),
+}
+
 fn format_access(
     out: &mut Vec<u8>,
     line: &AccessLine<'_>,
@@ -130,79 +138,64 @@ fn format_access(
     let micros = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0));
-    match format {
-        LogFormat::Json => {
-            out.extend_from_slice(b"{\"timestamp\":\"");
-            push_time(out, micros);
-            out.extend_from_slice(
-                b"\",\"level\":\"INFO\",\"message\":\"request\",\"sima.request_id\":",
-            );
-            push_json_str(out, line.request_id);
-            out.extend_from_slice(b",\"client.address\":\"");
-            push_ip(out, line.client);
-            out.extend_from_slice(b"\",\"http.request.method\":");
-            push_json_str(out, line.method);
-            out.extend_from_slice(b",\"sima.transport\":");
-            push_json_str(out, line.transport);
-            out.extend_from_slice(b",\"server.address\":");
-            push_json_str(out, line.host);
-            out.extend_from_slice(b",\"server.port\":");
-            push_u64(out, u64::from(line.port));
-            out.extend_from_slice(b",\"network.peer.address\":\"");
-            if let Some(p) = line.peer {
-                push_ip(out, p);
-            }
-            out.extend_from_slice(b"\",\"sima.country\":");
-            push_json_str(out, line.country);
-            out.extend_from_slice(b",\"sima.decision\":");
-            push_json_str(out, line.decision);
-            out.extend_from_slice(b",\"sima.reason\":");
-            push_json_str(out, line.reason);
-            out.extend_from_slice(b",\"sima.rule_id\":");
-            push_json_str(out, line.rule);
-            out.extend_from_slice(b",\"sima.data_classes\":");
-            push_json_str(out, line.data_classes);
-            out.extend_from_slice(b",\"http.response.status_code\":");
-            push_u64(out, u64::from(line.status));
-            out.extend_from_slice(b",\"sima.duration_ms\":");
-            push_millis(out, line.duration_ms);
-            out.extend_from_slice(b"}\n");
+    let fields: [(&str, Field<'_>); 14] = [
+        ("sima.request_id", Field::Str(line.request_id)),
+        ("client.address", Field::Ip(Some(line.client))),
+        ("http.request.method", Field::Str(line.method)),
+        ("sima.transport", Field::Str(line.transport)),
+        ("server.address", Field::Str(line.host)),
+        ("server.port", Field::Num(u64::from(line.port))),
+        ("network.peer.address", Field::Ip(line.peer)),
+        ("sima.country", Field::Str(line.country)),
+        ("sima.decision", Field::Str(line.decision)),
+        ("sima.reason", Field::Str(line.reason)),
+        ("sima.rule_id", Field::Str(line.rule)),
+        ("sima.data_classes", Field::Str(line.data_classes)),
+        (
+            "http.response.status_code",
+            Field::Num(u64::from(line.status)),
+        ),
+        ("sima.duration_ms", Field::Millis(line.duration_ms)),
+    ];
+    let json = format == LogFormat::Json;
+    if json {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        push_time(out, micros);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
+    } else {
+        push_time(out, micros);
+        out.extend_from_slice(b"  INFO request");
+    }
+    for (name, value) in &fields {
+        // Names are fixed ASCII: no escaping needed.
+        if json {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        } else {
+            out.push(b' ');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'=');
         }
-        LogFormat::Text => {
-            push_time(out, micros);
-            out.extend_from_slice(b"  INFO request sima.request_id=");
-            push_debug_str(out, line.request_id);
-            out.extend_from_slice(b" client.address=");
-            push_ip(out, line.client);
-            out.extend_from_slice(b" http.request.method=");
-            push_debug_str(out, line.method);
-            out.extend_from_slice(b" sima.transport=");
-            push_debug_str(out, line.transport);
-            out.extend_from_slice(b" server.address=");
-            push_debug_str(out, line.host);
-            out.extend_from_slice(b" server.port=");
-            push_u64(out, u64::from(line.port));
-            out.extend_from_slice(b" network.peer.address=");
-            if let Some(p) = line.peer {
-                push_ip(out, p);
+        match value {
+            Field::Str(v) if json => push_json_str(out, v),
+            Field::Str(v) => push_debug_str(out, v),
+            Field::Ip(ip) => {
+                if json {
+                    out.push(b'"');
+                }
+                if let Some(ip) = ip {
+                    push_ip(out, *ip);
+                }
+                if json {
+                    out.push(b'"');
+                }
             }
-            out.extend_from_slice(b" sima.country=");
-            push_debug_str(out, line.country);
-            out.extend_from_slice(b" sima.decision=");
-            push_debug_str(out, line.decision);
-            out.extend_from_slice(b" sima.reason=");
-            push_debug_str(out, line.reason);
-            out.extend_from_slice(b" sima.rule_id=");
-            push_debug_str(out, line.rule);
-            out.extend_from_slice(b" sima.data_classes=");
-            push_debug_str(out, line.data_classes);
-            out.extend_from_slice(b" http.response.status_code=");
-            push_u64(out, u64::from(line.status));
-            out.extend_from_slice(b" sima.duration_ms=");
-            push_millis(out, line.duration_ms);
-            out.push(b'\n');
+            Field::Num(n) => push_u64(out, *n),
+            Field::Millis(ms) => push_millis(out, *ms),
         }
     }
+    out.extend_from_slice(if json { b"}\n" } else { b"\n" });
 }
 
 /// RFC 3339 UTC with microseconds; the date and time of day are rendered once a second.

@@ -350,3 +350,35 @@ async fn connections_still_streaming_do_not_count_against_the_idle_pool_cap() {
     );
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
+    // The upstream answers on a keep-alive connection, then closes it while it is idle in
+    // Sima's pool: the next request must go out on a fresh connection, not fail.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = read_head(&mut s).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(s);
+            });
+        }
+    });
+    let sima = start(config(GEO_OVERRIDES)).await;
+    for i in 0..2 {
+        let (status, _, body) = get(sima.info.proxy, &format!("http://{addr}/{i}")).await;
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok"[..]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    sima.shutdown().await;
+}

@@ -276,46 +276,53 @@ async fn an_upstream_that_never_accepts_gives_504_after_the_connect_timeout() {
     sima.shutdown().await;
 }
 
-/// An upstream on 127.0.0.2 that counts the connections it accepts and answers each GET
-/// on a keep-alive connection with its head at once and its 5-byte body after `delay`.
-async fn slow_body_upstream(
-    delay: Duration,
+/// An upstream on 127.0.0.2 that counts the connections it accepts and serves each with
+/// `serve`.
+async fn counting_upstream<F, Fut>(
+    serve: F,
 ) -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let head = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
-                        if s.write_all(head.as_bytes()).await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(delay).await;
-                        if s.write_all(b"hello").await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve(s));
         }
     });
     (addr, accepted)
+}
+
+/// Answers each GET on a keep-alive connection with its head at once and its 5-byte body
+/// after `delay`.
+async fn slow_body(mut s: TcpStream, delay: Duration) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            let head = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            if s.write_all(b"hello").await.is_err() {
+                return;
+            }
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 #[tokio::test]
@@ -323,7 +330,7 @@ async fn connections_still_streaming_do_not_count_against_the_idle_pool_cap() {
     // Four requests at once against a cap of two idle connections: all four upstream
     // connections are kept (none is idle while its body streams) and reused by the next
     // four, instead of two being closed and reopened on every round.
-    let (addr, accepted) = slow_body_upstream(Duration::from_millis(200)).await;
+    let (addr, accepted) = counting_upstream(|s| slow_body(s, Duration::from_millis(200))).await;
     let sima = start(config(&format!(
         "{GEO_OVERRIDES}limits:\n  pool_max_idle_per_host: 2\n"
     )))
@@ -355,30 +362,20 @@ async fn connections_still_streaming_do_not_count_against_the_idle_pool_cap() {
 async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
     // The upstream answers on a keep-alive connection, then closes it while it is idle in
     // Sima's pool: the next request must go out on a fresh connection, not fail.
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let _ = read_head(&mut s).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                drop(s);
-            });
-        }
-    });
+    let (addr, accepted) = counting_upstream(|mut s| async move {
+        let _ = read_head(&mut s).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await;
     let sima = start(config(GEO_OVERRIDES)).await;
     for i in 0..2 {
         let (status, _, body) = get(sima.info.proxy, &format!("http://{addr}/{i}")).await;
         assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok"[..]));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     sima.shutdown().await;
 }

@@ -749,14 +749,26 @@ fn choose(
             return Err(ProxyError::ProxyLoop { addr: sock });
         }
         let geo = &snapshot.geo;
-        if let Some(class) = guard::classify(ip) {
-            if geo.override_for(ip).is_none() {
-                forbidden.get_or_insert((ip, class));
-                continue;
-            }
-        }
+        // A guarded address passes only when `geo.overrides` declares it; that answer is
+        // its location too (no second walk of the override table).
+        let declared = match guard::classify(ip) {
+            Some(class) => match geo.override_for(ip) {
+                Some(country) => Some(country),
+                None => {
+                    forbidden.get_or_insert((ip, class));
+                    continue;
+                }
+            },
+            None => None,
+        };
         let t = Instant::now();
-        let located = geo.locate(ip);
+        let located = match declared {
+            Some(country) => Ok(crate::geo::Located {
+                country: Some(country),
+                source: GeoSource::Override,
+            }),
+            None => geo.locate(ip),
+        };
         let (country, source, result) = match located {
             Ok(l) => (
                 l.country,

@@ -39,6 +39,7 @@ pub mod resolve;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 
 /// Sima's version, from Cargo.

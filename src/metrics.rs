@@ -105,12 +105,53 @@ const DNS_BUCKETS: &[f64] = &[
 pub const UPSTREAM_ERROR_KINDS: [&str; 6] =
     ["resolve", "connect", "tls", "timeout", "reset", "protocol"];
 
+/// Cached destination series: two-letter codes A–Z, plus `unknown`, times the decisions.
+const DESTINATION_SLOTS: usize = (26 * 26 + 1) * VERDICTS.len();
+
+/// The cache slot of a destination country label, if it has one.
+fn destination_slot(country: &str) -> Option<usize> {
+    match country.as_bytes() {
+        [a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+            Some(usize::from(a - b'A') * 26 + usize::from(b - b'A'))
+        }
+        b"unknown" => Some(26 * 26),
+        _ => None,
+    }
+}
+
+/// How a geo lookup ended (the `result` label of the lookup histogram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeoResult {
+    /// A country was found.
+    Hit = 0,
+    /// The database has no country for the address.
+    Miss = 1,
+    /// The lookup failed.
+    Error = 2,
+}
+
+impl GeoResult {
+    const ALL: [GeoResult; 3] = [GeoResult::Hit, GeoResult::Miss, GeoResult::Error];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GeoResult::Hit => "hit",
+            GeoResult::Miss => "miss",
+            GeoResult::Error => "error",
+        }
+    }
+}
+
 /// The metrics, registered on one registry.
 pub struct Metrics {
     registry: Registry,
     requests: Vec<IntCounter>,
     duration: Vec<Histogram>,
     destination: IntCounterVec,
+    /// `destination` series by (country, decision), filled on first use: the hot path
+    /// indexes by the two letters instead of hashing labels under a lock.
+    destination_cache: Box<[std::sync::OnceLock<IntCounter>]>,
     detections: IntCounterVec,
     /// Time Sima added to a request: its duration minus the wait for the upstream's
     /// response head (resolve, checks, inspection, connection setup).
@@ -118,8 +159,8 @@ pub struct Metrics {
     geo_info: IntGaugeVec,
     /// Body bytes fed to the inspector (label `direction`; requests only today).
     pub inspected_bytes: IntCounter,
-    /// Geo lookup latency by result (hit/miss/error).
-    pub geo_lookup: HistogramVec,
+    /// Geo lookup latency, one cached series per result (hit, miss, error).
+    geo_lookup: [Histogram; 3],
     /// DNS lookup latency.
     pub dns_lookup: Histogram,
     /// Upstream errors by kind.
@@ -326,14 +367,15 @@ impl Metrics {
         for k in UPSTREAM_ERROR_KINDS {
             upstream_errors.with_label_values(&[k]);
         }
-        for r in ["hit", "miss", "error"] {
-            geo_lookup.with_label_values(&[r]);
-        }
+        let geo_lookup = GeoResult::ALL.map(|r| geo_lookup.with_label_values(&[r.as_str()]));
         Ok(Metrics {
             registry,
             requests,
             duration,
             destination,
+            destination_cache: (0..DESTINATION_SLOTS)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
             detections,
             overhead,
             geo_info,
@@ -373,10 +415,25 @@ impl Metrics {
             h.observe(seconds);
         }
         if let Some(country) = country {
-            self.destination
-                .with_label_values(&[country, verdict.as_str()])
-                .inc();
+            let slot = destination_slot(country).map(|c| c * VERDICTS.len() + vi);
+            match slot.and_then(|i| self.destination_cache.get(i)) {
+                Some(cell) => cell
+                    .get_or_init(|| {
+                        self.destination
+                            .with_label_values(&[country, verdict.as_str()])
+                    })
+                    .inc(),
+                None => self
+                    .destination
+                    .with_label_values(&[country, verdict.as_str()])
+                    .inc(),
+            }
         }
+    }
+
+    /// Times one geo lookup.
+    pub fn geo_lookup(&self, result: GeoResult, seconds: f64) {
+        self.geo_lookup[result as usize].observe(seconds);
     }
 
     /// Pre-creates the detection series of these classes at zero.
@@ -466,5 +523,36 @@ mod tests {
         ));
         assert!(text.contains(r#"sima_destination_requests_total{country="US",decision="deny"} 1"#));
         assert!(text.contains(r#"sima_build_info{git_sha="test","#));
+    }
+
+    #[test]
+    fn destination_counts_add_up_through_the_cache_and_without_it() {
+        let m = Metrics::new("test").unwrap();
+        for country in ["IN", "IN", "unknown", "ZZ", "A1", "IN"] {
+            m.request(
+                Verdict::Allow,
+                Reason::Allowed,
+                Transport::Forward,
+                0.01,
+                Some(country),
+            );
+        }
+        m.request(
+            Verdict::Deny,
+            Reason::DestinationRule,
+            Transport::Forward,
+            0.01,
+            Some("IN"),
+        );
+        let text = String::from_utf8(m.render()).unwrap();
+        for want in [
+            r#"sima_destination_requests_total{country="IN",decision="allow"} 3"#,
+            r#"sima_destination_requests_total{country="IN",decision="deny"} 1"#,
+            r#"sima_destination_requests_total{country="unknown",decision="allow"} 1"#,
+            r#"sima_destination_requests_total{country="ZZ",decision="allow"} 1"#,
+            r#"sima_destination_requests_total{country="A1",decision="allow"} 1"#,
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
     }
 }

@@ -22,6 +22,8 @@ pub const DEFAULT_LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// A batch this large is written at once by the logging request itself: memory stays
 /// bounded when stderr is slower than the traffic.
 pub const MAX_LOG_BATCH: usize = 4 * 1024 * 1024;
+/// Starting size of each of the two batch buffers.
+const INITIAL_LOG_BATCH: usize = 64 * 1024;
 
 struct Batch {
     buf: Mutex<Vec<u8>>,
@@ -185,7 +187,7 @@ fn format_access(
                     out.push(b'"');
                 }
                 if let Some(ip) = ip {
-                    push_ip(out, *ip);
+                    crate::text::push_ip(out, *ip);
                 }
                 if json {
                     out.push(b'"');
@@ -243,22 +245,6 @@ fn push_millis(out: &mut Vec<u8>, ms: f64) {
     ]);
 }
 
-fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_u64(out, u64::from(octet));
-            }
-        }
-        std::net::IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
-    }
-}
-
 /// A JSON string literal.
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -308,31 +294,40 @@ impl Drop for LogGuard {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        flush(&self.batch);
+        flush(&self.batch, &mut Vec::new());
     }
 }
 
-fn flush(batch: &Batch) {
-    let out = match batch.buf.lock() {
-        Ok(mut b) if !b.is_empty() => std::mem::take(&mut *b),
+/// Writes out the batch. The flusher swaps in its own, already grown, buffer: taking the
+/// batch and leaving an empty one made every request burst regrow it from nothing (a
+/// realloc, copy and fresh pages per doubling, every interval).
+fn flush(batch: &Batch, spare: &mut Vec<u8>) {
+    spare.clear();
+    match batch.buf.lock() {
+        Ok(mut b) if !b.is_empty() => std::mem::swap(&mut *b, spare),
         _ => return,
-    };
-    let _ = std::io::stderr().write_all(&out);
+    }
+    let _ = std::io::stderr().write_all(spare);
+    // A burst may have grown it far beyond the usual batch; don't keep that forever.
+    if spare.capacity() > MAX_LOG_BATCH {
+        *spare = Vec::with_capacity(INITIAL_LOG_BATCH);
+    }
 }
 
 /// Installs the global subscriber (later calls do nothing) and starts the flusher.
 pub fn init(format: LogFormat) -> LogGuard {
     let batch = Arc::new(Batch {
-        buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+        buf: Mutex::new(Vec::with_capacity(INITIAL_LOG_BATCH)),
         stop: AtomicBool::new(false),
     });
     let b = batch.clone();
     let thread = std::thread::Builder::new()
         .name("sima-log".into())
         .spawn(move || {
+            let mut spare = Vec::with_capacity(INITIAL_LOG_BATCH);
             while !b.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(DEFAULT_LOG_FLUSH_INTERVAL);
-                flush(&b);
+                flush(&b, &mut spare);
             }
         })
         .ok();
@@ -421,6 +416,29 @@ mod tests {
              sima.rule_id=personal-data-stays-in-india sima.data_classes=aadhaar,pan \
              http.response.status_code=451 sima.duration_ms=12.346\n"
         );
+    }
+
+    #[test]
+    fn flushing_swaps_buffers_and_keeps_their_capacity() {
+        let batch = Batch {
+            buf: Mutex::new(Vec::with_capacity(INITIAL_LOG_BATCH)),
+            stop: AtomicBool::new(false),
+        };
+        let mut spare = Vec::with_capacity(INITIAL_LOG_BATCH);
+        for round in 0..3 {
+            batch.buf.lock().unwrap().extend_from_slice(b"line\n");
+            flush(&batch, &mut spare);
+            // The flushed lines are in the spare buffer (what was written to stderr) ...
+            assert_eq!(spare, b"line\n", "round {round}");
+            // ... and the batch that takes the next lines starts grown, not empty-handed.
+            let b = batch.buf.lock().unwrap();
+            assert!(b.is_empty());
+            assert!(b.capacity() >= INITIAL_LOG_BATCH, "round {round}");
+        }
+        // Nothing pending: nothing is swapped or written.
+        spare.extend_from_slice(b"stale");
+        flush(&batch, &mut spare);
+        assert!(spare.is_empty());
     }
 
     #[test]

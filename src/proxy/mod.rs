@@ -22,7 +22,7 @@ use crate::config::{Config, ForwardedMode};
 use crate::geo::{Country, GeoSource, Locator};
 use crate::guard;
 use crate::inspect::{Inspector, Report};
-use crate::metrics::{Metrics, Transport};
+use crate::metrics::{GeoResult, Metrics, Transport};
 use crate::policy::{self, DataView, Decision, Facts, Outcome, Policy, Reason, Verdict};
 use crate::resolve::Resolver;
 
@@ -200,7 +200,7 @@ impl Shared {
     }
 
     fn request_id(&self) -> String {
-        format!("{:016x}", self.next_id.fetch_add(1, Ordering::Relaxed))
+        crate::text::hex16(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     fn is_own(&self, addr: SocketAddr) -> bool {
@@ -343,11 +343,7 @@ async fn serve(
             authority,
             path_and_query,
         } => {
-            let shown = if authority.port == 80 {
-                authority.host.to_string()
-            } else {
-                authority.to_string()
-            };
+            let shown = authority.host_header(80);
             // The normalised host is ASCII (IDNA), so this cannot fail; refuse if it does.
             let shown = HeaderValue::from_maybe_shared(Bytes::from(shown))
                 .map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
@@ -773,18 +769,18 @@ fn choose(
             Ok(l) => (
                 l.country,
                 l.source,
-                if l.country.is_some() { "hit" } else { "miss" },
+                if l.country.is_some() {
+                    GeoResult::Hit
+                } else {
+                    GeoResult::Miss
+                },
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "geo lookup failed; treating the country as unknown");
-                (None, GeoSource::Database, "error")
+                (None, GeoSource::Database, GeoResult::Error)
             }
         };
-        shared
-            .metrics
-            .geo_lookup
-            .with_label_values(&[result])
-            .observe(t.elapsed().as_secs_f64());
+        shared.metrics.geo_lookup(result, t.elapsed().as_secs_f64());
         let facts = Facts {
             host: &ctx.host,
             addr: ip,

@@ -88,8 +88,31 @@ impl Host {
     pub fn policy_name(&self) -> std::sync::Arc<str> {
         match self {
             Host::Name(n) => n.as_str().into(),
-            Host::Ip(ip) => ip.to_string().into(),
+            Host::Ip(ip) => crate::text::ip_string(*ip).into(),
         }
+    }
+}
+
+impl Authority {
+    /// The `Host` header value for this authority: the port is left out when it is
+    /// `default_port`. Built without `fmt`, as it is on every forwarded request.
+    pub fn host_header(&self, default_port: u16) -> String {
+        let mut out = Vec::with_capacity(32);
+        match &self.host {
+            Host::Name(n) => out.extend_from_slice(n.as_bytes()),
+            Host::Ip(ip @ IpAddr::V6(_)) => {
+                out.push(b'[');
+                crate::text::push_ip(&mut out, *ip);
+                out.push(b']');
+            }
+            Host::Ip(ip) => crate::text::push_ip(&mut out, *ip),
+        }
+        if self.port != default_port {
+            out.push(b':');
+            out.extend_from_slice(itoa::Buffer::new().format(self.port).as_bytes());
+        }
+        // Only ASCII was written (names are IDNA-normalised); unreachable fallback.
+        String::from_utf8(out).unwrap_or_else(|_| self.to_string())
     }
 }
 

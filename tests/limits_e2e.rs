@@ -379,3 +379,62 @@ async fn a_pooled_connection_the_upstream_closed_is_not_reused() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pooled_connection_idle_past_pool_idle_is_closed_and_not_reused() {
+    // `timeouts.pool_idle` is the lifetime of an idle pooled connection: after it, Sima
+    // dials anew and lets the old connection go (the upstream sees it closed).
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen_closed = closed.clone();
+    let (addr, accepted) = counting_upstream(move |mut s| {
+        let closed = seen_closed.clone();
+        async move {
+            let mut chunk = [0u8; 4096];
+            let mut buf = Vec::new();
+            loop {
+                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    buf.drain(..end + 4);
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => {
+                        closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+    })
+    .await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  pool_idle: 300ms\n"
+    )))
+    .await;
+    let proxy = sima.info.proxy;
+    // Within the idle lifetime the connection is reused ...
+    for i in 0..2 {
+        let (status, _, body) = get(proxy, &format!("http://{addr}/warm{i}")).await;
+        assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok"[..]));
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // ... past it, the next request dials a new one and the stale one is closed.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, _, body) = get(proxy, &format!("http://{addr}/late")).await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok"[..]));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let mut waited = 0;
+    while closed.load(std::sync::atomic::Ordering::SeqCst) == 0 && waited < 40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        closed.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the expired connection is closed"
+    );
+    sima.shutdown().await;
+}

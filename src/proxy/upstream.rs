@@ -132,6 +132,9 @@ pub struct UpstreamSettings {
     pub max_idle_per_key: usize,
 }
 
+/// Expired or closed connections dropped from the old end of a key's list per checkout.
+const STALE_DROPS_PER_CHECKOUT: usize = 4;
+
 /// The pool of upstream connections.
 pub struct Upstreams {
     /// Per key, oldest first. Looked up twice per request, so hashed with foldhash
@@ -239,12 +242,15 @@ impl Upstreams {
         let fresh = |i: &Idle| {
             now.duration_since(i.since) < self.settings.pool_idle && !i.sender.is_closed()
         };
-        // The oldest entry is the likeliest to have expired or been closed by the server.
-        // Dropping at most one per checkout keeps the list clean under load without walking
+        // The oldest entries are the likeliest to have expired or been closed by the server.
+        // Dropping a few from the front per checkout keeps the list clean without walking
         // all of it on every request (with hundreds pooled, that walk was the pool's cost).
-        if list.first().is_some_and(|i| !fresh(i)) {
-            list.remove(0);
-        }
+        let stale = list
+            .iter()
+            .take(STALE_DROPS_PER_CHECKOUT)
+            .take_while(|i| !fresh(i))
+            .count();
+        list.drain(..stale);
         // Newest first: the connection most recently used is the least likely to have been
         // closed by the server. An h1 connection still streaming its previous response is
         // not ready: leave it. h2 connections multiplex: hand out a clone, keep the original.

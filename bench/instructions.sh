@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# User-space instructions Sima executes per proxied GET 1 KiB, counted by valgrind
+# (cachegrind). Unlike CPU time on a shared machine, the count barely moves between runs,
+# so it shows changes of 1% that bench/run.sh cannot. It does not see the kernel, cache
+# misses or atomics: confirm a real gain with bench/run.sh -r 5.
+#
+# Method: run Sima under cachegrind twice, under a short and a long wrk load; the
+# difference of the two totals over the difference of the request counts cancels start-up
+# and shutdown. See bench/README.md.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy NO_PROXY
+export PATH="$PATH:/usr/sbin:/sbin"
+
+TARGET="${TARGET:-forward}"
+SHORT="${SHORT:-2s}"
+LONG="${LONG:-10s}"
+UPSTREAM_PORT="${UPSTREAM_PORT:-18090}"
+SIMA_PORT="${SIMA_PORT:-3138}"
+SIMA_ADMIN_PORT="${SIMA_ADMIN_PORT:-9474}"
+BINS=()
+
+usage() {
+  cat <<EOF
+Usage: bench/instructions.sh [options] [SIMA_BINARY ...]
+  Prints the instructions per request of each binary (default target/release/sima).
+  --target forward|route   how the request reaches Sima (default $TARGET; env TARGET)
+  --short D / --long D     wrk durations of the two runs (default $SHORT / $LONG)
+Needs valgrind, nginx, wrk and curl (Debian: apt-get install valgrind nginx wrk curl).
+Each binary takes about a minute.
+EOF
+}
+while (($#)); do
+  case "$1" in
+    --target) TARGET="$2"; shift 2 ;;
+    --short) SHORT="$2"; shift 2 ;;
+    --long) LONG="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "instructions.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
+    *) BINS+=("$1"); shift ;;
+  esac
+done
+((${#BINS[@]})) || BINS=("$REPO/target/release/sima")
+[[ "$TARGET" == forward || "$TARGET" == route ]] || { echo "instructions.sh: --target forward|route" >&2; exit 2; }
+for tool in valgrind nginx wrk curl; do
+  command -v "$tool" >/dev/null || { echo "instructions.sh: missing $tool (apt-get install valgrind nginx wrk curl)" >&2; exit 2; }
+done
+for b in "${BINS[@]}"; do [[ -x "$b" ]] || { echo "instructions.sh: no binary at $b (cargo build --release)" >&2; exit 2; }; done
+
+TMP="$(mktemp -d /tmp/sima-instr.XXXXXX)"
+chmod 755 "$TMP"
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+mkdir -p "$TMP/www" "$TMP/up"
+head -c 1024 /dev/zero | tr '\0' 'a' >"$TMP/www/1k.bin"
+cat >"$TMP/up/nginx.conf" <<EOF
+worker_processes 1;
+pid $TMP/up/nginx.pid;
+error_log $TMP/up/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/up/b; proxy_temp_path $TMP/up/p; fastcgi_temp_path $TMP/up/f;
+  uwsgi_temp_path $TMP/up/u; scgi_temp_path $TMP/up/s;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UPSTREAM_PORT; root $TMP/www; }
+}
+EOF
+# Same policy and geolocation as bench/run.sh: the upstream is foreign, so every request
+# is geolocated and inspected.
+cat >"$TMP/policy.yaml" <<EOF
+version: 1
+name: bench-india-strict
+home: [IN]
+rules:
+  - id: personal-data-stays-in-india
+    when: { countries: [foreign, unknown], data: any }
+    action: block
+default: allow
+EOF
+cat >"$TMP/sima.yaml" <<EOF
+listen: 127.0.0.1:$SIMA_PORT
+admin_listen: 127.0.0.1:$SIMA_ADMIN_PORT
+policy: $TMP/policy.yaml
+audit:
+  dir: $TMP/audit
+geo:
+  overrides:
+    - { cidr: 127.0.0.0/8, country: US }
+routes:
+  - name: bench
+    prefix: /
+    upstream: http://127.0.0.1:$UPSTREAM_PORT
+log_format: json
+EOF
+cat >"$TMP/req.lua" <<'EOF'
+wrk.path = os.getenv("BENCH_PATH")
+local host = os.getenv("BENCH_HOST")
+if host ~= "" then wrk.headers["Host"] = host end
+done = function(summary) io.write(string.format("REQUESTS %d\n", summary.requests)) end
+EOF
+if [[ "$TARGET" == forward ]]; then
+  export BENCH_PATH="http://127.0.0.1:$UPSTREAM_PORT/1k.bin" BENCH_HOST="127.0.0.1:$UPSTREAM_PORT"
+else
+  export BENCH_PATH="/1k.bin" BENCH_HOST=""
+fi
+
+setsid nginx -c "$TMP/up/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
+PIDS+=($!)
+
+# measure BIN DURATION -> "instructions requests"
+measure() {
+  local bin="$1" dur="$2" out="$TMP/cg.out" pid i
+  rm -f "$out"
+  SIMA_WORKER_THREADS=1 setsid valgrind --tool=cachegrind --cache-sim=no \
+    --cachegrind-out-file="$out" "$bin" run --config "$TMP/sima.yaml" \
+    >"$TMP/sima.log" 2>"$TMP/valgrind.log" &
+  pid=$!
+  PIDS+=("$pid")
+  for i in $(seq 120); do
+    curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$SIMA_ADMIN_PORT/readyz" && break
+    kill -0 "$pid" 2>/dev/null || { echo "instructions.sh: Sima exited:" >&2; tail -5 "$TMP/valgrind.log" >&2; exit 1; }
+    sleep 0.5
+  done
+  local reqs
+  reqs="$(wrk -t1 -c32 -d"$dur" -s "$TMP/req.lua" "http://127.0.0.1:$SIMA_PORT" | awk '/^REQUESTS/ {print $2}')"
+  kill -TERM "$pid"
+  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  wait "$pid" 2>/dev/null || true
+  [[ -s "$out" ]] || { echo "instructions.sh: no cachegrind output; see $TMP/valgrind.log" >&2; exit 1; }
+  echo "$(awk '/^summary:/ {print $2}' "$out") $reqs"
+}
+
+for bin in "${BINS[@]}"; do
+  echo "== $bin ($TARGET, short $SHORT, long $LONG) ..." >&2
+  read -r i1 r1 < <(measure "$bin" "$SHORT")
+  read -r i2 r2 < <(measure "$bin" "$LONG")
+  if ((r2 <= r1)); then
+    echo "instructions.sh: the long run served no more requests than the short one ($r2 <= $r1)" >&2
+    exit 1
+  fi
+  echo "$bin: $(( (i2 - i1) / (r2 - r1) )) instructions per request ($TARGET GET 1 KiB; runs of $r1 and $r2 requests)"
+done

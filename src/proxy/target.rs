@@ -329,6 +329,23 @@ mod tests {
     }
 
     #[test]
+    fn host_header_omits_the_default_port_and_brackets_ipv6() {
+        let a = |host: &str, port| Authority {
+            host: parse_host(host).unwrap(),
+            port,
+        };
+        assert_eq!(a("Example.COM", 80).host_header(80), "example.com");
+        assert_eq!(a("example.com", 8080).host_header(80), "example.com:8080");
+        assert_eq!(a("127.0.0.1", 18080).host_header(80), "127.0.0.1:18080");
+        assert_eq!(a("10.0.0.255", 80).host_header(80), "10.0.0.255");
+        assert_eq!(a("[2001:db8::1]", 443).host_header(80), "[2001:db8::1]:443");
+        assert_eq!(a("[::1]", 80).host_header(80), "[::1]");
+        // The same text `Display` gives, wherever the port is shown.
+        let v6 = a("[2001:db8::1]", 443);
+        assert_eq!(v6.host_header(80), v6.to_string());
+    }
+
+    #[test]
     fn idna_and_case() {
         assert_eq!(
             parse_host("Bücher.Example").unwrap(),

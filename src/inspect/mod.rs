@@ -606,10 +606,15 @@ impl Inspector {
         headers: &HeaderMap,
         report: &mut Report,
     ) {
-        let det = &*self.detector;
         let mut decoded = Vec::new();
-        decode::percent_decode_form(path.as_bytes(), &mut decoded);
-        self.scan_one(&decoded, None, Location::Url, report);
+        let raw = path.as_bytes();
+        // Most paths carry no escapes: scan them in place rather than through a copy.
+        if raw.iter().any(|&b| b == b'%' || b == b'+') {
+            decode::percent_decode_form(raw, &mut decoded);
+            self.scan_one(&decoded, None, Location::Url, report);
+        } else {
+            self.scan_one(raw, None, Location::Url, report);
+        }
         if let Some(q) = query {
             decode::for_each_query_pair(q.as_bytes(), &mut |k, v| {
                 self.scan_one(v, Some(k), Location::Url, report);
@@ -639,7 +644,6 @@ impl Inspector {
                 self.scan_one(v, Some(n.as_bytes()), Location::Header, report);
             }
         }
-        let _ = det;
     }
 
     fn scan_one(&self, text: &[u8], key: Option<&[u8]>, loc: Location, report: &mut Report) {

@@ -122,6 +122,23 @@ fn url_query_and_headers_are_inspected() {
 }
 
 #[test]
+fn identifiers_in_a_path_are_found_escaped_or_plain() {
+    let ins = inspector();
+    for path in [
+        "/kyc/ABCPE1234F",
+        "/kyc/ABCPE%31234F",
+        "/kyc/%41BCPE1234F/x+y",
+    ] {
+        let mut r = Report::default();
+        ins.inspect_head(path, None, &HeaderMap::new(), &mut r);
+        assert_eq!(r.class_names(ins.detector()), ["PAN"], "{path}");
+    }
+    let mut r = Report::default();
+    ins.inspect_head("/kyc/ABCPE%3", None, &HeaderMap::new(), &mut r);
+    assert!(r.class_names(ins.detector()).is_empty());
+}
+
+#[test]
 fn masked_aadhaar_and_clean_payloads_find_nothing() {
     let ins = inspector();
     let body = br#"{"aadhaar":"XXXX XXXX 1234","order":1234567,"amount":"12,34,567.00","ts":1732600000000}"#;

@@ -118,16 +118,16 @@ fi
 setsid nginx -c "$TMP/up/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
 PIDS+=($!)
 
-# measure BIN DURATION -> "instructions requests"
+# measure BIN DURATION: writes "instructions requests" to $TMP/result
 measure() {
-  local bin="$1" dur="$2" out="$TMP/cg.out" pid i
+  local bin="$1" dur="$2" out="$TMP/cg.out" pid
   rm -f "$out"
   SIMA_WORKER_THREADS=1 setsid valgrind --tool=cachegrind --cache-sim=no \
     --cachegrind-out-file="$out" "$bin" run --config "$TMP/sima.yaml" \
     >"$TMP/sima.log" 2>"$TMP/valgrind.log" &
   pid=$!
-  PIDS+=("$pid")
-  for i in $(seq 120); do
+  PIDS+=("$pid")   # measure runs in this shell, so the EXIT trap sees it
+  for _ in $(seq 120); do
     curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$SIMA_ADMIN_PORT/readyz" && break
     kill -0 "$pid" 2>/dev/null || { echo "instructions.sh: Sima exited:" >&2; tail -5 "$TMP/valgrind.log" >&2; exit 1; }
     sleep 0.5
@@ -135,16 +135,19 @@ measure() {
   local reqs
   reqs="$(wrk -t1 -c32 -d"$dur" -s "$TMP/req.lua" "http://127.0.0.1:$SIMA_PORT" | awk '/^REQUESTS/ {print $2}')"
   kill -TERM "$pid"
-  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   wait "$pid" 2>/dev/null || true
   [[ -s "$out" ]] || { echo "instructions.sh: no cachegrind output; see $TMP/valgrind.log" >&2; exit 1; }
-  echo "$(awk '/^summary:/ {print $2}' "$out") $reqs"
+  [[ "$reqs" =~ ^[0-9]+$ ]] || { echo "instructions.sh: wrk reported no request count" >&2; exit 1; }
+  echo "$(awk '/^summary:/ {print $2}' "$out") $reqs" >"$TMP/result"
 }
 
 for bin in "${BINS[@]}"; do
   echo "== $bin ($TARGET, short $SHORT, long $LONG) ..." >&2
-  read -r i1 r1 < <(measure "$bin" "$SHORT")
-  read -r i2 r2 < <(measure "$bin" "$LONG")
+  measure "$bin" "$SHORT"
+  read -r i1 r1 <"$TMP/result"
+  measure "$bin" "$LONG"
+  read -r i2 r2 <"$TMP/result"
   if ((r2 <= r1)); then
     echo "instructions.sh: the long run served no more requests than the short one ($r2 <= $r1)" >&2
     exit 1

@@ -438,3 +438,36 @@ async fn a_pooled_connection_idle_past_pool_idle_is_closed_and_not_reused() {
     );
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_h2_upstream_connection_in_use_outlives_pool_idle() {
+    // h2 multiplexes every request on one pooled connection. `pool_idle` counts from its
+    // last use: a connection serving a request every 100 ms is kept, not replaced (with a
+    // new TLS handshake) once `pool_idle` has passed since its first request.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = test_pki(dir.path(), &["partner.test"]);
+    let partner = upstream_with_tls("127.0.0.2", "partner", Some(pki.server.clone())).await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  pool_idle: 300ms\nresolver:\n  static_hosts:\n    partner.test: [127.0.0.2]\nroutes:\n  - name: partner\n    prefix: /partner/\n    upstream: https://partner.test:{port}/v2\n    ca_bundle: {ca}\n",
+        port = partner.addr.port(),
+        ca = pki.ca_pem_path.display(),
+    )))
+    .await;
+    let started = Instant::now();
+    for i in 0..8 {
+        let (ok, out, err) = curl(vec![format!("http://{}/partner/{i}", sima.info.proxy)]).await;
+        assert!(ok, "{err}");
+        assert_eq!(out, "hello from partner");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started.elapsed() > Duration::from_millis(600));
+    let seen = partner.requests();
+    assert_eq!(seen.len(), 8);
+    assert!(seen.iter().all(|r| r.version == http::Version::HTTP_2));
+    assert_eq!(
+        partner.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one h2 connection for all requests"
+    );
+    sima.shutdown().await;
+}

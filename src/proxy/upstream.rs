@@ -288,10 +288,14 @@ impl Upstreams {
             return;
         };
         if let Sender::H2(_) = sender {
-            if list
-                .iter()
-                .any(|i| matches!(&i.sender, Sender::H2(s) if !s.is_closed()))
+            // An h2 connection stays pooled while it serves requests: each use renews it,
+            // or a busy connection would count as idle since its first request and be
+            // replaced by a new one (a TLS handshake) every `pool_idle`.
+            if let Some(open) = list
+                .iter_mut()
+                .find(|i| matches!(&i.sender, Sender::H2(s) if !s.is_closed()))
             {
+                open.since = Instant::now();
                 return;
             }
         }

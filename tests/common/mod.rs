@@ -64,6 +64,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Recorded>>>,
     pub name: String,
+    /// Connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -116,12 +118,14 @@ pub async fn upstream_with_tls(
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (seen2, name2) = (seen.clone(), name.to_owned());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen2, name2, accepted2) = (seen.clone(), name.to_owned(), accepted.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            accepted2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (seen, name) = (seen2.clone(), name2.clone());
             let tls = tls.clone();
             tokio::spawn(async move {
@@ -146,6 +150,7 @@ pub async fn upstream_with_tls(
         addr,
         seen,
         name: name.to_owned(),
+        accepted,
     }
 }
 

@@ -417,6 +417,33 @@ async fn routes_originate_tls_with_the_configured_ca_and_refuse_without_it() {
 }
 
 #[tokio::test]
+async fn dns_answers_are_reused_until_their_ttl_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let india = upstream("127.0.0.2", "india").await;
+    let policy = policy_file(dir.path(), NO_US_POLICY);
+    let (dns, a_queries) =
+        fake_dns_with_ttl(DnsMode::Answer, "api.ttl.test", [127, 0, 0, 2], 1).await;
+    let sima = start(config(&format!(
+        "{policy}{GEO_OVERRIDES}resolver:\n  nameservers: ['{dns}']\n"
+    )))
+    .await;
+    let url = format!("http://api.ttl.test:{}/x", india.addr.port());
+    let queries = || a_queries.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        let (status, _, body) = get(sima.info.proxy, &url).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(queries(), 1, "one DNS query while the 1 s TTL lasts");
+    // Past the TTL the name is looked up again, not served from a stale answer.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, _, _) = get(sima.info.proxy, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(queries(), 2, "a fresh query once the TTL has run out");
+    assert_eq!(india.requests().len(), 6);
+    sima.shutdown().await;
+}
+
+#[tokio::test]
 async fn dns_failures_and_timeouts_fail_closed_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let india = upstream("127.0.0.2", "india").await;

@@ -348,10 +348,22 @@ pub enum DnsMode {
 
 /// A UDP DNS server on 127.0.0.1 answering `name` with `ip`.
 pub async fn fake_dns(mode: DnsMode, name: &'static str, ip: [u8; 4]) -> SocketAddr {
+    fake_dns_with_ttl(mode, name, ip, 60).await.0
+}
+
+/// As [`fake_dns`], with the A record's TTL, and a count of the A queries it received.
+pub async fn fake_dns_with_ttl(
+    mode: DnsMode,
+    name: &'static str,
+    ip: [u8; 4],
+    ttl: u32,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
     use hickory_resolver::proto::rr::{rdata::A, RData, Record, RecordType};
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = sock.local_addr().unwrap();
+    let a_queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = a_queries.clone();
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
@@ -377,8 +389,9 @@ pub async fn fake_dns(mode: DnsMode, name: &'static str, ip: [u8; 4]) -> SocketA
                         if qn.trim_end_matches('.') != name {
                             r.set_response_code(ResponseCode::NXDomain);
                         } else if query.query_type() == RecordType::A {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             let rdata = RData::A(A::from(std::net::Ipv4Addr::from(ip)));
-                            r.add_answer(Record::from_rdata(query.name().clone(), 60, rdata));
+                            r.add_answer(Record::from_rdata(query.name().clone(), ttl, rdata));
                         }
                     }
                 }
@@ -388,5 +401,5 @@ pub async fn fake_dns(mode: DnsMode, name: &'static str, ip: [u8; 4]) -> SocketA
             }
         }
     });
-    addr
+    (addr, a_queries)
 }

@@ -868,6 +868,25 @@ impl Detector {
     /// suffix of it starting at a word boundary (`customer_mobile`,
     /// `payerVpa`) for names of three or more characters.
     fn match_key(&self, key: &[u8]) -> KeyMatch {
+        // Every match ends where the key ends, and a key of three or more (normalised)
+        // bytes only matches names at least that long: if no name ends with the key's last
+        // three bytes, nothing matches. Most header names (`accept`, `traceparent`) stop
+        // here, before the suffix hashing below.
+        let mut tail = [0u8; 3];
+        let mut have = 0;
+        for &b in key.iter().rev() {
+            if is_key_sep(b) {
+                continue;
+            }
+            have += 1;
+            tail[3 - have] = b.to_ascii_lowercase();
+            if have == 3 {
+                break;
+            }
+        }
+        if have == 3 && !self.field_index.may_end_with(tail) {
+            return KeyMatch::NONE;
+        }
         let mut km = KeyMatch::NONE;
         let mut buf = [0u8; MAX_KEY];
         let mut len = 0;
@@ -1408,6 +1427,8 @@ impl Detector {
 struct FieldIndex {
     /// Distinct names, their suffix hash, and the classes they name.
     names: Vec<(Box<[u8]>, u64, Vec<ClassId>)>,
+    /// Bit set of the (hashed) last three bytes of every name of three or more bytes.
+    tails: Vec<u64>,
     /// `0` = empty, else index into `names` plus one. Power-of-two sized,
     /// at most a quarter full, so probing always ends.
     slots: Vec<u32>,
@@ -1419,6 +1440,14 @@ struct FieldIndex {
 #[inline]
 fn suffix_hash_step(h: u64, b: u8) -> u64 {
     h.rotate_left(5) ^ u64::from(b)
+}
+
+/// Size of [`FieldIndex::tails`] in bits.
+const TAIL_BITS: usize = 1 << 15;
+
+#[inline]
+fn tail_bit(t: [u8; 3]) -> usize {
+    (usize::from(t[0]) * 961 + usize::from(t[1]) * 31 + usize::from(t[2])) % TAIL_BITS
 }
 
 #[inline]
@@ -1457,11 +1486,28 @@ impl FieldIndex {
             }
             slots[s & mask] = u32::try_from(i + 1).unwrap_or(0);
         }
+        let mut tails = vec![0u64; TAIL_BITS / 64];
+        for (n, _, _) in &names {
+            if let [.., a, b, c] = **n {
+                let t = tail_bit([a, b, c]);
+                tails[t / 64] |= 1 << (t % 64);
+            }
+        }
         FieldIndex {
             names,
+            tails,
             slots,
             shift,
         }
+    }
+
+    /// Whether some name of three or more bytes ends with `tail` (false positives allowed).
+    #[inline]
+    fn may_end_with(&self, tail: [u8; 3]) -> bool {
+        let t = tail_bit(tail);
+        self.tails
+            .get(t / 64)
+            .is_some_and(|w| w & (1 << (t % 64)) != 0)
     }
 
     /// Classes named exactly `name`, whose suffix hash is `h`.
@@ -3036,6 +3082,47 @@ mod tests {
     }
 
     // -- keys, keywords, offsets -----------------------------------------------
+
+    #[test]
+    fn the_tail_filter_rejects_no_key_that_matches() {
+        let filtered = det();
+        let mut open = Detector::builtin();
+        open.field_index.tails = vec![u64::MAX; TAIL_BITS / 64];
+        let names: Vec<String> = filtered
+            .fields
+            .iter()
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        let mut runner = proptest::test_runner::TestRunner::default();
+        let key = (
+            proptest::sample::select(names),
+            "[a-zA-Z_.-]{0,8}",
+            proptest::bool::ANY,
+            "[a-zA-Z_. -]{0,3}",
+        )
+            .prop_map(|(name, prefix, upper, tail)| {
+                let name = if upper { name.to_uppercase() } else { name };
+                format!("{prefix}{name}{tail}")
+            });
+        runner
+            .run(&key, |k| {
+                let a = filtered.match_key(k.as_bytes());
+                let b = open.match_key(k.as_bytes());
+                prop_assert_eq!(a.ids(), b.ids(), "{}", k);
+                Ok(())
+            })
+            .unwrap();
+        // Names that end nowhere near a field name are turned away by the filter.
+        for k in [
+            "accept",
+            "traceparent",
+            "accept-encoding",
+            "user-agent",
+            "host",
+        ] {
+            assert!(filtered.match_key(k.as_bytes()).ids().is_empty(), "{k}");
+        }
+    }
 
     #[test]
     fn key_normalisation() {

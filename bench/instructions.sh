@@ -15,6 +15,7 @@ unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy
 export PATH="$PATH:/usr/sbin:/sbin"
 
 TARGET="${TARGET:-forward}"
+HEADERS="${HEADERS:-host}"
 SHORT="${SHORT:-2s}"
 LONG="${LONG:-10s}"
 UPSTREAM_PORT="${UPSTREAM_PORT:-18090}"
@@ -27,6 +28,9 @@ usage() {
 Usage: bench/instructions.sh [options] [SIMA_BINARY ...]
   Prints the instructions per request of each binary (default target/release/sima).
   --target forward|route   how the request reaches Sima (default $TARGET; env TARGET)
+  --headers host|typical   request headers: Host only, or seven typical ones more (user
+                           agent, accept, accept-encoding, a JWT bearer token, a request
+                           id, a client version, a trace id) (default $HEADERS; env HEADERS)
   --short D / --long D     wrk durations of the two runs (default $SHORT / $LONG)
 Needs valgrind, nginx, wrk and curl (Debian: apt-get install valgrind nginx wrk curl).
 Each binary takes about a minute.
@@ -35,6 +39,7 @@ EOF
 while (($#)); do
   case "$1" in
     --target) TARGET="$2"; shift 2 ;;
+    --headers) HEADERS="$2"; shift 2 ;;
     --short) SHORT="$2"; shift 2 ;;
     --long) LONG="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -44,6 +49,7 @@ while (($#)); do
 done
 ((${#BINS[@]})) || BINS=("$REPO/target/release/sima")
 [[ "$TARGET" == forward || "$TARGET" == route ]] || { echo "instructions.sh: --target forward|route" >&2; exit 2; }
+[[ "$HEADERS" == host || "$HEADERS" == typical ]] || { echo "instructions.sh: --headers host|typical" >&2; exit 2; }
 for tool in valgrind nginx wrk curl; do
   command -v "$tool" >/dev/null || { echo "instructions.sh: missing $tool (apt-get install valgrind nginx wrk curl)" >&2; exit 2; }
 done
@@ -107,8 +113,18 @@ cat >"$TMP/req.lua" <<'EOF'
 wrk.path = os.getenv("BENCH_PATH")
 local host = os.getenv("BENCH_HOST")
 if host ~= "" then wrk.headers["Host"] = host end
+if os.getenv("BENCH_HEADERS") == "typical" then
+  wrk.headers["User-Agent"] = "okhttp/4.12.0 payments-service/2.31.4 (build 20261120.3)"
+  wrk.headers["Accept"] = "application/json, text/plain, */*"
+  wrk.headers["Accept-Encoding"] = "gzip, deflate, br"
+  wrk.headers["Authorization"] = "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+  wrk.headers["X-Request-Id"] = "3f6c1d2e-8b4a-4c2f-9e1d-7a5b6c4d3e2f"
+  wrk.headers["X-Client-Version"] = "2.31.4"
+  wrk.headers["Traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+end
 done = function(summary) io.write(string.format("REQUESTS %d\n", summary.requests)) end
 EOF
+export BENCH_HEADERS="$HEADERS"
 if [[ "$TARGET" == forward ]]; then
   export BENCH_PATH="http://127.0.0.1:$UPSTREAM_PORT/1k.bin" BENCH_HOST="127.0.0.1:$UPSTREAM_PORT"
 else
@@ -143,7 +159,7 @@ measure() {
 }
 
 for bin in "${BINS[@]}"; do
-  echo "== $bin ($TARGET, short $SHORT, long $LONG) ..." >&2
+  echo "== $bin ($TARGET, headers $HEADERS, short $SHORT, long $LONG) ..." >&2
   measure "$bin" "$SHORT"
   read -r i1 r1 <"$TMP/result"
   measure "$bin" "$LONG"
@@ -152,5 +168,5 @@ for bin in "${BINS[@]}"; do
     echo "instructions.sh: the long run served no more requests than the short one ($r2 <= $r1)" >&2
     exit 1
   fi
-  echo "$bin: $(( (i2 - i1) / (r2 - r1) )) instructions per request ($TARGET GET 1 KiB; runs of $r1 and $r2 requests)"
+  echo "$bin: $(( (i2 - i1) / (r2 - r1) )) instructions per request ($TARGET GET 1 KiB, headers $HEADERS; runs of $r1 and $r2 requests)"
 done

@@ -40,7 +40,10 @@ Usage: bench/run.sh [options]
                         use 3 or more on a shared machine (default $ROUNDS; env ROUNDS)
       --only LIST       targets, comma-separated, from: direct,sima-forward,sima-route,nginx,squid
                         ("sima" = both Sima targets; default all; env ONLY)
-      --scenarios LIST  get,post (default both; env SCENARIOS)
+      --scenarios LIST  from get,post,headers (default get,post; env SCENARIOS). headers is
+                        GET 1 KiB with seven typical request headers besides Host (user
+                        agent, accept, accept-encoding, a JWT bearer token, a request id,
+                        a client version, a trace id): what Sima's head scan costs
       --sima-bin PATH   Sima binary (default target/release/sima; env SIMA_BIN); built with
                         'cargo build --release' when missing and a Sima target is selected
   -o, --out FILE        JSON results (default bench/results/latest.json; env OUT)
@@ -80,7 +83,7 @@ for t in "${_only[@]}"; do
   esac
 done
 IFS=',' read -r -a SCEN <<<"$SCENARIOS"
-for s in "${SCEN[@]}"; do [[ "$s" == get || "$s" == post ]] || die "unknown scenario '$s' (get, post)"; done
+for s in "${SCEN[@]}"; do [[ "$s" == get || "$s" == post || "$s" == headers ]] || die "unknown scenario '$s' (get, post, headers)"; done
 want() { local x; for x in "${TARGETS[@]}"; do [[ "$x" == "$1" ]] && return 0; done; return 1; }
 
 to_seconds() { # 10s, 2m, 1h, 10 -> seconds
@@ -325,6 +328,17 @@ if n > 0 then
   wrk.body = string.rep("b", n)
   wrk.headers["Content-Type"] = "application/octet-stream"
 end
+-- The "headers" scenario: what a service's HTTP client typically sends (keep in step
+-- with bench/instructions.sh --headers typical).
+if os.getenv("BENCH_HEADERS") == "typical" then
+  wrk.headers["User-Agent"] = "okhttp/4.12.0 payments-service/2.31.4 (build 20261120.3)"
+  wrk.headers["Accept"] = "application/json, text/plain, */*"
+  wrk.headers["Accept-Encoding"] = "gzip, deflate, br"
+  wrk.headers["Authorization"] = "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+  wrk.headers["X-Request-Id"] = "3f6c1d2e-8b4a-4c2f-9e1d-7a5b6c4d3e2f"
+  wrk.headers["X-Client-Version"] = "2.31.4"
+  wrk.headers["Traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -341,8 +355,8 @@ UP="127.0.0.1:$UPSTREAM_PORT"
 # target -> "port mode" (mode: forward = absolute-form through a proxy, route = origin-form)
 target_port() { case "$1" in direct) echo "$UPSTREAM_PORT" ;; sima-*) echo "$SIMA_PORT" ;; nginx) echo "$NGINX_PORT" ;; squid) echo "$SQUID_PORT" ;; esac; }
 target_mode() { case "$1" in sima-forward|squid) echo forward ;; *) echo route ;; esac; }
-scen_path() { [[ "$1" == get ]] && echo /1k.bin || echo /post; }
-scen_name() { [[ "$1" == get ]] && echo "GET 1KiB" || echo "POST 64KiB"; }
+scen_path() { [[ "$1" == post ]] && echo /post || echo /1k.bin; }
+scen_name() { case "$1" in get) echo "GET 1KiB" ;; headers) echo "GET 1KiB+h" ;; *) echo "POST 64KiB" ;; esac; }
 
 sanity() { # target scenario -> 0 if a single request through it works
   ((HAVE_CURL)) || return 0
@@ -365,6 +379,7 @@ run_wrk() { # target scenario duration log
   # In the background plus `wait`, so that INT/TERM reach our trap at once
   # (`timeout` puts itself and wrk in their own process group: WRK_PID).
   BENCH_METHOD="$([[ "$2" == post ]] && echo POST || echo GET)" BENCH_PATH="$path" BENCH_HOST="$host" \
+  BENCH_HEADERS="$([[ "$2" == headers ]] && echo typical || echo host)" \
   BENCH_BODY_BYTES="$body" timeout "$(($(to_seconds "$3") + 60))" \
     taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$3" --timeout 10s \
     -s "$TMP/bench.lua" "http://127.0.0.1:$port/" >"$4" 2>&1 </dev/null &
@@ -474,7 +489,7 @@ function sort(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i
   E[r, s, t] = EFF[n]; seen[s] = 1
 }
 END {
-  label["get"] = "GET 1KiB"; label["post"] = "POST 64KiB"
+  label["get"] = "GET 1KiB"; label["headers"] = "GET 1KiB+h"; label["post"] = "POST 64KiB"
   hdr = sprintf("%5s  %-10s  %-12s  %8s  %7s  %7s  %6s  %9s  %6s  %6s  %9s  %9s  %6s", "round", "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU", "CPU %", "user%", "CPU-s/10k", "req/CPU-s", "other%")
   print ""; print hdr; gsub(/./, "-", hdr); print hdr
   for (i = 1; i <= n; i++)
@@ -483,8 +498,8 @@ END {
   print ""
   print "user% = share of the proxy'"'"'s CPU spent in user space (the rest is the kernel: TCP, syscalls)"
   nr = 0
-  split("get post", order, " ")
-  for (oi0 = 1; oi0 <= 2; oi0++) for (si = 1; si <= 2; si++) for (oi = 1; oi <= 2; oi++) {
+  split("get headers post", order, " ")
+  for (oi0 = 1; oi0 <= 3; oi0++) for (si = 1; si <= 2; si++) for (oi = 1; oi <= 2; oi++) {
     s = order[oi0]; if (!(s in seen)) continue
     st = si == 1 ? "sima-forward" : "sima-route"
     o = oi == 1 ? "nginx" : "squid"

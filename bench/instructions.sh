@@ -11,6 +11,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy NO_PROXY
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -82,48 +84,9 @@ http {
   server { listen 127.0.0.1:$UPSTREAM_PORT; root $TMP/www; }
 }
 EOF
-# Same policy and geolocation as bench/run.sh: the upstream is foreign, so every request
-# is geolocated and inspected.
-cat >"$TMP/policy.yaml" <<EOF
-version: 1
-name: bench-india-strict
-home: [IN]
-rules:
-  - id: personal-data-stays-in-india
-    when: { countries: [foreign, unknown], data: any }
-    action: block
-default: allow
-EOF
-cat >"$TMP/sima.yaml" <<EOF
-listen: 127.0.0.1:$SIMA_PORT
-admin_listen: 127.0.0.1:$SIMA_ADMIN_PORT
-policy: $TMP/policy.yaml
-audit:
-  dir: $TMP/audit
-geo:
-  overrides:
-    - { cidr: 127.0.0.0/8, country: US }
-routes:
-  - name: bench
-    prefix: /
-    upstream: http://127.0.0.1:$UPSTREAM_PORT
-log_format: json
-EOF
-cat >"$TMP/req.lua" <<'EOF'
-wrk.path = os.getenv("BENCH_PATH")
-local host = os.getenv("BENCH_HOST")
-if host ~= "" then wrk.headers["Host"] = host end
-if os.getenv("BENCH_HEADERS") == "typical" then
-  wrk.headers["User-Agent"] = "okhttp/4.12.0 payments-service/2.31.4 (build 20261120.3)"
-  wrk.headers["Accept"] = "application/json, text/plain, */*"
-  wrk.headers["Accept-Encoding"] = "gzip, deflate, br"
-  wrk.headers["Authorization"] = "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
-  wrk.headers["X-Request-Id"] = "3f6c1d2e-8b4a-4c2f-9e1d-7a5b6c4d3e2f"
-  wrk.headers["X-Client-Version"] = "2.31.4"
-  wrk.headers["Traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-end
-done = function(summary) io.write(string.format("REQUESTS %d\n", summary.requests)) end
-EOF
+# The same Sima set-up and wrk script as bench/run.sh.
+write_sima_config "$TMP"
+write_wrk_script "$TMP/req.lua"
 export BENCH_HEADERS="$HEADERS"
 if [[ "$TARGET" == forward ]]; then
   export BENCH_PATH="http://127.0.0.1:$UPSTREAM_PORT/1k.bin" BENCH_HOST="127.0.0.1:$UPSTREAM_PORT"
@@ -149,7 +112,7 @@ measure() {
     sleep 0.5
   done
   local reqs
-  reqs="$(wrk -t1 -c32 -d"$dur" -s "$TMP/req.lua" "http://127.0.0.1:$SIMA_PORT" | awk '/^REQUESTS/ {print $2}')"
+  reqs="$(wrk -t1 -c32 -d"$dur" -s "$TMP/req.lua" "http://127.0.0.1:$SIMA_PORT" | sed -n 's/^RESULT requests=\([0-9]*\).*/\1/p')"
   kill -TERM "$pid"
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   wait "$pid" 2>/dev/null || true

@@ -6,6 +6,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 # Never let a proxy from the environment redirect our own traffic.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy no_proxy NO_PROXY
@@ -287,68 +289,8 @@ server_persistent_connections on
 max_filedescriptors 8192
 EOF
 
-# Full inspection on: the upstream is declared foreign (US), so every request is
-# geolocated and its URL, headers and body are scanned under india-strict's rule.
-cat >"$TMP/sima/bench-policy.yaml" <<EOF
-version: 1
-name: bench-india-strict
-home: [IN]
-rules:
-  - id: personal-data-stays-in-india
-    when: { countries: [foreign, unknown], data: any }
-    action: block
-default: allow
-EOF
-cat >"$TMP/sima/sima.yaml" <<EOF
-listen: 127.0.0.1:$SIMA_PORT
-admin_listen: 127.0.0.1:$SIMA_ADMIN_PORT
-policy: $TMP/sima/bench-policy.yaml
-audit:
-  dir: $TMP/sima/audit
-geo:
-  overrides:
-    - { cidr: 127.0.0.0/8, country: US }
-routes:
-  - name: bench
-    prefix: /
-    upstream: http://127.0.0.1:$UPSTREAM_PORT
-log_format: json
-EOF
-
-# wrk script: method/path/Host/body from the environment. For forward-proxy
-# targets the path is an absolute URI, so wrk (which cannot use a proxy) sends
-# absolute-form request lines ("GET http://127.0.0.1:18080/1k.bin HTTP/1.1").
-cat >"$TMP/bench.lua" <<'EOF'
-wrk.method = os.getenv("BENCH_METHOD") or "GET"
-wrk.path = os.getenv("BENCH_PATH") or "/"
-local host = os.getenv("BENCH_HOST")
-if host and host ~= "" then wrk.headers["Host"] = host end
-local n = tonumber(os.getenv("BENCH_BODY_BYTES") or "0")
-if n > 0 then
-  wrk.body = string.rep("b", n)
-  wrk.headers["Content-Type"] = "application/octet-stream"
-end
--- The "headers" scenario: what a service's HTTP client typically sends (keep in step
--- with bench/instructions.sh --headers typical).
-if os.getenv("BENCH_HEADERS") == "typical" then
-  wrk.headers["User-Agent"] = "okhttp/4.12.0 payments-service/2.31.4 (build 20261120.3)"
-  wrk.headers["Accept"] = "application/json, text/plain, */*"
-  wrk.headers["Accept-Encoding"] = "gzip, deflate, br"
-  wrk.headers["Authorization"] = "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
-  wrk.headers["X-Request-Id"] = "3f6c1d2e-8b4a-4c2f-9e1d-7a5b6c4d3e2f"
-  wrk.headers["X-Client-Version"] = "2.31.4"
-  wrk.headers["Traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "RESULT requests=%d duration_us=%d bytes=%d p50_us=%d p99_us=%d max_us=%d " ..
-    "err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d\n",
-    summary.requests, summary.duration, summary.bytes,
-    latency:percentile(50), latency:percentile(99), latency.max,
-    e.connect, e.read, e.write, e.status, e.timeout))
-end
-EOF
+write_sima_config "$TMP/sima"
+write_wrk_script "$TMP/bench.lua"
 
 # ---- measurement ---------------------------------------------------------------
 UP="127.0.0.1:$UPSTREAM_PORT"

@@ -1,4 +1,4 @@
-//! Text for values written on every request (addresses, ids), without `core::fmt`.
+//! Text for addresses written on every request, without `core::fmt`.
 //!
 //! `Display` for an `Ipv4Addr` goes through the formatter's padding machinery and cost
 //! more per request than parsing the request line; these write the same bytes directly.
@@ -49,16 +49,6 @@ pub fn ip_string(ip: IpAddr) -> String {
     String::from_utf8(out).unwrap_or_else(|_| ip.to_string())
 }
 
-/// `n` as 16 lower-case hex digits, as `format!("{n:016x}")` would give it.
-pub fn hex16(n: u64) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 16];
-    for (i, d) in buf.iter_mut().enumerate() {
-        *d = DIGITS[((n >> ((15 - i) * 4)) & 0xf) as usize];
-    }
-    buf.iter().map(|&b| char::from(b)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,11 +65,6 @@ mod tests {
         fn ipv6_matches_display(a: u128) {
             let ip = IpAddr::V6(std::net::Ipv6Addr::from(a));
             prop_assert_eq!(ip_string(ip), ip.to_string());
-        }
-
-        #[test]
-        fn hex_matches_format(n: u64) {
-            prop_assert_eq!(hex16(n), format!("{n:016x}"));
         }
     }
 

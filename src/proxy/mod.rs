@@ -200,7 +200,7 @@ impl Shared {
     }
 
     fn request_id(&self) -> String {
-        crate::text::hex16(self.next_id.fetch_add(1, Ordering::Relaxed))
+        request_id_text(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     fn is_own(&self, addr: SocketAddr) -> bool {
@@ -916,5 +916,22 @@ fn finish(
             status = line.status,
             "request"
         );
+    }
+}
+
+/// A request id as 16 lower-case hex digits, without `format!` (this is on every request).
+fn request_id_text(n: u64) -> String {
+    hex::encode(n.to_be_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn request_ids_are_sixteen_hex_digits(n: u64) {
+            prop_assert_eq!(super::request_id_text(n), format!("{n:016x}"));
+        }
     }
 }

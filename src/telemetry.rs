@@ -95,9 +95,10 @@ pub struct AccessLine<'a> {
     pub duration_ms: f64,
 }
 
-/// Writes the canonical line for a request, if request logging is on. Returns false when
-/// it is not handled here (no subscriber installed by `init`, e.g. in tests).
-pub fn access(line: &AccessLine<'_>) -> bool {
+/// Writes the canonical line for a request, if request logging is on, stamped with the
+/// wall-clock time of `at` (the caller's own clock reading). Returns false when it is not
+/// handled here (no subscriber installed by `init`, e.g. in tests).
+pub fn access(line: &AccessLine<'_>, at: std::time::Instant) -> bool {
     let Some((batch, format)) = ACCESS.get() else {
         return false;
     };
@@ -111,14 +112,39 @@ pub fn access(line: &AccessLine<'_>) -> bool {
             return;
         };
         out.clear();
-        format_access(&mut out, line, *format, std::time::SystemTime::now());
+        format_access(&mut out, line, *format, wall_clock(at));
         let _ = LineGuard(batch.buf.lock().ok()).write_all(&out);
     });
     true
 }
 
+/// How long a monotonic-to-wall-clock pairing is trusted before it is read again.
+const WALL_CLOCK_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The wall-clock time at `at`, from a pairing of the two clocks taken at most a second
+/// earlier. Both clocks advance at the same (NTP-slewed) rate, so only a step of the wall
+/// clock is seen late, by up to a second. A clock read costs as much as formatting half
+/// the line; the caller has already made one.
+fn wall_clock(at: std::time::Instant) -> std::time::SystemTime {
+    let (mono, wall) = WALL
+        .get()
+        .filter(|(mono, _)| at.saturating_duration_since(*mono) < WALL_CLOCK_REFRESH)
+        .unwrap_or_else(|| {
+            let pair = (std::time::Instant::now(), std::time::SystemTime::now());
+            WALL.set(Some(pair));
+            pair
+        });
+    match at.checked_duration_since(mono) {
+        Some(ahead) => wall + ahead,
+        None => wall.checked_sub(mono - at).unwrap_or(wall),
+    }
+}
+
 thread_local! {
     static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+    /// A monotonic instant and the wall-clock time read with it (see `wall_clock`).
+    static WALL: std::cell::Cell<Option<(std::time::Instant, std::time::SystemTime)>> =
+        const { std::cell::Cell::new(None) };
     /// Seconds since the epoch and their `YYYY-MM-DDTHH:MM:SS` rendering.
     static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
 }
@@ -365,6 +391,22 @@ pub fn init(format: LogFormat) -> LogGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wall_clock_follows_the_callers_instant() {
+        let now = std::time::Instant::now();
+        let earlier = now
+            .checked_sub(std::time::Duration::from_millis(250))
+            .unwrap();
+        let (w_now, w_earlier) = (wall_clock(now), wall_clock(earlier));
+        assert_eq!(
+            w_now.duration_since(w_earlier).unwrap(),
+            std::time::Duration::from_millis(250)
+        );
+        let sys = std::time::SystemTime::now();
+        let off = sys.duration_since(w_now).unwrap_or_else(|e| e.duration());
+        assert!(off < std::time::Duration::from_millis(100), "{off:?} off");
+    }
 
     #[test]
     fn json_strings_are_escaped() {

@@ -541,9 +541,12 @@ async fn serve(
     let sent = Instant::now();
     let result = shared
         .upstreams
-        .send(&dial, &authority, &path_and_query, upstream_req)
+        .send(&dial, &authority, &path_and_query, upstream_req, sent)
         .await;
-    ctx.upstream_wait = sent.elapsed();
+    let arrived = result
+        .as_ref()
+        .map_or_else(|_| Instant::now(), |(_, at)| *at);
+    ctx.upstream_wait = arrived.saturating_duration_since(sent);
     // A streamed body stopped by the inspector aborts the upstream request; the client
     // gets the 451, not whatever the upstream made of a broken request.
     if let Some(slot) = slot {
@@ -558,7 +561,7 @@ async fn serve(
             return Err(ProxyError::Blocked(d));
         }
     }
-    let resp = result?;
+    let (resp, _) = result?;
     let (mut parts, body) = resp.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
@@ -867,7 +870,8 @@ fn finish(
     status: StatusCode,
     start: Instant,
 ) {
-    let elapsed = start.elapsed();
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(start);
     shared
         .metrics
         .overhead
@@ -906,7 +910,7 @@ fn finish(
         status: status.as_u16(),
         duration_ms: elapsed.as_secs_f64() * 1000.0,
     };
-    if !crate::telemetry::access(&line) {
+    if !crate::telemetry::access(&line, now) {
         tracing::info!(
             target: "sima::request",
             request_id = line.request_id,

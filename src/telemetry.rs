@@ -149,6 +149,32 @@ thread_local! {
     static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
 }
 
+/// The access line's field names, in order, with their JSON (`,"name":`) and text
+/// (` name=`) punctuation joined at compile time: one append per key, not three.
+macro_rules! access_keys {
+    ($($name:literal),* $(,)?) => {
+        const JSON_KEYS: [&str; ACCESS_FIELDS] = [$(concat!(",\"", $name, "\":")),*];
+        const TEXT_KEYS: [&str; ACCESS_FIELDS] = [$(concat!(" ", $name, "=")),*];
+    };
+}
+const ACCESS_FIELDS: usize = 14;
+access_keys!(
+    "sima.request_id",
+    "client.address",
+    "http.request.method",
+    "sima.transport",
+    "server.address",
+    "server.port",
+    "network.peer.address",
+    "sima.country",
+    "sima.decision",
+    "sima.reason",
+    "sima.rule_id",
+    "sima.data_classes",
+    "http.response.status_code",
+    "sima.duration_ms",
+);
+
 /// One field's value in the access line.
 enum Field<'a> {
     Str(&'a str),
@@ -166,24 +192,21 @@ fn format_access(
     let micros = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(0));
-    let fields: [(&str, Field<'_>); 14] = [
-        ("sima.request_id", Field::Str(line.request_id)),
-        ("client.address", Field::Ip(Some(line.client))),
-        ("http.request.method", Field::Str(line.method)),
-        ("sima.transport", Field::Str(line.transport)),
-        ("server.address", Field::Str(line.host)),
-        ("server.port", Field::Num(u64::from(line.port))),
-        ("network.peer.address", Field::Ip(line.peer)),
-        ("sima.country", Field::Str(line.country)),
-        ("sima.decision", Field::Str(line.decision)),
-        ("sima.reason", Field::Str(line.reason)),
-        ("sima.rule_id", Field::Str(line.rule)),
-        ("sima.data_classes", Field::Str(line.data_classes)),
-        (
-            "http.response.status_code",
-            Field::Num(u64::from(line.status)),
-        ),
-        ("sima.duration_ms", Field::Millis(line.duration_ms)),
+    let values: [Field<'_>; ACCESS_FIELDS] = [
+        Field::Str(line.request_id),
+        Field::Ip(Some(line.client)),
+        Field::Str(line.method),
+        Field::Str(line.transport),
+        Field::Str(line.host),
+        Field::Num(u64::from(line.port)),
+        Field::Ip(line.peer),
+        Field::Str(line.country),
+        Field::Str(line.decision),
+        Field::Str(line.reason),
+        Field::Str(line.rule),
+        Field::Str(line.data_classes),
+        Field::Num(u64::from(line.status)),
+        Field::Millis(line.duration_ms),
     ];
     let json = format == LogFormat::Json;
     if json {
@@ -194,17 +217,9 @@ fn format_access(
         push_time(out, micros);
         out.extend_from_slice(b"  INFO request");
     }
-    for (name, value) in &fields {
-        // Names are fixed ASCII: no escaping needed.
-        if json {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-        } else {
-            out.push(b' ');
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'=');
-        }
+    let keys = if json { &JSON_KEYS } else { &TEXT_KEYS };
+    for (key, value) in keys.iter().zip(&values) {
+        out.extend_from_slice(key.as_bytes());
         match value {
             Field::Str(v) if json => push_json_str(out, v),
             Field::Str(v) => push_debug_str(out, v),

@@ -17,15 +17,17 @@ CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-2s}"
 ROUNDS="${ROUNDS:-1}"
-ONLY="${ONLY:-direct,sima-forward,sima-route,nginx,squid}"
+ONLY="${ONLY:-direct,sima-forward,sima-route,hyper-floor,nginx,squid}"
 SCENARIOS="${SCENARIOS:-get,post}"
 SIMA_BIN="${SIMA_BIN:-$REPO/target/release/sima}"
+FLOOR_BIN="${FLOOR_BIN:-$REPO/target/release/examples/hyper_floor}"
 OUT="${OUT:-$HERE/results/latest.json}"
 PROXY_CPU="${PROXY_CPU:-1}"   # core for the proxy under test
 LOAD_CPU="${LOAD_CPU:-0}"     # core for wrk and the upstream
 UPSTREAM_PORT="${UPSTREAM_PORT:-18080}"
 NGINX_PORT="${NGINX_PORT:-18081}"
 SQUID_PORT="${SQUID_PORT:-13128}"
+FLOOR_PORT="${FLOOR_PORT:-18082}"
 SIMA_PORT="${SIMA_PORT:-3128}"
 SIMA_ADMIN_PORT="${SIMA_ADMIN_PORT:-9464}"
 KEEP=0
@@ -40,18 +42,24 @@ Usage: bench/run.sh [options]
   -r, --rounds N        measure every target N times, interleaved (round 1 of all targets,
                         then round 2, ...), and report the median ratio with its range;
                         use 3 or more on a shared machine (default $ROUNDS; env ROUNDS)
-      --only LIST       targets, comma-separated, from: direct,sima-forward,sima-route,nginx,squid
-                        ("sima" = both Sima targets; default all; env ONLY)
+      --only LIST       targets, comma-separated, from: direct,sima-forward,sima-route,
+                        hyper-floor,nginx,squid ("sima" = both Sima targets; default all;
+                        env ONLY). hyper-floor is examples/hyper_floor.rs: hyper and tokio
+                        forwarding with none of Sima's work, the most a hyper-based proxy
+                        can reach here
       --scenarios LIST  from get,post,headers (default get,post; env SCENARIOS). headers is
                         GET 1 KiB with seven typical request headers besides Host (user
                         agent, accept, accept-encoding, a JWT bearer token, a request id,
                         a client version, a trace id): what Sima's head scan costs
       --sima-bin PATH   Sima binary (default target/release/sima; env SIMA_BIN); built with
                         'cargo build --release' when missing and a Sima target is selected
+      --floor-bin PATH  hyper-floor binary (default target/release/examples/hyper_floor;
+                        env FLOOR_BIN); built with 'cargo build --release --example
+                        hyper_floor' when missing
   -o, --out FILE        JSON results (default bench/results/latest.json; env OUT)
       --keep            keep the temporary directory (configs and logs)
 Env: PROXY_CPU (1), LOAD_CPU (0), UPSTREAM_PORT (18080), NGINX_PORT (18081),
-     SQUID_PORT (13128), SIMA_PORT (3128), SIMA_ADMIN_PORT (9464).
+     FLOOR_PORT (18082), SQUID_PORT (13128), SIMA_PORT (3128), SIMA_ADMIN_PORT (9464).
 EOF
 }
 
@@ -65,6 +73,7 @@ while (($#)); do
     --only) ONLY="$2"; shift 2 ;;
     --scenarios) SCENARIOS="$2"; shift 2 ;;
     --sima-bin) SIMA_BIN="$2"; shift 2 ;;
+    --floor-bin) FLOOR_BIN="$2"; shift 2 ;;
     -o|--out) OUT="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -80,8 +89,8 @@ IFS=',' read -r -a _only <<<"$ONLY"
 for t in "${_only[@]}"; do
   case "$t" in
     sima) TARGETS+=(sima-forward sima-route) ;;
-    direct|sima-forward|sima-route|nginx|squid) TARGETS+=("$t") ;;
-    *) die "unknown target '$t' (direct, sima, sima-forward, sima-route, nginx, squid)" ;;
+    direct|sima-forward|sima-route|hyper-floor|nginx|squid) TARGETS+=("$t") ;;
+    *) die "unknown target '$t' (direct, sima, sima-forward, sima-route, hyper-floor, nginx, squid)" ;;
   esac
 done
 IFS=',' read -r -a SCEN <<<"$SCENARIOS"
@@ -122,6 +131,13 @@ if want sima-forward || want sima-route; then
     fi
     [[ -x "$SIMA_BIN" ]] || die "Sima binary '$SIMA_BIN' not found (set SIMA_BIN, or --only nginx,squid)"
   fi
+fi
+if want hyper-floor && [[ ! -x "$FLOOR_BIN" ]]; then
+  if [[ "$FLOOR_BIN" == "$REPO/target/release/examples/hyper_floor" ]]; then
+    echo "== building the hyper floor (cargo build --release --example hyper_floor) ..."
+    (cd "$REPO" && cargo build --release --example hyper_floor) || die "cargo build failed; leave hyper-floor out of --only"
+  fi
+  [[ -x "$FLOOR_BIN" ]] || die "hyper floor binary '$FLOOR_BIN' not found (set FLOOR_BIN, or leave hyper-floor out of --only)"
 fi
 
 # ---- process management --------------------------------------------------------
@@ -295,7 +311,7 @@ write_wrk_script "$TMP/bench.lua"
 # ---- measurement ---------------------------------------------------------------
 UP="127.0.0.1:$UPSTREAM_PORT"
 # target -> "port mode" (mode: forward = absolute-form through a proxy, route = origin-form)
-target_port() { case "$1" in direct) echo "$UPSTREAM_PORT" ;; sima-*) echo "$SIMA_PORT" ;; nginx) echo "$NGINX_PORT" ;; squid) echo "$SQUID_PORT" ;; esac; }
+target_port() { case "$1" in direct) echo "$UPSTREAM_PORT" ;; sima-*) echo "$SIMA_PORT" ;; hyper-floor) echo "$FLOOR_PORT" ;; nginx) echo "$NGINX_PORT" ;; squid) echo "$SQUID_PORT" ;; esac; }
 target_mode() { case "$1" in sima-forward|squid) echo forward ;; *) echo route ;; esac; }
 scen_path() { [[ "$1" == post ]] && echo /post || echo /1k.bin; }
 scen_name() { case "$1" in get) echo "GET 1KiB" ;; headers) echo "GET 1KiB+h" ;; *) echo "POST 64KiB" ;; esac; }
@@ -391,6 +407,10 @@ for t in "${TARGETS[@]}"; do
       start_server squid "$PROXY_CPU" "$SQUID_PORT" "$TMP/squid/stdout.log" \
         squid -N -f "$TMP/squid/squid.conf" || { FAILED+=("$t"); continue; }
       pid="$LAST_PID" ;;
+    hyper-floor)
+      start_server "$t" "$PROXY_CPU" "$FLOOR_PORT" "$TMP/floor.log" \
+        "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "$UP" || { FAILED+=("$t"); continue; }
+      pid="$LAST_PID" ;;
     sima-*)
       start_server "$t" "$PROXY_CPU" "$SIMA_PORT" "$TMP/sima/$t.log" \
         env SIMA_WORKER_THREADS=1 "$SIMA_BIN" run --config "$TMP/sima/sima.yaml" || { FAILED+=("$t"); continue; }
@@ -441,10 +461,12 @@ END {
   print "user% = share of the proxy'"'"'s CPU spent in user space (the rest is the kernel: TCP, syscalls)"
   nr = 0
   split("get headers post", order, " ")
-  for (oi0 = 1; oi0 <= 3; oi0++) for (si = 1; si <= 2; si++) for (oi = 1; oi <= 2; oi++) {
+  # pairs: each Sima target against nginx, squid and the hyper floor; the floor against nginx
+  np = split("sima-forward/nginx sima-forward/squid sima-forward/hyper-floor sima-route/nginx sima-route/squid sima-route/hyper-floor hyper-floor/nginx", pairs, " ")
+  for (oi0 = 1; oi0 <= 3; oi0++) for (pi = 1; pi <= np; pi++) {
     s = order[oi0]; if (!(s in seen)) continue
-    st = si == 1 ? "sima-forward" : "sima-route"
-    o = oi == 1 ? "nginx" : "squid"
+    split(pairs[pi], pr, "/"); st = pr[1]; o = pr[2]
+    who = st == "hyper-floor" ? "Floor" : "Sima"
     k = 0; list = ""
     for (r = 1; r <= rounds; r++) {
       if (E[r, s, st] == "" || E[r, s, o] == "") continue
@@ -454,10 +476,10 @@ END {
     sort(v, k)
     med = k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
     nr++; RSC[nr] = s; RT[nr] = st; RO[nr] = o; RV[nr] = med; RMIN[nr] = v[1]; RMAX[nr] = v[k]; RL[nr] = list
-    if (k == 1) printf "Sima efficiency ratio (req per proxy-CPU-second), %-10s %-12s / %-5s = %.2f\n", label[s], st, o, med
-    else printf "Sima efficiency ratio (req per proxy-CPU-second), %-10s %-12s / %-5s = %.2f  (median of %d rounds; range %.2f-%.2f)\n", label[s], st, o, med, k, v[1], v[k]
+    if (k == 1) printf "%-5s efficiency ratio (req per proxy-CPU-second), %-10s %-12s / %-11s = %.2f\n", who, label[s], st, o, med
+    else printf "%-5s efficiency ratio (req per proxy-CPU-second), %-10s %-12s / %-11s = %.2f  (median of %d rounds; range %.2f-%.2f)\n", who, label[s], st, o, med, k, v[1], v[k]
   }
-  if (nr == 0) print "(no Sima-vs-nginx/squid ratio: select Sima and nginx and/or squid)"
+  if (nr == 0) print "(no ratio: select Sima or hyper-floor, and nginx, squid or hyper-floor)"
   if (failed != "") print "FAILED: " failed
   printf "{\n  \"generated_at\": \"%s\",\n", when > out
   printf "  \"params\": {\"duration\": \"%s\", \"connections\": %d, \"wrk_threads\": %d, \"rounds\": %d, \"proxy_cpu\": %d, \"load_cpu\": %d, \"cores\": %d, \"clk_tck\": %d, \"kernel\": \"%s\", \"busy_pct_before\": %d},\n", dur, conns, thr, rounds, pcpu, lcpu, cores, tck, kern, bg > out
@@ -465,9 +487,9 @@ END {
   printf "  \"results\": [\n" > out
   for (i = 1; i <= n; i++)
     printf "    {\"round\": %d, \"scenario\": \"%s\", \"target\": \"%s\", \"requests\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"errors\": %d, \"proxy_cpu_s\": %s, \"proxy_cpu_pct\": %s, \"proxy_user_pct\": %s, \"cpu_s_per_10k\": %s, \"req_per_cpu_s\": %s, \"proxy_core_other_pct\": %.1f}%s\n", R[i], S[i], T[i], REQ[i], RPS[i], P50[i], P99[i], ERR[i], num(CPU[i]), UTIL[i] == "" ? "null" : sprintf("%.1f", UTIL[i]), USER[i] == "" ? "null" : sprintf("%.1f", USER[i]), PER10K[i] == "" ? "null" : sprintf("%.4f", PER10K[i]), EFF[i] == "" ? "null" : sprintf("%.1f", EFF[i]), OTHER[i], i < n ? "," : "" > out
-  printf "  ],\n  \"sima_ratios\": [\n" > out
+  printf "  ],\n  \"ratios\": [\n" > out
   for (i = 1; i <= nr; i++)
-    printf "    {\"scenario\": \"%s\", \"sima_target\": \"%s\", \"vs\": \"%s\", \"req_per_cpu_s_ratio\": %.3f, \"min\": %.3f, \"max\": %.3f, \"per_round\": [%s]}%s\n", RSC[i], RT[i], RO[i], RV[i], RMIN[i], RMAX[i], RL[i], i < nr ? "," : "" > out
+    printf "    {\"scenario\": \"%s\", \"target\": \"%s\", \"vs\": \"%s\", \"req_per_cpu_s_ratio\": %.3f, \"min\": %.3f, \"max\": %.3f, \"per_round\": [%s]}%s\n", RSC[i], RT[i], RO[i], RV[i], RMIN[i], RMAX[i], RL[i], i < nr ? "," : "" > out
   printf "  ],\n  \"failed\": \"%s\"\n}\n", failed > out
 }'
 mv -f "$OUT.tmp" "$OUT"

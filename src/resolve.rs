@@ -126,7 +126,10 @@ impl Resolver {
         // An absolute name: never let search domains turn `api.partner.example` into
         // `api.partner.example.corp.internal`.
         let fqdn = format!("{name}.");
-        match tokio::time::timeout(self.timeout, dns.lookup_ip(fqdn.as_str())).await {
+        // Boxed: hickory's lookup future is over a kilobyte, and inline it would enlarge
+        // every request's future, most of which are answered from memory above.
+        let lookup = Box::pin(dns.lookup_ip(fqdn.as_str()));
+        match tokio::time::timeout(self.timeout, lookup).await {
             Err(_) => Err(ResolveError::Timeout {
                 name: name.to_owned(),
                 after: self.timeout,

@@ -257,7 +257,7 @@ pub async fn handle(
             if let ProxyError::Blocked(d) = &err {
                 // The record is on disk before the client learns of the block. A block stays
                 // a block if the audit log fails; the failure is counted and shown on /readyz.
-                let _ = audit_flow(&shared, &snapshot, &ctx, d).await;
+                let _ = Box::pin(audit_flow(&shared, &snapshot, &ctx, d)).await;
             }
             let resp = respond::error_response(&ctx, &err);
             if let ProxyError::Upstream(e) = &err {
@@ -429,7 +429,7 @@ async fn serve(
             .as_ref()
             .filter(|d| needs_record(d, &ctx.findings))
         {
-            audit_flow(shared, snapshot, ctx, d).await?;
+            Box::pin(audit_flow(shared, snapshot, ctx, d)).await?;
         }
         let on_upgrade = hyper::upgrade::on(&mut req);
         let stream = tokio::time::timeout(shared.connect_timeout, TcpStream::connect(addr))
@@ -531,7 +531,7 @@ async fn serve(
         .as_ref()
         .filter(|d| needs_record(d, &ctx.findings))
     {
-        audit_flow(shared, snapshot, ctx, d).await?;
+        Box::pin(audit_flow(shared, snapshot, ctx, d)).await?;
     }
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
@@ -603,7 +603,7 @@ fn record_when_passed(
         if let Some((d, found)) = passed {
             if needs_record(&d, &found) {
                 ctx.set_findings(found);
-                let _ = audit_flow(&shared, &snapshot, &ctx, &d).await;
+                let _ = Box::pin(audit_flow(&shared, &snapshot, &ctx, &d)).await;
             }
         }
     });
@@ -620,6 +620,8 @@ fn needs_record(d: &Decision, found: &inspected::Found) -> bool {
 }
 
 /// Writes the audit record for a flow and waits until it is on disk.
+/// Callers box this future: a record is rare next to the requests that pass without one,
+/// and inline it would enlarge every request's future.
 async fn audit_flow(
     shared: &Shared,
     snapshot: &Snapshot,

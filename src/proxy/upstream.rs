@@ -179,7 +179,9 @@ impl Upstreams {
             attempt += 1;
             let (sender, reused) = match self.checkout(&key, sent) {
                 Some(s) => (s, true),
-                None => (self.connect(dial).await?, false),
+                // Boxed: dialling (TCP, TLS, an h2 handshake) is a 6 KiB future, and inline
+                // it made every request's future that much larger, dial or not.
+                None => (Box::pin(self.connect(dial)).await?, false),
             };
             // The response timeout runs from when the request can go out: after the dial,
             // if there was one.

@@ -45,8 +45,8 @@ Usage: bench/run.sh [options]
       --only LIST       targets, comma-separated, from: direct,sima-forward,sima-route,
                         hyper-floor,nginx,squid ("sima" = both Sima targets; default all;
                         env ONLY). hyper-floor is examples/hyper_floor.rs: hyper and tokio
-                        forwarding with none of Sima's work, the most a hyper-based proxy
-                        can reach here
+                        forwarding with none of Sima's work, the least any proxy built on
+                        them costs
       --scenarios LIST  from get,post,headers (default get,post; env SCENARIOS). headers is
                         GET 1 KiB with seven typical request headers besides Host (user
                         agent, accept, accept-encoding, a JWT bearer token, a request id,

@@ -28,6 +28,7 @@ pub mod app;
 pub mod audit;
 pub mod check;
 pub mod cli;
+pub mod coarse;
 pub mod config;
 pub mod geo;
 pub mod guard;

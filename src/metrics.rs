@@ -242,8 +242,11 @@ impl Metrics {
             &["data_class", "decision"],
         )?;
         let geo_lookup = HistogramVec::new(
-            HistogramOpts::new(GEO_LOOKUP_DURATION, "Geolocation lookup time, by result.")
-                .buckets(GEO_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                GEO_LOOKUP_DURATION,
+                "Geolocation time of addresses outside the guarded ranges, by result.",
+            )
+            .buckets(GEO_BUCKETS.to_vec()),
             &["result"],
         )?;
         let dns_lookup = Histogram::with_opts(

@@ -44,14 +44,6 @@ impl HttpSettings {
     }
 }
 
-/// A timer always due within this on the proxy's runtime. tokio wakes its own event loop
-/// (an eventfd write and an extra turn) whenever a new timer falls due before every timer
-/// it holds. Under load that was each header-read timer (10 s) armed while only response
-/// timeouts (60 s) were pending: one wake-up per ten requests. A timer due sooner than
-/// any configured timeout keeps new timers from being the earliest (a timeout set shorter
-/// than this only brings back the wake-ups).
-const TIMER_PACE: Duration = Duration::from_millis(500);
-
 const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nsima-reason: overloaded\r\nconnection: close\r\ncontent-length: 69\r\n\r\n{\"error\":\"overloaded\",\"message\":\"too many connections; retry later\"}\n";
 
 /// Accepts proxy connections until `stop` turns true, then drains for `drain`.
@@ -64,7 +56,7 @@ pub async fn serve_proxy(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(shared.timers.clone())
         .header_read_timeout(http.header_read)
         .max_buf_size(http.max_header_bytes)
         .max_headers(http.max_headers)
@@ -75,11 +67,10 @@ pub async fn serve_proxy(
         .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX));
     let limit = Arc::new(Semaphore::new(http.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut pacer = tokio::time::interval(TIMER_PACE);
-    pacer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The header-read and response timeouts hang on this sweep, through the drain too.
+    let _sweep = shared.timers.start();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = pacer.tick() => continue,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {

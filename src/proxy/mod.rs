@@ -66,6 +66,8 @@ pub struct Shared {
     routes: Routes,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The coarse timers of the header-read and upstream-response timeouts.
+    pub timers: crate::coarse::Coarse,
     forwarded: ForwardedMode,
     tunnel_idle: Duration,
     connect_timeout: Duration,
@@ -167,17 +169,22 @@ impl Shared {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+        let timers = crate::coarse::Coarse::new(t.header_read.min(t.upstream_response));
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             resolver,
-            upstreams: Upstreams::new(UpstreamSettings {
-                connect_timeout: t.upstream_connect,
-                response_timeout: t.upstream_response,
-                pool_idle: t.pool_idle,
-                max_idle_per_key: config.limits.pool_max_idle_per_host,
-            }),
+            upstreams: Upstreams::new(
+                UpstreamSettings {
+                    connect_timeout: t.upstream_connect,
+                    response_timeout: t.upstream_response,
+                    pool_idle: t.pool_idle,
+                    max_idle_per_key: config.limits.pool_max_idle_per_host,
+                },
+                timers.clone(),
+            ),
             routes,
             metrics,
+            timers,
             forwarded: config.forwarded,
             tunnel_idle: t.tunnel_idle,
             connect_timeout: t.upstream_connect,
@@ -731,6 +738,34 @@ fn allowed_pending_inspection() -> Decision {
     }
 }
 
+/// Locates an address outside the guarded ranges (overrides, then the database), timing
+/// it for the geo histogram. A guarded address passes only by an override, which is then
+/// its location: no lookup, and no timing (two clock reads and an observation would cost
+/// more than the match).
+fn locate(
+    shared: &Shared,
+    geo: &crate::geo::Locator,
+    ip: IpAddr,
+) -> (Option<crate::geo::Country>, GeoSource) {
+    let t = Instant::now();
+    let (located, result) = match geo.locate(ip) {
+        Ok(l) => {
+            let result = if l.country.is_some() {
+                GeoResult::Hit
+            } else {
+                GeoResult::Miss
+            };
+            ((l.country, l.source), result)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "geo lookup failed; treating the country as unknown");
+            ((None, GeoSource::Database), GeoResult::Error)
+        }
+    };
+    shared.metrics.geo_lookup(result, t.elapsed().as_secs_f64());
+    located
+}
+
 /// Judges every address; returns the best one the policy allows, or why none is allowed.
 fn choose(
     shared: &Shared,
@@ -762,30 +797,10 @@ fn choose(
             },
             None => None,
         };
-        let t = Instant::now();
-        let located = match declared {
-            Some(country) => Ok(crate::geo::Located {
-                country: Some(country),
-                source: GeoSource::Override,
-            }),
-            None => geo.locate(ip),
+        let (country, source) = match declared {
+            Some(country) => (Some(country), GeoSource::Override),
+            None => locate(shared, geo, ip),
         };
-        let (country, source, result) = match located {
-            Ok(l) => (
-                l.country,
-                l.source,
-                if l.country.is_some() {
-                    GeoResult::Hit
-                } else {
-                    GeoResult::Miss
-                },
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "geo lookup failed; treating the country as unknown");
-                (None, GeoSource::Database, GeoResult::Error)
-            }
-        };
-        shared.metrics.geo_lookup(result, t.elapsed().as_secs_f64());
         let facts = Facts {
             host: &ctx.host,
             addr: ip,

@@ -141,16 +141,18 @@ pub struct Upstreams {
     /// (randomly seeded) rather than SipHash, which cost more than the rest of the pool.
     idle: Mutex<HashMap<Key, Vec<Idle>, foldhash::fast::RandomState>>,
     settings: UpstreamSettings,
+    timers: crate::coarse::Coarse,
 }
 
 // === impl Upstreams ===
 
 impl Upstreams {
     /// An empty pool.
-    pub fn new(settings: UpstreamSettings) -> Upstreams {
+    pub fn new(settings: UpstreamSettings, timers: crate::coarse::Coarse) -> Upstreams {
         Upstreams {
             idle: Mutex::new(HashMap::default()),
             settings,
+            timers,
         }
     }
 
@@ -244,12 +246,18 @@ impl Upstreams {
     where
         F: std::future::Future<Output = T>,
     {
-        tokio::time::timeout_at(deadline.into(), fut)
-            .await
-            .map_err(|_| UpstreamError::ResponseTimeout {
+        // A coarse timer: the response timeout is long and almost never reached, and a
+        // tokio timer per request cost a wheel insertion and removal (see `coarse`).
+        let expiry = self.timers.sleep_until(deadline);
+        tokio::pin!(fut);
+        tokio::select! {
+            biased;
+            r = &mut fut => Ok(r),
+            () = expiry => Err(UpstreamError::ResponseTimeout {
                 addr,
                 after: self.settings.response_timeout,
-            })
+            }),
+        }
     }
 
     fn checkout(&self, key: &Key, now: Instant) -> Option<Sender> {

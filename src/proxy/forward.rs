@@ -40,7 +40,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    if present & 1 != 0 {
+    if present & 1 != 0 && !names_only_the_connection(headers) {
         // Tokens naming the fixed set (`keep-alive`, nearly every response's only one) are
         // removed below: matched as text, they cost no `HeaderName` (an allocation).
         let named: Vec<HeaderName> = headers
@@ -65,6 +65,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether `Connection` is the single value `keep-alive`, as on nearly every keep-alive
+/// response: it names only a header of the fixed set, so it needs no token parsing
+/// (splitting, trimming and matching were most of a response's hop-by-hop cost).
+fn names_only_the_connection(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(CONNECTION).iter();
+    matches!(
+        (values.next(), values.next()),
+        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+    )
 }
 
 /// Appends Sima to `Via`.
@@ -118,6 +129,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn a_lone_keep_alive_is_removed_and_a_second_connection_value_still_parsed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Keep-Alive".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("content-length", "3".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        let mut h = HeaderMap::new();
+        h.append("connection", "keep-alive".parse().unwrap());
+        h.append("connection", "x-hop".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("content-length", "3".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["content-length"], "3");
     }
 
     #[test]

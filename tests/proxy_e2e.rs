@@ -546,3 +546,44 @@ async fn admin_endpoints() {
     );
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_upstream_host_is_the_target_authority_whatever_host_the_client_sent() {
+    let up = upstream("127.0.0.2", "india").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let canonical = up.addr.to_string();
+    let port = up.addr.port();
+    // The client's own Host is forwarded only when it already is the canonical text;
+    // anything else (another name, another spelling, the default port spelled out) is
+    // replaced by the target's authority.
+    for given in [
+        canonical.clone(),
+        "other.example".to_owned(),
+        format!("127.0.0.02:{port}"),
+        format!("127.0.0.2:0{port}"),
+        "127.0.0.2".to_owned(),
+    ] {
+        let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+        s.write_all(
+            format!(
+                "GET http://{canonical}/h HTTP/1.1\r\nHost: {given}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut resp = Vec::new();
+        tokio::time::timeout(TEST_DEADLINE, s.read_to_end(&mut resp))
+            .await
+            .unwrap()
+            .unwrap();
+        let resp = String::from_utf8_lossy(&resp);
+        assert!(resp.starts_with("HTTP/1.1 200"), "{given}: {resp}");
+    }
+    let seen = up.requests();
+    assert_eq!(seen.len(), 5);
+    for r in &seen {
+        assert_eq!(r.headers["host"], canonical);
+    }
+    sima.shutdown().await;
+}

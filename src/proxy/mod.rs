@@ -334,6 +334,7 @@ async fn serve(
         }
     }
     let target = target::parse(req.method(), req.uri(), req.version())?;
+    let mut policy_name = None;
     let (host, port, authority, path_and_query, tls, forwarded) = match target {
         Target::Connect(a) => {
             ctx.transport = Transport::Connect;
@@ -350,10 +351,24 @@ async fn serve(
             authority,
             path_and_query,
         } => {
-            let shown = authority.host_header(80);
-            // The normalised host is ASCII (IDNA), so this cannot fail; refuse if it does.
-            let shown = HeaderValue::from_maybe_shared(Bytes::from(shown))
-                .map_err(|_| ProxyError::BadRequest("invalid host".into()))?;
+            let shown = match req.headers().get(header::HOST) {
+                // As clients send it: the request's own `Host` is already the text.
+                Some(given) if authority.is_host_header(given.as_bytes(), 80) => given.clone(),
+                _ => {
+                    let shown = authority.host_header(80);
+                    // The normalised host is ASCII (IDNA), so this cannot fail; refuse if
+                    // it does.
+                    HeaderValue::from_maybe_shared(Bytes::from(shown))
+                        .map_err(|_| ProxyError::BadRequest("invalid host".into()))?
+                }
+            };
+            // The policy's name for a host is the header's host part, except for IPv6
+            // (bracketed there): no second rendering of the address.
+            if !matches!(authority.host, Host::Ip(std::net::IpAddr::V6(_))) {
+                if let Ok(text) = shown.to_str() {
+                    policy_name = Some(std::sync::Arc::from(strip_port(text)));
+                }
+            }
             (
                 authority.host,
                 authority.port,
@@ -392,7 +407,7 @@ async fn serve(
             )
         }
     };
-    ctx.host = host.policy_name();
+    ctx.host = policy_name.unwrap_or_else(|| host.policy_name());
     ctx.port = port;
 
     // 2-5. resolve, guard, locate, decide per address

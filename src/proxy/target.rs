@@ -69,6 +69,9 @@ pub enum TargetError {
     /// No host at all.
     #[error("the request target has no host")]
     NoHost,
+    /// A port that is not a number from 1 to 65535.
+    #[error("`{0}` has an invalid port; write a number from 1 to 65535")]
+    BadPort(String),
 }
 
 // === impl Host ===
@@ -94,6 +97,40 @@ impl Host {
 }
 
 impl Authority {
+    /// Whether `given` (a request's `Host` value) is exactly the text `host_header` would
+    /// build. Then the request's own value is forwarded as it is: formatting the address,
+    /// allocating and validating a new value were a third of a forwarded request's target
+    /// handling. Only the canonical text matches, so what goes upstream is the same.
+    pub fn is_host_header(&self, given: &[u8], default_port: u16) -> bool {
+        let (host, port) = if self.port == default_port {
+            (given, None)
+        } else {
+            match given.iter().rposition(|&b| b == b':') {
+                Some(i) => (&given[..i], Some(&given[i + 1..])),
+                None => return false,
+            }
+        };
+        let host_ok = match &self.host {
+            Host::Name(n) => host == n.as_bytes(),
+            // The standard parser takes only canonical dotted-quad (no leading zeros), so
+            // parsing back to the same address means the same text.
+            Host::Ip(IpAddr::V4(ip)) => std::str::from_utf8(host)
+                .ok()
+                .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
+                .is_some_and(|h| h == *ip),
+            Host::Ip(IpAddr::V6(_)) => false,
+        };
+        host_ok
+            && port.is_none_or(|p| {
+                p.first() != Some(&b'0')
+                    && std::str::from_utf8(p)
+                        .ok()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        == Some(self.port)
+                    && p.iter().all(u8::is_ascii_digit)
+            })
+    }
+
     /// The `Host` header value for this authority: the port is left out when it is
     /// `default_port`. Built without `fmt`, as it is on every forwarded request.
     pub fn host_header(&self, default_port: u16) -> String {
@@ -127,15 +164,11 @@ impl fmt::Display for Authority {
 /// h2 request is treated as origin-form: it is for a route.
 pub fn parse(method: &Method, uri: &Uri, version: http::Version) -> Result<Target, TargetError> {
     if method == Method::CONNECT {
-        let auth = uri.authority().ok_or(TargetError::NoHost)?;
-        if auth.as_str().contains('@') {
-            return Err(TargetError::UserInfo);
-        }
-        let port = auth
-            .port_u16()
-            .ok_or_else(|| TargetError::MissingPort(auth.to_string()))?;
+        let auth = uri.authority().ok_or(TargetError::NoHost)?.as_str();
+        let (host, port) = split_authority(auth)?;
+        let port = port.ok_or_else(|| TargetError::MissingPort(auth.to_owned()))?;
         return Ok(Target::Connect(Authority {
-            host: parse_host(auth.host())?,
+            host: parse_host(host)?,
             port,
         }));
     }
@@ -145,14 +178,12 @@ pub fn parse(method: &Method, uri: &Uri, version: http::Version) -> Result<Targe
     match uri.scheme_str() {
         None => Ok(Target::Origin),
         Some(s) if s.eq_ignore_ascii_case("http") => {
-            let auth = uri.authority().ok_or(TargetError::NoHost)?;
-            if auth.as_str().contains('@') {
-                return Err(TargetError::UserInfo);
-            }
+            let auth = uri.authority().ok_or(TargetError::NoHost)?.as_str();
+            let (host, port) = split_authority(auth)?;
             Ok(Target::Forward {
                 authority: Authority {
-                    host: parse_host(auth.host())?,
-                    port: auth.port_u16().unwrap_or(80),
+                    host: parse_host(host)?,
+                    port: port.unwrap_or(80),
                 },
                 path_and_query: uri
                     .path_and_query()
@@ -162,6 +193,40 @@ pub fn parse(method: &Method, uri: &Uri, version: http::Version) -> Result<Targe
         }
         Some(s) if s.eq_ignore_ascii_case("https") => Err(TargetError::HttpsAbsoluteForm),
         Some(s) => Err(TargetError::UnsupportedScheme(s.to_owned())),
+    }
+}
+
+/// Splits an authority (`host`, `host:port`, `[v6]:port`) into its host text and port,
+/// refusing user info and ports that are not 1 to 65535. One pass, where `http`'s
+/// accessors took three (and read an unparsable port as none, i.e. the default).
+fn split_authority(auth: &str) -> Result<(&str, Option<u16>), TargetError> {
+    if auth.contains('@') {
+        return Err(TargetError::UserInfo);
+    }
+    let (host, port) = if auth.starts_with('[') {
+        let end = auth
+            .find(']')
+            .ok_or_else(|| TargetError::BadHost(auth.to_owned()))?;
+        let (host, rest) = auth.split_at(end + 1);
+        match rest.strip_prefix(':') {
+            Some(port) => (host, port),
+            None if rest.is_empty() => (host, ""),
+            None => return Err(TargetError::BadHost(auth.to_owned())),
+        }
+    } else {
+        auth.rsplit_once(':').unwrap_or((auth, ""))
+    };
+    if port.is_empty() {
+        // `host:` is allowed by RFC 3986 and means the default port.
+        return Ok((host, None));
+    }
+    let bad = || TargetError::BadPort(auth.to_owned());
+    if port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok((host, Some(p))),
+        _ => Err(bad()),
     }
 }
 
@@ -343,6 +408,85 @@ mod tests {
         // The same text `Display` gives, wherever the port is shown.
         let v6 = a("[2001:db8::1]", 443);
         assert_eq!(v6.host_header(80), v6.to_string());
+    }
+
+    #[test]
+    fn ports_out_of_range_or_malformed_are_refused_not_defaulted() {
+        for uri in [
+            "http://127.0.0.2:99999/",
+            "http://127.0.0.2:0/",
+            "http://example.com:65536/",
+        ] {
+            assert!(
+                matches!(t("GET", uri), Err(TargetError::BadPort(_))),
+                "{uri}: {:?}",
+                t("GET", uri)
+            );
+        }
+        // An empty port is the default (RFC 3986).
+        let Ok(Target::Forward { authority, .. }) = t("GET", "http://example.com:/x") else {
+            panic!("not forward");
+        };
+        assert_eq!(authority.port, 80);
+        assert_eq!(
+            t("CONNECT", "example.com:"),
+            Err(TargetError::MissingPort("example.com:".into()))
+        );
+        let Ok(Target::Connect(a)) = t("CONNECT", "[2001:db8::1]:443") else {
+            panic!("not connect");
+        };
+        assert_eq!(a.port, 443);
+        assert_eq!(
+            t("CONNECT", "user@example.com:443"),
+            Err(TargetError::UserInfo)
+        );
+    }
+
+    #[test]
+    fn a_host_header_matches_only_the_canonical_text() {
+        let a = |host: &str, port| Authority {
+            host: parse_host(host).unwrap(),
+            port,
+        };
+        let v4 = a("127.0.0.1", 18080);
+        assert!(v4.is_host_header(b"127.0.0.1:18080", 80));
+        for other in [
+            &b"127.0.0.1"[..],
+            b"127.0.0.1:018080",
+            b"127.0.0.01:18080",
+            b"127.1:18080",
+            b"127.0.0.2:18080",
+            b"127.0.0.1:18081",
+            b"127.0.0.1:+18080",
+            b" 127.0.0.1:18080",
+        ] {
+            assert!(
+                !v4.is_host_header(other, 80),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        let name = a("Example.COM", 80);
+        assert!(name.is_host_header(b"example.com", 80));
+        assert!(!name.is_host_header(b"Example.COM", 80));
+        assert!(!name.is_host_header(b"example.com:80", 80));
+        assert!(!name.is_host_header(b"example.com.", 80));
+        // IPv6 is always rebuilt.
+        assert!(!a("[::1]", 80).is_host_header(b"[::1]", 80));
+    }
+
+    proptest! {
+        #[test]
+        fn a_matching_host_header_is_what_host_header_builds(
+            ip: u32, port in 1u16.., given in "[0-9.:]{0,24}"
+        ) {
+            let a = Authority { host: Host::Ip(IpAddr::V4(ip.into())), port };
+            let built = a.host_header(80);
+            prop_assert!(a.is_host_header(built.as_bytes(), 80));
+            if a.is_host_header(given.as_bytes(), 80) {
+                prop_assert_eq!(given, built);
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod check;
 pub mod cli;
 pub mod coarse;
 pub mod config;
+pub mod drain;
 pub mod geo;
 pub mod guard;
 pub mod inspect;

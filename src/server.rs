@@ -8,12 +8,12 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
+use crate::drain::Drain;
 use crate::proxy::{self, Shared};
 
 /// What the HTTP server needs from config.
@@ -66,7 +66,7 @@ pub async fn serve_proxy(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX));
     let limit = Arc::new(Semaphore::new(http.max_connections));
-    let graceful = GracefulShutdown::new();
+    let drain = Drain::new();
     // The header-read and response timeouts hang on this sweep, through the drain too.
     let _sweep = shared.timers.start();
     loop {
@@ -91,7 +91,7 @@ pub async fn serve_proxy(
         let shared2 = shared.clone();
         let svc = service_fn(move |req| proxy::handle(shared2.clone(), peer, req));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn.into_owned());
+        let conn = drain.watch(conn.into_owned());
         let metrics = shared.metrics.clone();
         tokio::spawn(async move {
             metrics.active_connections.inc();
@@ -104,7 +104,7 @@ pub async fn serve_proxy(
     }
     drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = drain.drain() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(http.drain) => tracing::warn!(drain = ?http.drain, "drain timeout reached; cutting remaining connections"),
     }
 }

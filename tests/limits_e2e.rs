@@ -73,6 +73,31 @@ async fn shutdown_drains_a_slow_upload_then_refuses_new_connections() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let india = upstream("127.0.0.2", "india").await;
+    // Far longer than the test may take: only closing the idle connection ends the drain.
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  drain: 120s\n  header_read: 120s\n"
+    )))
+    .await;
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", india.addr).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::timeout(TEST_DEADLINE, sima.shutdown())
+        .await
+        .expect("an idle keep-alive connection held the drain open");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+        .await
+        .expect("idle connection never closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
 async fn connections_beyond_the_limit_get_503_and_are_counted() {
     let sima = start(config("limits:\n  max_connections: 2\n")).await;
     let mut held = Vec::new();

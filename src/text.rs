@@ -21,6 +21,11 @@ pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 pub fn push_ipv4(out: &mut Vec<u8>, ip: Ipv4Addr) {
     // Written into a stack buffer and appended once: a push per digit re-checks capacity.
     let mut buf = [0u8; 15];
+    out.extend_from_slice(ipv4_text(ip, &mut buf));
+}
+
+/// Dotted-quad text of `ip`, written into `buf`.
+pub fn ipv4_text(ip: Ipv4Addr, buf: &mut [u8; 15]) -> &[u8] {
     let mut n = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
@@ -38,7 +43,7 @@ pub fn push_ipv4(out: &mut Vec<u8>, ip: Ipv4Addr) {
         buf[n] = b'0' + octet % 10;
         n += 1;
     }
-    out.extend_from_slice(&buf[..n]);
+    &buf[..n]
 }
 
 /// `ip` as a `String`, as `to_string` would give it.

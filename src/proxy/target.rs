@@ -98,37 +98,25 @@ impl Host {
 
 impl Authority {
     /// Whether `given` (a request's `Host` value) is exactly the text `host_header` would
-    /// build. Then the request's own value is forwarded as it is: formatting the address,
-    /// allocating and validating a new value were a third of a forwarded request's target
-    /// handling. Only the canonical text matches, so what goes upstream is the same.
+    /// build. Then the request's own value is forwarded as it is: allocating and validating
+    /// a new value were a third of a forwarded request's target handling. The comparison is
+    /// against the canonical text itself, so what goes upstream is the same.
     pub fn is_host_header(&self, given: &[u8], default_port: u16) -> bool {
-        let (host, port) = if self.port == default_port {
-            (given, None)
-        } else {
-            match given.iter().rposition(|&b| b == b':') {
-                Some(i) => (&given[..i], Some(&given[i + 1..])),
-                None => return false,
-            }
+        let mut buf = [0u8; 15];
+        let host: &[u8] = match &self.host {
+            Host::Name(n) => n.as_bytes(),
+            Host::Ip(IpAddr::V4(ip)) => crate::text::ipv4_text(*ip, &mut buf),
+            // Rare, and its text has more than one spelling: always rebuilt.
+            Host::Ip(IpAddr::V6(_)) => return false,
         };
-        let host_ok = match &self.host {
-            Host::Name(n) => host == n.as_bytes(),
-            // The standard parser takes only canonical dotted-quad (no leading zeros), so
-            // parsing back to the same address means the same text.
-            Host::Ip(IpAddr::V4(ip)) => std::str::from_utf8(host)
-                .ok()
-                .and_then(|h| h.parse::<std::net::Ipv4Addr>().ok())
-                .is_some_and(|h| h == *ip),
-            Host::Ip(IpAddr::V6(_)) => false,
+        let Some(rest) = given.strip_prefix(host) else {
+            return false;
         };
-        host_ok
-            && port.is_none_or(|p| {
-                p.first() != Some(&b'0')
-                    && std::str::from_utf8(p)
-                        .ok()
-                        .and_then(|p| p.parse::<u16>().ok())
-                        == Some(self.port)
-                    && p.iter().all(u8::is_ascii_digit)
-            })
+        if self.port == default_port {
+            return rest.is_empty();
+        }
+        rest.strip_prefix(b":")
+            .is_some_and(|p| p == itoa::Buffer::new().format(self.port).as_bytes())
     }
 
     /// The `Host` header value for this authority: the port is left out when it is

@@ -150,6 +150,12 @@ impl Frames {
     }
 }
 
+/// The decision for a request with no body: what the head showed is all there is.
+pub fn decide_bodiless(judge: &Judge, inspector: &Inspector, report: &Report) -> Prepared {
+    let d = judge.decide(DataView::Seen(report.seen()));
+    finish_whole(d, found(report, inspector.detector()), Bytes::new(), None)
+}
+
 /// Reads, inspects and judges the body per the streaming rule (invariant I1).
 pub async fn prepare<B>(
     inspector: &Inspector,
@@ -166,8 +172,7 @@ where
 {
     let names = |r: &Report| found(r, inspector.detector());
     if body.is_end_stream() {
-        let d = judge.decide(DataView::Seen(report.seen()));
-        return Ok(finish_whole(d, names(&report), Bytes::new(), None));
+        return Ok(decide_bodiless(&judge, inspector, &report));
     }
     let encoded = inspect::is_encoded(headers);
     let limit = if encoded {

@@ -497,7 +497,7 @@ async fn serve(
 
     let (mut parts, body) = req.into_parts();
     let (body, slot) = if needs_inspection || shared.inspect_always {
-        let judge = Arc::new(inspected::Judge {
+        let judge = inspected::Judge {
             snapshot: snapshot.clone(),
             host: ctx.host.clone(),
             addr: chosen.ip,
@@ -505,7 +505,7 @@ async fn serve(
             method: ctx.method.clone(),
             path,
             groups: ctx.groups.clone(),
-        });
+        };
         let inspector = &snapshot.inspector;
         let mut report = Report::with_fingerprints(crate::inspect::Fingerprints(
             shared.fingerprint_fn.clone(),
@@ -517,17 +517,22 @@ async fn serve(
             &parts.headers,
             &mut report,
         );
-        let prepared = inspected::prepare(
-            inspector,
-            judge,
-            &parts.headers,
-            body,
-            report,
-            shared.body_read_timeout,
-            shared.metrics.inspected_bytes.clone(),
-        )
-        .await
-        .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        let prepared = if http_body::Body::is_end_stream(&body) {
+            // Nothing to read: decided now, with no shared judge for a body to carry.
+            inspected::decide_bodiless(&judge, inspector, &report)
+        } else {
+            inspected::prepare(
+                inspector,
+                Arc::new(judge),
+                &parts.headers,
+                body,
+                report,
+                shared.body_read_timeout,
+                shared.metrics.inspected_bytes.clone(),
+            )
+            .await
+            .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+        };
         match prepared {
             inspected::Prepared::Whole(b, d, found) => {
                 ctx.decision = Some(d);

@@ -370,7 +370,12 @@ async fn serve(
             // (bracketed there): no second rendering of the address.
             if !matches!(authority.host, Host::Ip(std::net::IpAddr::V6(_))) {
                 if let Ok(text) = shown.to_str() {
-                    policy_name = Some(std::sync::Arc::from(strip_port(text)));
+                    // `:port` is there exactly when the port is not 80 (`host_header`).
+                    let host = match text.bytes().rposition(|b| b == b':') {
+                        Some(i) if authority.port != 80 => &text[..i],
+                        _ => text,
+                    };
+                    policy_name = Some(std::sync::Arc::from(host));
                 }
             }
             (

@@ -4,8 +4,9 @@
 # Both expect SIMA_PORT, SIMA_ADMIN_PORT and UPSTREAM_PORT to be set.
 
 # write_sima_config DIR: DIR/bench-policy.yaml and DIR/sima.yaml. Full inspection on: the
-# upstream is declared foreign (US), so every request is geolocated and its URL, headers
-# and body are scanned under india-strict's rule.
+# upstream is foreign (US), so every request's URL, headers and body are scanned under
+# india-strict's rule. On loopback it is declared US by geo.overrides; at a public address
+# (UPSTREAM_HOST, run.sh --public-upstream) the geo database locates it.
 write_sima_config() {
   local dir="$1"
   cat >"$dir/bench-policy.yaml" <<EOF
@@ -30,7 +31,7 @@ geo:
 routes:
   - name: bench
     prefix: /
-    upstream: http://127.0.0.1:$UPSTREAM_PORT
+    upstream: http://${UPSTREAM_HOST:-127.0.0.1}:$UPSTREAM_PORT
 log_format: json
 EOF
 }

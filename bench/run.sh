@@ -30,7 +30,10 @@ SQUID_PORT="${SQUID_PORT:-13128}"
 FLOOR_PORT="${FLOOR_PORT:-18082}"
 SIMA_PORT="${SIMA_PORT:-3128}"
 SIMA_ADMIN_PORT="${SIMA_ADMIN_PORT:-9464}"
+PUBLIC_UPSTREAM="${PUBLIC_UPSTREAM:-0}"
+PUBLIC_ADDR="${PUBLIC_ADDR:-8.8.8.8}"
 KEEP=0
+ORIG_ARGS=("$@")
 
 usage() {
   cat <<EOF
@@ -57,6 +60,13 @@ Usage: bench/run.sh [options]
                         env FLOOR_BIN); built with 'cargo build --release --example
                         hyper_floor' when missing
   -o, --out FILE        JSON results (default bench/results/latest.json; env OUT)
+      --public-upstream the upstream listens on a public address ($PUBLIC_ADDR; env
+                        PUBLIC_ADDR) inside a private network namespace with only
+                        loopback, so Sima locates it through its geo database, as a
+                        production destination, not through a geo.overrides entry.
+                        Needs root and unshare; the script re-runs itself inside the
+                        namespace and refuses to start where any other interface exists
+                        (env PUBLIC_UPSTREAM=1)
       --keep            keep the temporary directory (configs and logs)
 Env: PROXY_CPU (1), LOAD_CPU (0), UPSTREAM_PORT (18080), NGINX_PORT (18081),
      FLOOR_PORT (18082), SQUID_PORT (13128), SIMA_PORT (3128), SIMA_ADMIN_PORT (9464).
@@ -76,12 +86,30 @@ while (($#)); do
     --floor-bin) FLOOR_BIN="$2"; shift 2 ;;
     -o|--out) OUT="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --public-upstream) PUBLIC_UPSTREAM=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
 
 die() { echo "run.sh: $*" >&2; exit 1; }
+
+# ---- a public upstream address, inside a private network namespace ---------------
+UPSTREAM_HOST=127.0.0.1
+if ((PUBLIC_UPSTREAM)); then
+  if [[ -z "${SIMA_BENCH_NETNS:-}" ]]; then
+    ((EUID == 0)) || die "--public-upstream needs root (a network namespace with an address on lo)"
+    command -v unshare >/dev/null 2>&1 || die "--public-upstream needs unshare (util-linux)"
+    exec unshare --net -- env SIMA_BENCH_NETNS=1 "$0" "${ORIG_ARGS[@]}"
+  fi
+  # Traffic to the public address must have nowhere to go but loopback.
+  links="$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')"
+  [[ "$links" == "lo " ]] || die "refusing --public-upstream: interfaces other than lo exist ($links)"
+  ip link set lo up || die "cannot bring lo up"
+  ip addr add "$PUBLIC_ADDR/32" dev lo || die "cannot put $PUBLIC_ADDR on lo"
+  UPSTREAM_HOST="$PUBLIC_ADDR"
+fi
+export UPSTREAM_HOST
 
 # ---- parse and check selections ----------------------------------------------
 TARGETS=()
@@ -165,24 +193,25 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_busy() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
 LAST_PID=""
 start_server() { # name cpu port log cmd... ; sets LAST_PID, waits until the port accepts
-  local name="$1" cpu="$2" port="$3" log="$4"; shift 4
-  if port_busy "$port"; then die "port $port (for $name) is already in use; pick another via env"; fi
+  # (on START_HOST, default 127.0.0.1)
+  local name="$1" cpu="$2" port="$3" log="$4" host="${START_HOST:-127.0.0.1}"; shift 4
+  if port_busy "$port" "$host"; then die "port $port (for $name) is already in use; pick another via env"; fi
   setsid taskset -c "$cpu" "$@" >"$log" 2>&1 </dev/null &
   LAST_PID=$!
   PIDS+=("$LAST_PID")
   local _
   for _ in $(seq 300); do
-    if port_busy "$port"; then return 0; fi
+    if port_busy "$port" "$host"; then return 0; fi
     if ! kill -0 "$LAST_PID" 2>/dev/null; then
       echo "run.sh: $name exited during start-up; log $log:" >&2; tail -n 20 "$log" >&2; return 1
     fi
     sleep 0.1
   done
-  echo "run.sh: $name did not listen on 127.0.0.1:$port within 30 s; log $log:" >&2; tail -n 20 "$log" >&2
+  echo "run.sh: $name did not listen on $host:$port within 30 s; log $log:" >&2; tail -n 20 "$log" >&2
   return 1
 }
 stop_server() {
@@ -240,7 +269,7 @@ EOF
   access_log off;
   sendfile on;
   server {
-    listen 127.0.0.1:$UPSTREAM_PORT backlog=4096;
+    listen $UPSTREAM_HOST:$UPSTREAM_PORT backlog=4096;
     root $TMP/www;
     client_max_body_size 1m;
     # Read the whole request body before answering (a plain "return" would answer
@@ -263,7 +292,7 @@ EOF
 
 { nginx_common "$TMP/nginx"; cat <<EOF
   access_log $TMP/nginx/access.log combined buffer=64k flush=1s;
-  upstream up { server 127.0.0.1:$UPSTREAM_PORT; keepalive 1024; keepalive_requests 1000000; }
+  upstream up { server $UPSTREAM_HOST:$UPSTREAM_PORT; keepalive 1024; keepalive_requests 1000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT backlog=4096;
     client_max_body_size 1m;
@@ -309,9 +338,10 @@ write_sima_config "$TMP/sima"
 write_wrk_script "$TMP/bench.lua"
 
 # ---- measurement ---------------------------------------------------------------
-UP="127.0.0.1:$UPSTREAM_PORT"
+UP="$UPSTREAM_HOST:$UPSTREAM_PORT"
 # target -> "port mode" (mode: forward = absolute-form through a proxy, route = origin-form)
 target_port() { case "$1" in direct) echo "$UPSTREAM_PORT" ;; sima-*) echo "$SIMA_PORT" ;; hyper-floor) echo "$FLOOR_PORT" ;; nginx) echo "$NGINX_PORT" ;; squid) echo "$SQUID_PORT" ;; esac; }
+target_host() { [[ "$1" == direct ]] && echo "$UPSTREAM_HOST" || echo 127.0.0.1; }
 target_mode() { case "$1" in sima-forward|squid) echo forward ;; *) echo route ;; esac; }
 scen_path() { [[ "$1" == post ]] && echo /post || echo /1k.bin; }
 scen_name() { case "$1" in get) echo "GET 1KiB" ;; headers) echo "GET 1KiB+h" ;; *) echo "POST 64KiB" ;; esac; }
@@ -321,7 +351,7 @@ sanity() { # target scenario -> 0 if a single request through it works
   local port mode path url args=() out want_size=3
   port="$(target_port "$1")"; mode="$(target_mode "$1")"; path="$(scen_path "$2")"
   if [[ "$mode" == forward ]]; then args=(-x "http://127.0.0.1:$port"); url="http://$UP$path"
-  else args=(--noproxy '*'); url="http://127.0.0.1:$port$path"; fi
+  else args=(--noproxy '*'); url="http://$(target_host "$1"):$port$path"; fi
   if [[ "$2" == post ]]; then args+=(--data-binary "@$TMP/post-64k.bin" -H 'Content-Type: application/octet-stream'); else want_size=1024; fi
   out="$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 "${args[@]}" "$url" 2>&1)" || true
   [[ "$out" == "200 $want_size" ]] && return 0
@@ -340,7 +370,7 @@ run_wrk() { # target scenario duration log
   BENCH_HEADERS="$([[ "$2" == headers ]] && echo typical || echo host)" \
   BENCH_BODY_BYTES="$body" timeout "$(($(to_seconds "$3") + 60))" \
     taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$3" --timeout 10s \
-    -s "$TMP/bench.lua" "http://127.0.0.1:$port/" >"$4" 2>&1 </dev/null &
+    -s "$TMP/bench.lua" "http://$(target_host "$1"):$port/" >"$4" 2>&1 </dev/null &
   WRK_PID=$!
   local rc=0
   wait "$WRK_PID" || rc=$?
@@ -387,8 +417,9 @@ if ((BG_PCT > 10)); then
   echo "run.sh: warning: the machine is already ${BG_PCT}% busy (other programs); results will be noisy" >&2
 fi
 echo "== Sima load comparison: ${DURATION} x ${CONNECTIONS} connections x ${THREADS} wrk threads;" \
-     "proxy on core $PROXY_CPU, wrk+upstream on core $LOAD_CPU ($CORES cores); temp dir $TMP"
-start_server upstream "$LOAD_CPU" "$UPSTREAM_PORT" "$TMP/upstream/stdout.log" \
+     "proxy on core $PROXY_CPU, wrk+upstream on core $LOAD_CPU ($CORES cores); upstream $UPSTREAM_HOST" \
+     "($( ((PUBLIC_UPSTREAM)) && echo "geo database" || echo "geo.overrides")); temp dir $TMP"
+START_HOST="$UPSTREAM_HOST" start_server upstream "$LOAD_CPU" "$UPSTREAM_PORT" "$TMP/upstream/stdout.log" \
   nginx -p "$TMP/upstream" -c "$TMP/upstream/nginx.conf" -g 'daemon off;'
 UPSTREAM_PID="$LAST_PID"
 
@@ -433,7 +464,7 @@ mkdir -p "$(dirname "$OUT")"
 printf '%s\n' "${ROWS[@]}" | awk -v tck="$CLK_TCK" -v out="$OUT.tmp" -v rounds="$ROUNDS" \
   -v dur="$DURATION" -v conns="$CONNECTIONS" -v thr="$THREADS" -v pcpu="$PROXY_CPU" -v lcpu="$LOAD_CPU" \
   -v cores="$CORES" -v bg="$BG_PCT" -v vn="$V_NGINX" -v vs="$V_SQUID" -v vw="$V_WRK" -v vsi="$V_SIMA" \
-  -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -v kern="$(uname -r)" -v failed="${FAILED[*]-}" '
+  -v upstream="$UPSTREAM_HOST" -v geo="$( ((PUBLIC_UPSTREAM)) && echo database || echo override)" -v when="$(date -u +%Y-%m-%dT%H:%M:%SZ)" -v kern="$(uname -r)" -v failed="${FAILED[*]-}" '
 function num(x) { return x == "" ? "null" : x }
 function f(x, fmt) { return x == "" ? "n/a" : sprintf(fmt, x) }
 function sort(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x } }
@@ -482,7 +513,7 @@ END {
   if (nr == 0) print "(no ratio: select Sima or hyper-floor, and nginx, squid or hyper-floor)"
   if (failed != "") print "FAILED: " failed
   printf "{\n  \"generated_at\": \"%s\",\n", when > out
-  printf "  \"params\": {\"duration\": \"%s\", \"connections\": %d, \"wrk_threads\": %d, \"rounds\": %d, \"proxy_cpu\": %d, \"load_cpu\": %d, \"cores\": %d, \"clk_tck\": %d, \"kernel\": \"%s\", \"busy_pct_before\": %d},\n", dur, conns, thr, rounds, pcpu, lcpu, cores, tck, kern, bg > out
+  printf "  \"params\": {\"duration\": \"%s\", \"connections\": %d, \"wrk_threads\": %d, \"rounds\": %d, \"proxy_cpu\": %d, \"load_cpu\": %d, \"cores\": %d, \"clk_tck\": %d, \"kernel\": \"%s\", \"busy_pct_before\": %d, \"upstream\": \"%s\", \"geo\": \"%s\"},\n", dur, conns, thr, rounds, pcpu, lcpu, cores, tck, kern, bg, upstream, geo > out
   printf "  \"versions\": {\"nginx\": \"%s\", \"squid\": \"%s\", \"wrk\": \"%s\", \"sima\": \"%s\"},\n", vn, vs, vw, vsi > out
   printf "  \"results\": [\n" > out
   for (i = 1; i <= n; i++)

@@ -423,6 +423,18 @@ mod tests {
         assert!(off < std::time::Duration::from_millis(100), "{off:?} off");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn json_strings_round_trip(s in "(?s).{0,40}", pad in 0usize..9) {
+            // A plain prefix of any length before whatever follows.
+            let s = format!("{}{s}", "a".repeat(pad));
+            let mut out = Vec::new();
+            push_json_str(&mut out, &s);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            proptest::prop_assert_eq!(&back, &s);
+        }
+    }
+
     #[test]
     fn json_strings_are_escaped() {
         let mut out = Vec::new();

@@ -61,9 +61,10 @@ geo:
 """)
     binary = os.environ.get("SIMA_BIN", "target/release/sima")
     env = dict(os.environ, RUST_LOG="warn")
-    p = subprocess.Popen([binary, "run", "--config", cfg], env=env, stderr=subprocess.DEVNULL,
-                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard)))
-    try:
+
+    async def start():
+        p = subprocess.Popen([binary, "run", "--config", cfg], env=env, stderr=subprocess.DEVNULL,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard)))
         for _ in range(100):
             try:
                 r, w = await asyncio.open_connection("127.0.0.1", 23128)
@@ -71,47 +72,63 @@ geo:
                 break
             except OSError:
                 await asyncio.sleep(0.1)
-        base = rss_kib(p.pid)
-        req = (f"GET http://127.0.0.2:{up_port}/ HTTP/1.1\r\nHost: 127.0.0.2\r\n\r\n").encode()
-        conns = []
-        for i in range(a.idle):
-            if i and i % 2000 == 0:
-                print(f"  {i} connections open", file=sys.stderr)
-            r, w = await asyncio.open_connection("127.0.0.1", 23128)
-            w.write(req)
-            await w.drain()
-            await r.readuntil(b"ok")
-            conns.append((r, w))
-        await asyncio.sleep(1)
-        idle = rss_kib(p.pid)
-        print(f"baseline RSS {base} KiB")
-        print(f"{a.idle} idle keep-alive connections: RSS {idle} KiB, {(idle - base) / max(a.idle, 1):.1f} KiB per connection")
-        for _, w in conns:
-            w.close()
-        await asyncio.sleep(1)
-        # Slow uploads: head + first chunk, then hold.
-        ups = []
-        head = (f"POST http://127.0.0.2:{up_port}/u HTTP/1.1\r\nHost: 127.0.0.2\r\n"
-                "content-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n").encode()
-        chunk = b"%x\r\n" % 16384 + b"a" * 16384 + b"\r\n"
-        for i in range(a.uploads):
-            r, w = await asyncio.open_connection("127.0.0.1", 23128)
-            w.write(head + chunk * 5)
-            await w.drain()
-            ups.append((r, w))
-        await asyncio.sleep(2)
-        busy = rss_kib(p.pid)
-        # The allocator keeps what the idle phase used, so count from the RSS before this phase.
-        print(f"{a.uploads} concurrent streaming uploads (80 KiB sent each, in flight): RSS {busy} KiB, "
-              f"{(busy - idle) / max(a.uploads, 1):.1f} KiB per upload above the previous phase")
-        for _, w in ups:
-            w.close()
-    finally:
+        return p
+
+    def stop(p):
         p.send_signal(signal.SIGTERM)
         try:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
+
+    # Each phase gets a fresh process: the allocator returns freed memory to the system on
+    # its own schedule, so a phase measured after another would count the first's leftovers
+    # (or their release) as its own.
+    try:
+        p = await start()
+        try:
+            base = rss_kib(p.pid)
+            req = (f"GET http://127.0.0.2:{up_port}/ HTTP/1.1\r\nHost: 127.0.0.2\r\n\r\n").encode()
+            conns = []
+            for i in range(a.idle):
+                if i and i % 2000 == 0:
+                    print(f"  {i} connections open", file=sys.stderr)
+                r, w = await asyncio.open_connection("127.0.0.1", 23128)
+                w.write(req)
+                await w.drain()
+                await r.readuntil(b"ok")
+                conns.append((r, w))
+            await asyncio.sleep(1)
+            idle = rss_kib(p.pid)
+            print(f"baseline RSS {base} KiB")
+            print(f"{a.idle} idle keep-alive connections: RSS {idle} KiB, {(idle - base) / max(a.idle, 1):.1f} KiB per connection")
+            for _, w in conns:
+                w.close()
+        finally:
+            stop(p)
+
+        p = await start()
+        try:
+            base = rss_kib(p.pid)
+            # Slow uploads: head + first chunks, then hold.
+            ups = []
+            head = (f"POST http://127.0.0.2:{up_port}/u HTTP/1.1\r\nHost: 127.0.0.2\r\n"
+                    "content-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n").encode()
+            chunk = b"%x\r\n" % 16384 + b"a" * 16384 + b"\r\n"
+            for i in range(a.uploads):
+                r, w = await asyncio.open_connection("127.0.0.1", 23128)
+                w.write(head + chunk * 5)
+                await w.drain()
+                ups.append((r, w))
+            await asyncio.sleep(2)
+            busy = rss_kib(p.pid)
+            print(f"{a.uploads} concurrent streaming uploads (80 KiB sent each, in flight): RSS {busy} KiB, "
+                  f"{(busy - base) / max(a.uploads, 1):.1f} KiB per upload (fresh process, baseline {base} KiB)")
+            for _, w in ups:
+                w.close()
+        finally:
+            stop(p)
+    finally:
         up.close()
 
 if __name__ == "__main__":

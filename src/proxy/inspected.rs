@@ -134,6 +134,14 @@ impl Frames {
     fn len(&self) -> usize {
         self.len
     }
+    /// The frames in order, without joining them: what a streamed body holds back.
+    fn into_parts(mut self) -> Vec<Bytes> {
+        if !self.small.is_empty() {
+            self.parts.push(self.small.split().freeze());
+        }
+        self.parts
+    }
+
     /// The whole body: no copy when it came as one large frame (or only small ones).
     fn join(mut self) -> Bytes {
         if !self.small.is_empty() {
@@ -256,9 +264,10 @@ where
     }
     let slot = VerdictSlot::default();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let mut held = VecDeque::new();
     let held_len = buf.len();
-    held.push_back(buf.join());
+    // As the frames came, not joined: a copy of the whole buffer would be made only to be
+    // released in pieces, and the held-back tail would keep all of it resident.
+    let held: VecDeque<Bytes> = buf.into_parts().into();
     let streaming = InspectedBody {
         inner: body,
         scan,
@@ -526,16 +535,25 @@ mod tests {
             vec![1, 2, 3, 5000, 9000, 9001, 9002, 60_000],
             vec![4095, 8191],
         ] {
-            let mut f = Frames::default();
-            let mut at = 0;
-            for c in cuts.into_iter().chain([body.len()]) {
-                if c > at {
-                    f.push(Bytes::copy_from_slice(&body[at..c]));
-                    at = c;
+            let fill = || {
+                let mut f = Frames::default();
+                let mut at = 0;
+                for &c in cuts.iter().chain([&body.len()]) {
+                    if c > at {
+                        f.push(Bytes::copy_from_slice(&body[at..c]));
+                        at = c;
+                    }
                 }
-            }
+                f
+            };
+            let f = fill();
             assert_eq!(f.len(), body.len());
             assert_eq!(f.join(), body);
+            // Unjoined, as a streamed body holds them: the same bytes in the same order,
+            // and no empty part (an empty data frame could end a chunked body early).
+            let parts = fill().into_parts();
+            assert!(parts.iter().all(|p| !p.is_empty()));
+            assert_eq!(parts.concat(), body);
         }
         // Many tiny frames are gathered, not kept one handle each.
         let mut f = Frames::default();

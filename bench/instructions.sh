@@ -23,7 +23,10 @@ LONG="${LONG:-10s}"
 UPSTREAM_PORT="${UPSTREAM_PORT:-18090}"
 SIMA_PORT="${SIMA_PORT:-3138}"
 SIMA_ADMIN_PORT="${SIMA_ADMIN_PORT:-9474}"
+PUBLIC_UPSTREAM="${PUBLIC_UPSTREAM:-0}"
+PUBLIC_ADDR="${PUBLIC_ADDR:-8.8.8.8}"
 BINS=()
+ORIG_ARGS=("$@")
 
 usage() {
   cat <<EOF
@@ -34,6 +37,10 @@ Usage: bench/instructions.sh [options] [SIMA_BINARY ...]
                            agent, accept, accept-encoding, a JWT bearer token, a request
                            id, a client version, a trace id) (default $HEADERS; env HEADERS)
   --short D / --long D     wrk durations of the two runs (default $SHORT / $LONG)
+  --public-upstream        the upstream at a public address ($PUBLIC_ADDR; env PUBLIC_ADDR)
+                           inside a private network namespace, so Sima geolocates it
+                           through its database, as bench/run.sh --public-upstream (root;
+                           env PUBLIC_UPSTREAM=1)
 Needs valgrind, nginx, wrk and curl (Debian: apt-get install valgrind nginx wrk curl).
 Each binary takes about a minute.
 EOF
@@ -44,6 +51,7 @@ while (($#)); do
     --headers) HEADERS="$2"; shift 2 ;;
     --short) SHORT="$2"; shift 2 ;;
     --long) LONG="$2"; shift 2 ;;
+    --public-upstream) PUBLIC_UPSTREAM=1; shift ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "instructions.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
     *) BINS+=("$1"); shift ;;
@@ -56,6 +64,9 @@ for tool in valgrind nginx wrk curl; do
   command -v "$tool" >/dev/null || { echo "instructions.sh: missing $tool (apt-get install valgrind nginx wrk curl)" >&2; exit 2; }
 done
 for b in "${BINS[@]}"; do [[ -x "$b" ]] || { echo "instructions.sh: no binary at $b (cargo build --release)" >&2; exit 2; }; done
+UPSTREAM_HOST=127.0.0.1
+if ((PUBLIC_UPSTREAM)); then use_public_upstream "$PUBLIC_ADDR" "$0" "${ORIG_ARGS[@]}"; fi
+export UPSTREAM_HOST
 
 TMP="$(mktemp -d /tmp/sima-instr.XXXXXX)"
 chmod 755 "$TMP"
@@ -81,7 +92,7 @@ http {
   client_body_temp_path $TMP/up/b; proxy_temp_path $TMP/up/p; fastcgi_temp_path $TMP/up/f;
   uwsgi_temp_path $TMP/up/u; scgi_temp_path $TMP/up/s;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UPSTREAM_PORT; root $TMP/www; }
+  server { listen $UPSTREAM_HOST:$UPSTREAM_PORT; root $TMP/www; }
 }
 EOF
 # The same Sima set-up and wrk script as bench/run.sh.
@@ -89,7 +100,7 @@ write_sima_config "$TMP"
 write_wrk_script "$TMP/req.lua"
 export BENCH_HEADERS="$HEADERS"
 if [[ "$TARGET" == forward ]]; then
-  export BENCH_PATH="http://127.0.0.1:$UPSTREAM_PORT/1k.bin" BENCH_HOST="127.0.0.1:$UPSTREAM_PORT"
+  export BENCH_PATH="http://$UPSTREAM_HOST:$UPSTREAM_PORT/1k.bin" BENCH_HOST="$UPSTREAM_HOST:$UPSTREAM_PORT"
 else
   export BENCH_PATH="/1k.bin" BENCH_HOST=""
 fi

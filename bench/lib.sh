@@ -31,7 +31,7 @@ geo:
 routes:
   - name: bench
     prefix: /
-    upstream: http://${UPSTREAM_HOST:-127.0.0.1}:$UPSTREAM_PORT
+    upstream: http://${UPSTREAM_HOST:-127.0.0.1}:${UPSTREAM_PORT:?}
 log_format: json
 EOF
 }
@@ -72,4 +72,25 @@ done = function(summary, latency, requests)
     e.connect, e.read, e.write, e.status, e.timeout))
 end
 EOF
+}
+
+# use_public_upstream ADDR SCRIPT ARGS...: runs SCRIPT ARGS again inside a private network
+# namespace (needs root), and there puts ADDR on lo and sets UPSTREAM_HOST to it, so that
+# Sima geolocates the upstream through its database rather than a geo.overrides entry.
+# Refuses to go on where any interface but lo exists: traffic to ADDR must have nowhere to
+# go but loopback.
+use_public_upstream() {
+  local addr="$1" script="$2" name links
+  shift 2
+  name="$(basename "$script")"
+  if [[ -z "${SIMA_BENCH_NETNS:-}" ]]; then
+    ((EUID == 0)) || { echo "$name: --public-upstream needs root (a network namespace with an address on lo)" >&2; exit 1; }
+    command -v unshare >/dev/null 2>&1 || { echo "$name: --public-upstream needs unshare (util-linux)" >&2; exit 1; }
+    exec unshare --net -- env SIMA_BENCH_NETNS=1 "$script" "$@"
+  fi
+  links="$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')"
+  [[ "$links" == "lo " ]] || { echo "$name: refusing --public-upstream: interfaces other than lo exist ($links)" >&2; exit 1; }
+  ip link set lo up || { echo "$name: cannot bring lo up" >&2; exit 1; }
+  ip addr add "$addr/32" dev lo || { echo "$name: cannot put $addr on lo" >&2; exit 1; }
+  UPSTREAM_HOST="$addr"
 }

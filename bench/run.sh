@@ -96,19 +96,7 @@ die() { echo "run.sh: $*" >&2; exit 1; }
 
 # ---- a public upstream address, inside a private network namespace ---------------
 UPSTREAM_HOST=127.0.0.1
-if ((PUBLIC_UPSTREAM)); then
-  if [[ -z "${SIMA_BENCH_NETNS:-}" ]]; then
-    ((EUID == 0)) || die "--public-upstream needs root (a network namespace with an address on lo)"
-    command -v unshare >/dev/null 2>&1 || die "--public-upstream needs unshare (util-linux)"
-    exec unshare --net -- env SIMA_BENCH_NETNS=1 "$0" "${ORIG_ARGS[@]}"
-  fi
-  # Traffic to the public address must have nowhere to go but loopback.
-  links="$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')"
-  [[ "$links" == "lo " ]] || die "refusing --public-upstream: interfaces other than lo exist ($links)"
-  ip link set lo up || die "cannot bring lo up"
-  ip addr add "$PUBLIC_ADDR/32" dev lo || die "cannot put $PUBLIC_ADDR on lo"
-  UPSTREAM_HOST="$PUBLIC_ADDR"
-fi
+if ((PUBLIC_UPSTREAM)); then use_public_upstream "$PUBLIC_ADDR" "$0" "${ORIG_ARGS[@]}"; fi
 export UPSTREAM_HOST
 
 # ---- parse and check selections ----------------------------------------------

@@ -26,6 +26,27 @@ async fn silent_upstream() -> std::net::SocketAddr {
     addr
 }
 
+/// A keep-alive connection to `proxy` that has made one GET to `upstream`, answered 200.
+async fn after_one_get(proxy: std::net::SocketAddr, upstream: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("GET http://{upstream}/ HTTP/1.1\r\nHost: {upstream}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s
+}
+
+/// Waits (at most `TEST_DEADLINE`) for the server to close `s`; panics with `why` if not.
+async fn closed_by_server(s: &mut TcpStream, why: &str) {
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+        .await
+        .expect(why)
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 async fn read_head(s: &mut TcpStream) -> String {
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
@@ -80,21 +101,11 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
         "{GEO_OVERRIDES}timeouts:\n  drain: 120s\n  header_read: 120s\n"
     )))
     .await;
-    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
-    s.write_all(format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", india.addr).as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut s = after_one_get(sima.info.proxy, india.addr).await;
     tokio::time::timeout(TEST_DEADLINE, sima.shutdown())
         .await
         .expect("an idle keep-alive connection held the drain open");
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
-        .await
-        .expect("idle connection never closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_by_server(&mut s, "idle connection never closed").await;
 }
 
 #[tokio::test]
@@ -229,20 +240,10 @@ async fn an_idle_keep_alive_client_is_closed() {
         "{GEO_OVERRIDES}timeouts:\n  header_read: 300ms\n"
     )))
     .await;
-    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
-    s.write_all(format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", india.addr).as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut s = after_one_get(sima.info.proxy, india.addr).await;
     // Keep-alive, then silence: the connection is closed after the header timeout.
     let started = Instant::now();
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
-        .await
-        .expect("idle connection never closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    closed_by_server(&mut s, "idle connection never closed").await;
     assert!(started.elapsed() < Duration::from_secs(5));
     sima.shutdown().await;
 }

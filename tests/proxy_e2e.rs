@@ -519,18 +519,11 @@ async fn admin_endpoints() {
     let sima = start(config("")).await;
     let admin = sima.info.admin;
     let raw = |path: &'static str| async move {
-        let mut s = TcpStream::connect(admin).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        raw_exchange(
+            admin,
+            &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
         )
         .await
-        .unwrap();
-        let mut out = String::new();
-        tokio::time::timeout(TEST_DEADLINE, s.read_to_string(&mut out))
-            .await
-            .unwrap()
-            .unwrap();
-        out
     };
     assert!(raw("/healthz").await.starts_with("HTTP/1.1 200"));
     assert!(raw("/readyz").await.starts_with("HTTP/1.1 200"));
@@ -563,21 +556,13 @@ async fn the_upstream_host_is_the_target_authority_whatever_host_the_client_sent
         format!("127.0.0.2:0{port}"),
         "127.0.0.2".to_owned(),
     ] {
-        let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
-        s.write_all(
-            format!(
+        let resp = raw_exchange(
+            sima.info.proxy,
+            &format!(
                 "GET http://{canonical}/h HTTP/1.1\r\nHost: {given}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
+            ),
         )
-        .await
-        .unwrap();
-        let mut resp = Vec::new();
-        tokio::time::timeout(TEST_DEADLINE, s.read_to_end(&mut resp))
-            .await
-            .unwrap()
-            .unwrap();
-        let resp = String::from_utf8_lossy(&resp);
+        .await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{given}: {resp}");
     }
     let seen = up.requests();

@@ -370,12 +370,7 @@ async fn serve(
             // (bracketed there): no second rendering of the address.
             if !matches!(authority.host, Host::Ip(std::net::IpAddr::V6(_))) {
                 if let Ok(text) = shown.to_str() {
-                    // `:port` is there exactly when the port is not 80 (`host_header`).
-                    let host = match text.bytes().rposition(|b| b == b':') {
-                        Some(i) if authority.port != 80 => &text[..i],
-                        _ => text,
-                    };
-                    policy_name = Some(std::sync::Arc::from(host));
+                    policy_name = Some(std::sync::Arc::from(strip_port(text)));
                 }
             }
             (
@@ -896,7 +891,11 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
     }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
+    // A byte scan: `str`'s char searcher cost about 150 instructions on every forwarded
+    // request's host.
+    host.bytes()
+        .rposition(|b| b == b':')
+        .map_or(host, |i| &host[..i])
 }
 
 fn log_error(ctx: &RequestCtx, err: &ProxyError) {

@@ -305,6 +305,20 @@ pub async fn get(proxy: SocketAddr, url: &str) -> (StatusCode, http::HeaderMap, 
     send(proxy, req).await
 }
 
+/// Sends `request` as written on a new connection to `addr` and reads until the server
+/// closes it (send `Connection: close`).
+pub async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(TEST_DEADLINE, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Parses a JSON body.
 pub fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body)

@@ -99,10 +99,10 @@ fn in_v4(ip: u32, net: [u8; 4], len: u32) -> bool {
     ip & mask == net
 }
 
-fn classify_v4(ip: Ipv4Addr) -> Option<Forbidden> {
+/// The guarded IPv4 ranges: network, prefix length, class.
+const V4_RANGES: [([u8; 4], u32, Forbidden); 17] = {
     use Forbidden::*;
-    let n = u32::from(ip);
-    let table: [([u8; 4], u32, Forbidden); 17] = [
+    [
         ([0, 0, 0, 0], 8, Unspecified),
         ([10, 0, 0, 0], 8, Private),
         ([100, 64, 0, 0], 10, SharedCgnat),
@@ -120,9 +120,39 @@ fn classify_v4(ip: Ipv4Addr) -> Option<Forbidden> {
         ([255, 255, 255, 255], 32, Broadcast),
         ([240, 0, 0, 0], 4, Reserved),
         ([233, 252, 0, 0], 24, Documentation),
-    ];
+    ]
+};
+
+/// First octets that begin some guarded IPv4 range, derived from [`V4_RANGES`]: most
+/// public addresses are told apart by one load (this runs on every request).
+const V4_FIRST_OCTETS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < V4_RANGES.len() {
+        let (net, len, _) = V4_RANGES[i];
+        let first = net[0] as usize;
+        let last = if len >= 8 {
+            first
+        } else {
+            first | (0xff >> len)
+        };
+        let mut o = first;
+        while o <= last {
+            t[o] = true;
+            o += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+fn classify_v4(ip: Ipv4Addr) -> Option<Forbidden> {
+    if !V4_FIRST_OCTETS[usize::from(ip.octets()[0])] {
+        return None;
+    }
+    let n = u32::from(ip);
     // Order matters only for the broadcast address inside 240/4: most specific first.
-    table
+    V4_RANGES
         .iter()
         .filter(|(net, len, _)| in_v4(n, *net, *len))
         .max_by_key(|(_, len, _)| *len)
@@ -172,6 +202,34 @@ mod tests {
 
     fn c(s: &str) -> Option<Forbidden> {
         classify(s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_first_octet_filter_changes_no_answer() {
+        let slow = |ip: Ipv4Addr| {
+            let n = u32::from(ip);
+            V4_RANGES
+                .iter()
+                .filter(|(net, len, _)| in_v4(n, *net, *len))
+                .max_by_key(|(_, len, _)| *len)
+                .map(|(_, _, class)| *class)
+        };
+        // Every first octet, and the first and last address of every range.
+        let mut ips: Vec<Ipv4Addr> = (0..=255u8).map(|o| Ipv4Addr::new(o, 0, 0, 1)).collect();
+        for (net, len, _) in V4_RANGES {
+            let first = u32::from_be_bytes(net);
+            ips.push(first.into());
+            ips.push((first | (u32::MAX >> len.min(31) >> u32::from(len == 32))).into());
+        }
+        for ip in ips {
+            assert_eq!(classify_v4(ip), slow(ip), "{ip}");
+            if V4_RANGES
+                .iter()
+                .any(|(net, len, _)| in_v4(u32::from(ip), *net, *len))
+            {
+                assert!(classify_v4(ip).is_some(), "{ip}");
+            }
+        }
     }
 
     #[test]

@@ -263,9 +263,9 @@ impl Upstreams {
     fn checkout(&self, key: &Key, now: Instant) -> Option<Sender> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;
-        let fresh = |i: &Idle| {
-            now.duration_since(i.since) < self.settings.pool_idle && !i.sender.is_closed()
-        };
+        // One subtraction per checkout; then each entry costs a comparison of instants.
+        let cutoff = now.checked_sub(self.settings.pool_idle);
+        let fresh = |i: &Idle| cutoff.is_none_or(|c| i.since > c) && !i.sender.is_closed();
         // The oldest entries are the likeliest to have expired or been closed by the server.
         // Dropping a few from the front per checkout keeps the list clean without walking
         // all of it on every request (with hundreds pooled, that walk was the pool's cost).

@@ -37,7 +37,8 @@ EOF
 }
 
 # write_wrk_script FILE: method/path/Host/body/headers from the environment (BENCH_METHOD,
-# BENCH_PATH, BENCH_HOST, BENCH_BODY_BYTES, BENCH_HEADERS=typical); prints one RESULT line.
+# BENCH_PATH, BENCH_HOST, BENCH_BODY_BYTES or BENCH_BODY_FILE with BENCH_CONTENT_TYPE,
+# BENCH_HEADERS=typical); prints one RESULT line.
 # For forward-proxy targets the path is an absolute URI, so wrk (which cannot use a proxy)
 # sends absolute-form request lines ("GET http://127.0.0.1:18080/1k.bin HTTP/1.1").
 write_wrk_script() {
@@ -50,6 +51,14 @@ local n = tonumber(os.getenv("BENCH_BODY_BYTES") or "0")
 if n > 0 then
   wrk.body = string.rep("b", n)
   wrk.headers["Content-Type"] = "application/octet-stream"
+end
+-- A body from a file (run.sh's post and json scenarios), with its content type.
+local file = os.getenv("BENCH_BODY_FILE")
+if file and file ~= "" then
+  local f = assert(io.open(file, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/octet-stream"
 end
 -- What a service's HTTP client typically sends besides Host (run.sh's "headers"
 -- scenario, instructions.sh --headers typical).

@@ -50,10 +50,13 @@ Usage: bench/run.sh [options]
                         env ONLY). hyper-floor is examples/hyper_floor.rs: hyper and tokio
                         forwarding with none of Sima's work, the least any proxy built on
                         them costs
-      --scenarios LIST  from get,post,headers (default get,post; env SCENARIOS). headers is
+      --scenarios LIST  from get,post,headers,json (default get,post; env SCENARIOS). headers is
                         GET 1 KiB with seven typical request headers besides Host (user
                         agent, accept, accept-encoding, a JWT bearer token, a request id,
-                        a client version, a trace id): what Sima's head scan costs
+                        a client version, a trace id): what Sima's head scan costs.
+                        json is POST of a 64 KiB JSON order list (ids, UUIDs, timestamps,
+                        prices, pincodes) with no identifier in it: what Sima's JSON
+                        inspection costs, where post's body is one letter repeated
       --sima-bin PATH   Sima binary (default target/release/sima; env SIMA_BIN); built with
                         'cargo build --release' when missing and a Sima target is selected
       --floor-bin PATH  hyper-floor binary (default target/release/examples/hyper_floor;
@@ -110,7 +113,7 @@ for t in "${_only[@]}"; do
   esac
 done
 IFS=',' read -r -a SCEN <<<"$SCENARIOS"
-for s in "${SCEN[@]}"; do [[ "$s" == get || "$s" == post || "$s" == headers ]] || die "unknown scenario '$s' (get, post, headers)"; done
+for s in "${SCEN[@]}"; do [[ "$s" == get || "$s" == post || "$s" == headers || "$s" == json ]] || die "unknown scenario '$s' (get, post, headers, json)"; done
 want() { local x; for x in "${TARGETS[@]}"; do [[ "$x" == "$1" ]] && return 0; done; return 1; }
 
 to_seconds() { # 10s, 2m, 1h, 10 -> seconds
@@ -233,6 +236,33 @@ mkdir -p "$TMP/www" "$TMP/upstream" "$TMP/nginx" "$TMP/squid" "$TMP/sima"
 head -c 1024 /dev/zero | tr '\0' 'a' >"$TMP/www/1k.bin"
 printf 'ok\n' >"$TMP/www/post"   # POST /post: static handler answers 405 -> error_page 200
 head -c 65536 /dev/zero | tr '\0' 'b' >"$TMP/post-64k.bin"
+# The json scenario's body: 64 KiB of an order list as an API sends it (ids, UUIDs,
+# timestamps, prices, pincodes, SKUs), with no identifier in it, so every proxy passes it.
+awk 'BEGIN {
+  srand(7); n = 0
+  split("created paid packed shipped delivered returned", st, " ")
+  split("Bengaluru Mumbai Pune Chennai Hyderabad Kolkata", city, " ")
+  s = "{\"page\":1,\"per_page\":500,\"orders\":["
+  while (length(s) < 65000) {
+    if (n++) s = s ","
+    r = int(rand() * 6) + 1
+    s = s sprintf("{\"id\":%d,\"uuid\":\"%08x-%04x-4%03x-a%03x-%06x%06x\",\"status\":\"%s\",",
+      1000 + int(rand() * 9e7), int(rand() * 2^31), int(rand() * 65536), int(rand() * 4096),
+      int(rand() * 4096), int(rand() * 2^24), int(rand() * 2^24), st[r])
+    s = s sprintf("\"created_at\":\"2024-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"currency\":\"INR\",",
+      1 + int(rand() * 12), 1 + int(rand() * 28), int(rand() * 24), int(rand() * 60),
+      int(rand() * 60), int(rand() * 1000))
+    s = s sprintf("\"total\":%d.%02d,\"shipping\":{\"city\":\"%s\",\"pincode\":\"%d\"},",
+      int(rand() * 50000), int(rand() * 100), city[r], 110000 + int(rand() * 800000))
+    s = s sprintf("\"items\":[{\"sku\":\"SKU-%d\",\"name\":\"Cotton kurta, indigo\",\"qty\":%d,\"unit_price\":%d.%02d}]}",
+      10000 + int(rand() * 90000), 1 + int(rand() * 5), int(rand() * 10000), int(rand() * 100))
+  }
+  # Padded to 64 KiB exactly, as the body of the post scenario: one byte more or less changes
+  # how many TCP segments a request takes on loopback, and with them the kernel time.
+  s = s "]}"
+  while (length(s) < 65536) s = s " "
+  printf "%s", s
+}' >"$TMP/post-64k.json"
 
 nginx_common() { # dir
   cat <<EOF
@@ -331,8 +361,10 @@ UP="$UPSTREAM_HOST:$UPSTREAM_PORT"
 target_port() { case "$1" in direct) echo "$UPSTREAM_PORT" ;; sima-*) echo "$SIMA_PORT" ;; hyper-floor) echo "$FLOOR_PORT" ;; nginx) echo "$NGINX_PORT" ;; squid) echo "$SQUID_PORT" ;; esac; }
 target_host() { [[ "$1" == direct ]] && echo "$UPSTREAM_HOST" || echo 127.0.0.1; }
 target_mode() { case "$1" in sima-forward|squid) echo forward ;; *) echo route ;; esac; }
-scen_path() { [[ "$1" == post ]] && echo /post || echo /1k.bin; }
-scen_name() { case "$1" in get) echo "GET 1KiB" ;; headers) echo "GET 1KiB+h" ;; *) echo "POST 64KiB" ;; esac; }
+scen_path() { [[ "$1" == post || "$1" == json ]] && echo /post || echo /1k.bin; }
+scen_name() { case "$1" in get) echo "GET 1KiB" ;; headers) echo "GET 1KiB+h" ;; json) echo "POST JSON" ;; *) echo "POST 64KiB" ;; esac; }
+scen_body() { case "$1" in post) echo "$TMP/post-64k.bin" ;; json) echo "$TMP/post-64k.json" ;; esac; }
+scen_type() { [[ "$1" == json ]] && echo application/json || echo application/octet-stream; }
 
 sanity() { # target scenario -> 0 if a single request through it works
   ((HAVE_CURL)) || return 0
@@ -340,7 +372,7 @@ sanity() { # target scenario -> 0 if a single request through it works
   port="$(target_port "$1")"; mode="$(target_mode "$1")"; path="$(scen_path "$2")"
   if [[ "$mode" == forward ]]; then args=(-x "http://127.0.0.1:$port"); url="http://$UP$path"
   else args=(--noproxy '*'); url="http://$(target_host "$1"):$port$path"; fi
-  if [[ "$2" == post ]]; then args+=(--data-binary "@$TMP/post-64k.bin" -H 'Content-Type: application/octet-stream'); else want_size=1024; fi
+  if [[ -n "$(scen_body "$2")" ]]; then args+=(--data-binary "@$(scen_body "$2")" -H "Content-Type: $(scen_type "$2")"); else want_size=1024; fi
   out="$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 "${args[@]}" "$url" 2>&1)" || true
   [[ "$out" == "200 $want_size" ]] && return 0
   echo "run.sh: $1/$2 sanity request to $url failed: '$out' (want '200 $want_size')" >&2
@@ -348,15 +380,15 @@ sanity() { # target scenario -> 0 if a single request through it works
 }
 
 run_wrk() { # target scenario duration log
-  local port mode path host="" body=0
+  local port mode path host="" body
   port="$(target_port "$1")"; mode="$(target_mode "$1")"; path="$(scen_path "$2")"
   if [[ "$mode" == forward ]]; then path="http://$UP$path"; host="$UP"; fi
-  [[ "$2" == post ]] && body=65536
+  body="$(scen_body "$2")"
   # In the background plus `wait`, so that INT/TERM reach our trap at once
   # (`timeout` puts itself and wrk in their own process group: WRK_PID).
-  BENCH_METHOD="$([[ "$2" == post ]] && echo POST || echo GET)" BENCH_PATH="$path" BENCH_HOST="$host" \
+  BENCH_METHOD="$([[ -n "$body" ]] && echo POST || echo GET)" BENCH_PATH="$path" BENCH_HOST="$host" \
   BENCH_HEADERS="$([[ "$2" == headers ]] && echo typical || echo host)" \
-  BENCH_BODY_BYTES="$body" timeout "$(($(to_seconds "$3") + 60))" \
+  BENCH_BODY_FILE="$body" BENCH_CONTENT_TYPE="$(scen_type "$2")" timeout "$(($(to_seconds "$3") + 60))" \
     taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$3" --timeout 10s \
     -s "$TMP/bench.lua" "http://$(target_host "$1"):$port/" >"$4" 2>&1 </dev/null &
   WRK_PID=$!
@@ -470,7 +502,7 @@ function sort(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i
   E[r, s, t] = EFF[n]; seen[s] = 1
 }
 END {
-  label["get"] = "GET 1KiB"; label["headers"] = "GET 1KiB+h"; label["post"] = "POST 64KiB"
+  label["get"] = "GET 1KiB"; label["headers"] = "GET 1KiB+h"; label["post"] = "POST 64KiB"; label["json"] = "POST JSON"
   hdr = sprintf("%5s  %-10s  %-12s  %8s  %7s  %7s  %6s  %9s  %6s  %6s  %9s  %9s  %6s", "round", "scenario", "target", "req/s", "p50 ms", "p99 ms", "errors", "proxy CPU", "CPU %", "user%", "CPU-s/10k", "req/CPU-s", "other%")
   print ""; print hdr; gsub(/./, "-", hdr); print hdr
   for (i = 1; i <= n; i++)
@@ -479,10 +511,10 @@ END {
   print ""
   print "user% = share of the proxy'"'"'s CPU spent in user space (the rest is the kernel: TCP, syscalls)"
   nr = 0
-  split("get headers post", order, " ")
+  no = split("get headers post json", order, " ")
   # pairs: each Sima target against nginx, squid and the hyper floor; the floor against nginx
   np = split("sima-forward/nginx sima-forward/squid sima-forward/hyper-floor sima-route/nginx sima-route/squid sima-route/hyper-floor hyper-floor/nginx", pairs, " ")
-  for (oi0 = 1; oi0 <= 3; oi0++) for (pi = 1; pi <= np; pi++) {
+  for (oi0 = 1; oi0 <= no; oi0++) for (pi = 1; pi <= np; pi++) {
     s = order[oi0]; if (!(s in seen)) continue
     split(pairs[pi], pr, "/"); st = pr[1]; o = pr[2]
     who = st == "hyper-floor" ? "Floor" : "Sima"

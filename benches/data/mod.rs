@@ -1,4 +1,4 @@
-//! Deterministic benchmark payloads shared by the bench and the `tp` example.
+//! Deterministic benchmark payloads for the scanner bench (`benches/scan.rs`).
 
 /// Deterministic xorshift64* generator.
 struct Rng(u64);

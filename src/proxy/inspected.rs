@@ -172,7 +172,7 @@ impl HttpBody for Held {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(b) = this.parts.pop_front() {
-            this.len -= b.len() as u64;
+            this.len = this.len.saturating_sub(b.len() as u64);
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
         Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))

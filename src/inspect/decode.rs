@@ -1450,6 +1450,14 @@ impl Emitter {
     }
 
     fn text_to(&mut self, bytes: &[u8], key: Option<&[u8]>, last: bool, sink: &mut Sink<'_>) {
+        if last && self.b64.len == 0 && bytes.len() < BASE64_MIN_RUN {
+            // The whole rest of a value, too short to hold a decodable run, with no run
+            // open before it: the loop below would pass it to `put_last` unchanged and
+            // leave at most a short run for `end_value` to drop. Most JSON values are
+            // like this (`"paid"`, `"INR"`, a city).
+            self.put_last(bytes, key, sink);
+            return;
+        }
         let class = |c: u8| B64_CLASS[usize::from(c)];
         let mut start = 0;
         // Where the current run's bytes begin in `bytes` (0 if it began in an earlier call).

@@ -13,6 +13,7 @@ ifaces=$(awk -F: 'NR>2 {gsub(/ /,"",$1); print $1}' /proc/net/dev | grep -vx lo 
 
 tmp=$(mktemp -d)
 pids=()
+# shellcheck disable=SC2329  # invoked by the EXIT trap below
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 

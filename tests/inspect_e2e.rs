@@ -268,6 +268,75 @@ async fn large_streamed_body_is_stopped_before_the_identifier_leaves() {
     sima.shutdown().await;
 }
 
+/// The body bytes of a chunked HTTP/1.1 request as far as they arrived (a broken request
+/// ends mid-chunk).
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut rest = &raw[raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let mut body = Vec::new();
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..eol]).unwrap();
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        rest = &rest[eol + 2..];
+        let n = size.min(rest.len());
+        body.extend_from_slice(&rest[..n]);
+        if size == 0 || n < size || rest.len() < size + 2 {
+            break;
+        }
+        rest = &rest[size + 2..];
+    }
+    body
+}
+
+#[tokio::test]
+async fn identifier_in_a_long_base64_upload_is_stopped_before_it_leaves() {
+    use base64::Engine as _;
+    let (addr, seen) = raw_recorder("127.0.0.3").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    // A JSON upload carrying a 150 KB text document as base64 (200 KB of it, one string):
+    // streamed, since it is past the 64 KiB buffer, and the identifier deep inside it.
+    let mut doc: Vec<u8> = (0..150_000)
+        .map(|i| b"name, address, notes; "[i % 22])
+        .collect();
+    let id = format!(" {} ", aadhaar());
+    let at = 100_000;
+    doc[at..at + id.len()].copy_from_slice(id.as_bytes());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
+    let prefix = r#"{"file":"kyc.txt","content":""#;
+    let body = format!(r#"{prefix}{b64}"}}"#);
+    let first_raw = prefix.len() + at / 3 * 4;
+    let req = Request::post(format!("http://{addr}/upload"))
+        .header("content-type", "application/json")
+        .body(chunked_body(body.as_bytes(), 4096))
+        .unwrap();
+    let resp = send_streaming(sima.info.proxy, req).await;
+    assert_eq!(resp.status(), StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    let reply = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    for _ in 0..100 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got.len(),
+        1,
+        "the upload reached the upstream as a broken request"
+    );
+    let received = dechunk(&got[0]);
+    assert!(
+        body.as_bytes().starts_with(&received),
+        "the upstream got other bytes than were sent"
+    );
+    assert!(
+        received.len() <= first_raw,
+        "{} bytes reached the upstream; the identifier is encoded from byte {first_raw}",
+        received.len()
+    );
+    sima.shutdown().await;
+}
+
 #[tokio::test]
 async fn large_clean_body_streams_through_intact() {
     let us = upstream("127.0.0.3", "usa").await;

@@ -28,11 +28,15 @@
 //! * Multipart: preamble and epilogue are raw text (key `None`); each part's header block is
 //!   raw text (key `None`); the part body has key = its `Content-Disposition` name, and is
 //!   normalised as JSON or form when the part's own `Content-Type` says so.
-//! * Base64 runs (16..=4096 characters, standard or URL-safe) found in raw text, JSON string
-//!   values, form values and multipart text parts are decoded; when the result is mostly
-//!   printable it is inserted right after the run, between separators, with the key of the
-//!   text it came from. At most [`BASE64_MAX_SEGMENTS`] such inserts and
-//!   [`BASE64_MAX_BYTES`] decoded bytes per body.
+//! * Base64 runs (16 characters or more, standard or URL-safe) found in raw text, JSON
+//!   string values, form values and multipart text parts are decoded; when the result is
+//!   mostly printable it is inserted right after the run, between separators, with the key
+//!   of the text it came from. A run longer than 4,096 characters is decoded as it goes, in
+//!   blocks of 4,096: if its first block decodes to text, the insert follows that block and
+//!   the rest of the run's characters are replaced by their decoded text (one insert, so an
+//!   identifier across blocks is whole); a later block that is not text ends the insert, and
+//!   it and the rest of the run stay raw characters. At most [`BASE64_MAX_SEGMENTS`] inserts
+//!   and [`BASE64_MAX_BYTES`] decoded bytes per body; past them, runs stay raw characters.
 //!
 //! Bodies are never buffered whole: every stage keeps bounded state across chunk boundaries.
 //!
@@ -1221,6 +1225,10 @@ struct B64 {
     bytes: usize,
     mapped: Vec<u8>,
     decoded: Vec<u8>,
+    /// A long run decoded block by block: its first [`BASE64_MAX_RUN`] characters decoded
+    /// to text, so from there on the run's decoded text goes into the stream in place of its
+    /// characters, and `run` holds only the characters of the block not yet decoded.
+    streaming: bool,
 }
 
 impl B64 {
@@ -1249,6 +1257,12 @@ impl B64 {
         self.pad = 0;
         self.std = false;
         self.url = false;
+        self.streaming = false;
+    }
+
+    /// Whether a byte of class `cls` ends the run instead of going on with it.
+    fn ended_by(&self, cls: u8) -> bool {
+        cls == B64_NONE || (self.pad > 0 && cls != B64_PAD)
     }
 
     fn candidate(&self) -> bool {
@@ -1261,11 +1275,35 @@ impl B64 {
             && data % 4 != 1
     }
 
-    /// Decodes the current run into `self.decoded`; true when it is worth emitting.
-    fn decode(&mut self) -> bool {
+    /// Decodes the current run (or the first block of a long one, a `piece` of text) into
+    /// `self.decoded`; true (and counted) when it is worth emitting.
+    fn decode(&mut self, piece: bool) -> bool {
+        if !self.decode_kept() {
+            return false;
+        }
+        let text = if piece {
+            text_piece(&self.decoded)
+        } else {
+            mostly_printable(&self.decoded)
+        };
+        if !text {
+            return false;
+        }
+        self.segments += 1;
+        self.bytes += self.decoded.len();
+        true
+    }
+
+    /// Decodes the characters in `run` (a whole short run, or one block of a long run) into
+    /// `self.decoded`, within the per-body byte budget; false if they are not base64.
+    fn decode_kept(&mut self) -> bool {
         self.mapped.clear();
         self.decoded.clear();
-        let data = self.len.saturating_sub(self.pad);
+        let pads = self.run.iter().rev().take_while(|&&c| c == b'=').count();
+        let data = self.run.len() - pads;
+        if pads > 2 || data % 4 == 1 || (self.std && self.url) {
+            return false;
+        }
         self.mapped
             .extend(self.run.iter().take(data).map(|&c| match c {
                 b'-' => b'+',
@@ -1278,11 +1316,34 @@ impl B64 {
         {
             return false;
         }
-        let room = BASE64_MAX_BYTES.saturating_sub(self.bytes);
-        if !mostly_printable(&self.decoded) || self.decoded.len() > room {
+        self.decoded.len() <= BASE64_MAX_BYTES.saturating_sub(self.bytes)
+    }
+
+    /// Whether the first 64 characters of `run` decode to what looks like text: a cheap
+    /// look before decoding a whole block, since most long runs of letters and digits (a
+    /// hash, a key, a filler) are not base64 of text.
+    fn starts_as_text(&self) -> bool {
+        let mut sample = [0u8; 64];
+        for (s, &c) in sample.iter_mut().zip(&self.run) {
+            *s = match c {
+                b'-' => b'+',
+                b'_' => b'/',
+                c => c,
+            };
+        }
+        let mut out = [0u8; 48];
+        let Ok(n) = B64_ENGINE.decode_slice(sample, &mut out) else {
+            return false;
+        };
+        text_piece(out.get(..n).unwrap_or(&[]))
+    }
+
+    /// Decodes the block in `run` of a streaming run: true (and counted) when it decoded to
+    /// text, or is a final block too short to judge.
+    fn decode_block(&mut self) -> bool {
+        if !self.decode_kept() || !(self.decoded.len() < 6 || text_piece(&self.decoded)) {
             return false;
         }
-        self.segments += 1;
         self.bytes += self.decoded.len();
         true
     }
@@ -1306,6 +1367,23 @@ fn mostly_printable(d: &[u8]) -> bool {
             .chars()
             .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
         Err(_) => false,
+    }
+}
+
+/// [`mostly_printable`] for a piece cut out of a longer text (a block of a long base64 run):
+/// a UTF-8 character cut at either end is not held against it.
+fn text_piece(d: &[u8]) -> bool {
+    if mostly_printable(d) {
+        return true;
+    }
+    let lead = d.iter().take(3).take_while(|&&b| b & 0xc0 == 0x80).count();
+    let d = d.get(lead..).unwrap_or(&[]);
+    match std::str::from_utf8(d) {
+        Err(e) if e.error_len().is_none() => {
+            mostly_printable(d.get(..e.valid_up_to()).unwrap_or(&[]))
+        }
+        Err(_) => false,
+        Ok(_) => mostly_printable(d),
     }
 }
 
@@ -1467,16 +1545,35 @@ impl Emitter {
             // Byte by byte, up to and including the next stop.
             while let Some(&c) = bytes.get(i) {
                 let cls = class(c);
+                if self.b64.streaming && !self.b64.ended_by(cls) {
+                    // The run's characters become its decoded text, not raw text.
+                    i = self.stream_run(bytes, i, key, sink);
+                    start = i;
+                    run_from = i;
+                    continue;
+                }
                 if cls == B64_ALNUM && self.b64.pad == 0 {
                     // The common case: a run starts or goes on. Take all of its alphanumeric
-                    // bytes at once (one tight loop, no per-byte state update).
+                    // bytes at once (one tight loop, no per-byte state update), stopping
+                    // where the run reaches a block, to start decoding it block by block.
                     if self.b64.len == 0 {
                         run_from = i;
                     }
                     let rest = bytes.get(i..).unwrap_or(&[]);
-                    let n = alnum_prefix(rest);
+                    let mut n = alnum_prefix(rest);
+                    if self.b64.len < BASE64_MAX_RUN {
+                        n = n.min(BASE64_MAX_RUN - self.b64.len);
+                    }
                     self.b64.len += n;
                     i += n;
+                    if self.b64.len == BASE64_MAX_RUN {
+                        let raw = bytes.get(start..i).unwrap_or(&[]);
+                        if self.start_stream(raw, bytes.get(run_from..i).unwrap_or(&[]), key, sink)
+                        {
+                            start = i;
+                            run_from = i;
+                        }
+                    }
                     continue;
                 }
                 let ends = if cls == B64_NONE {
@@ -1485,7 +1582,10 @@ impl Emitter {
                     cls != B64_PAD && self.b64.pad > 0
                 };
                 if ends {
-                    if self.b64.candidate() {
+                    if self.b64.streaming {
+                        // Its characters were all taken by `stream_run`: `start == i`.
+                        self.close_run(key, sink);
+                    } else if self.b64.candidate() {
                         self.b64.keep(bytes.get(run_from..i).unwrap_or(&[]));
                         self.put(bytes.get(start..i).unwrap_or(&[]), key, sink);
                         start = i;
@@ -1501,6 +1601,13 @@ impl Emitter {
                     run_from = i - 1;
                 }
                 self.b64.count(cls);
+                if self.b64.len == BASE64_MAX_RUN {
+                    let raw = bytes.get(start..i).unwrap_or(&[]);
+                    if self.start_stream(raw, bytes.get(run_from..i).unwrap_or(&[]), key, sink) {
+                        start = i;
+                        run_from = i;
+                    }
+                }
             }
             // Just after a stop (no run open): skip short stretches.
             while let Some(&c) = bytes.get(i + BASE64_MIN_RUN - 1) {
@@ -1536,13 +1643,24 @@ impl Emitter {
         let mut start = 0;
         for (i, &c) in bytes.iter().enumerate() {
             let cls = B64_CLASS[usize::from(c)];
+            if self.b64.streaming && !self.b64.ended_by(cls) {
+                self.b64.count(cls);
+                self.b64.run.push(c);
+                start = i + 1;
+                if self.b64.run.len() == BASE64_MAX_RUN {
+                    self.stream_block(key, sink);
+                }
+                continue;
+            }
             let ends = if cls == B64_NONE {
                 self.b64.len > 0
             } else {
                 cls != B64_PAD && self.b64.pad > 0
             };
             if ends {
-                if self.b64.candidate() {
+                if self.b64.streaming {
+                    self.close_run(key, sink);
+                } else if self.b64.candidate() {
                     self.put(bytes.get(start..i).unwrap_or(&[]), key, sink);
                     start = i;
                     self.close_run(key, sink);
@@ -1552,13 +1670,116 @@ impl Emitter {
             if cls != B64_NONE {
                 self.b64.count(cls);
                 self.b64.keep(&[c]);
+                if self.b64.len == BASE64_MAX_RUN {
+                    let raw = bytes.get(start..=i).unwrap_or(&[]);
+                    if self.start_stream(raw, &[], key, sink) {
+                        start = i + 1;
+                    }
+                }
             }
         }
         self.put(bytes.get(start..).unwrap_or(&[]), key, sink);
     }
 
+    /// A run has just reached [`BASE64_MAX_RUN`] characters (the last of them in `run_part`,
+    /// the bytes of this call not yet kept): if they decode to text, emits the text before
+    /// them (`raw`, which ends with them), then their decoded text, and goes on decoding the
+    /// run block by block. Otherwise the run is too long to be decoded: false, no change.
+    ///
+    /// Decoding as the run goes, rather than when it ends, keeps the characters that encode
+    /// an identifier within a block of where it is found, so inside the hold-back window of
+    /// a streamed body however long the run.
+    fn start_stream(
+        &mut self,
+        raw: &[u8],
+        run_part: &[u8],
+        key: Option<&[u8]>,
+        sink: &mut Sink<'_>,
+    ) -> bool {
+        if self.b64.pad > 0 || !self.b64.candidate() {
+            return false;
+        }
+        self.b64.keep(run_part);
+        if !self.b64.starts_as_text() || !self.b64.decode(true) {
+            return false;
+        }
+        self.put(raw, key, sink);
+        let decoded = std::mem::take(&mut self.b64.decoded);
+        self.boundary();
+        self.put(&decoded, key, sink);
+        self.b64.decoded = decoded;
+        self.b64.run.clear();
+        self.b64.streaming = true;
+        true
+    }
+
+    /// Takes the characters of a streaming run from `bytes[i..]` up to its end or the end of
+    /// `bytes`, decoding each block as it fills; returns where it stopped. A block that is
+    /// not text ends the streaming there (see [`Emitter::stream_block`]).
+    fn stream_run(
+        &mut self,
+        bytes: &[u8],
+        mut i: usize,
+        key: Option<&[u8]>,
+        sink: &mut Sink<'_>,
+    ) -> usize {
+        while let Some(&c) = bytes.get(i) {
+            let cls = B64_CLASS[usize::from(c)];
+            if self.b64.ended_by(cls) {
+                break;
+            }
+            let n = if cls == B64_ALNUM {
+                let room = BASE64_MAX_RUN - self.b64.run.len();
+                let n = alnum_prefix(bytes.get(i..).unwrap_or(&[])).min(room);
+                self.b64.len += n;
+                n
+            } else {
+                self.b64.count(cls);
+                1
+            };
+            self.b64
+                .run
+                .extend_from_slice(bytes.get(i..i + n).unwrap_or(&[]));
+            i += n;
+            if self.b64.run.len() == BASE64_MAX_RUN && !self.stream_block(key, sink) {
+                break;
+            }
+        }
+        i
+    }
+
+    /// Emits the decoded text of a streaming run's full block. A block that does not decode
+    /// to text is emitted raw, after a separator, and so is the rest of the run (which is
+    /// then too long to be decoded): false.
+    fn stream_block(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) -> bool {
+        let ok = self.b64.decode_block();
+        let out = std::mem::take(if ok {
+            &mut self.b64.decoded
+        } else {
+            &mut self.b64.run
+        });
+        if !ok {
+            self.b64.streaming = false;
+            self.boundary();
+        }
+        self.put(&out, key, sink);
+        if ok {
+            self.b64.decoded = out;
+            self.b64.run.clear();
+        } else {
+            self.b64.run = out;
+        }
+        ok
+    }
+
     fn close_run(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
-        if self.b64.candidate() && self.b64.decode() {
+        if self.b64.streaming {
+            // The last, partial block: decoded, or raw after a separator if it is not base64.
+            if !self.b64.run.is_empty() {
+                self.stream_block(key, sink);
+            }
+            self.boundary();
+        } else if self.b64.candidate() && self.b64.decode(false) {
             let decoded = std::mem::take(&mut self.b64.decoded);
             self.boundary();
             self.put(&decoded, key, sink);
@@ -3309,8 +3530,12 @@ mod tests {
             ]),
             // Too short (15 characters).
             STANDARD.encode("short text1")[..15].to_string(),
-            // Too long (over 4 KiB of base64).
-            STANDARD.encode("a".repeat(4000)),
+            // Long, and its first block is not text.
+            STANDARD.encode(
+                (0..6000u32)
+                    .map(|i| (i * 7 % 256) as u8)
+                    .collect::<Vec<u8>>(),
+            ),
             // Mixed alphabets.
             "QUJDREVGR0hJSktMTU5P+/-_UFFSU1RV".to_string(),
         ];
@@ -3321,6 +3546,93 @@ mod tests {
         assert_eq!(
             norm(BodyKind::Text, b"ThisIsAnOrdinaryCamelCaseIdentifier"),
             "ThisIsAnOrdinaryCamelCaseIdentifier"
+        );
+    }
+
+    /// Printable text of `len` bytes with `needle` at each of `at`.
+    fn text_with(len: usize, needle: &str, at: &[usize]) -> String {
+        let mut t: Vec<u8> = (0..len).map(|i| b"lorem ipsum dolor "[i % 18]).collect();
+        for &p in at {
+            t[p..p + needle.len()].copy_from_slice(needle.as_bytes());
+        }
+        String::from_utf8(t).unwrap()
+    }
+
+    #[test]
+    fn long_base64_runs_decoded_block_by_block() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        // 20,000 bytes (27 KiB of base64, padded): the needle at the start, across the
+        // boundaries of the first and second 3,072-byte decoded blocks, and at the end.
+        let needle = "aadhaar 2345 6789 0124";
+        let secret = text_with(20_000, needle, &[0, 3_060, 6_135, 20_000 - needle.len()]);
+        let b = STANDARD.encode(&secret);
+        assert!(b.ends_with('=') && b.len() > 6 * BASE64_MAX_RUN);
+        let first = &b[..BASE64_MAX_RUN];
+        // The first block's characters stay in the stream (the run might not have been
+        // base64); the rest are replaced by their decoded text, one value with the first
+        // block's.
+        assert_eq!(
+            norm(BodyKind::Text, format!("x {b} y").as_bytes()),
+            format!("x {first}\n{secret}\n y")
+        );
+        let s = one_shot(
+            BodyKind::Json,
+            format!(r#"{{"doc":"{b}","n":1}}"#).as_bytes(),
+        );
+        assert_eq!(
+            render(&s),
+            format!("doc\n{{doc={first}}}\n{{doc={secret}}}\nn\n{{n=1}}")
+        );
+        let u = URL_SAFE_NO_PAD.encode(&secret);
+        assert_eq!(
+            norm(BodyKind::Form, format!("d={u}").as_bytes()),
+            format!("d\n{{d={}}}\n{{d={secret}}}", &u[..BASE64_MAX_RUN])
+        );
+        // Text in another script: the blocks cut its UTF-8 characters (three bytes each),
+        // which does not stop the decoding.
+        let hindi = format!(
+            "{}{needle}{}",
+            "नाम: आशा वर्मा, पता: मुंबई; ".repeat(150),
+            "पता; ".repeat(700)
+        );
+        let h = STANDARD.encode(&hindi);
+        assert!(h.len() > 3 * BASE64_MAX_RUN);
+        assert_eq!(
+            norm(BodyKind::Text, format!("{h} ").as_bytes()),
+            format!("{}\n{hindi}\n ", &h[..BASE64_MAX_RUN])
+        );
+        // Exactly one block: the same as a run decoded whole when it ends.
+        let one = text_with(3_072, needle, &[100]);
+        let b1 = STANDARD.encode(&one);
+        assert_eq!(b1.len(), BASE64_MAX_RUN);
+        assert_eq!(
+            norm(BodyKind::Text, format!("{b1} ").as_bytes()),
+            format!("{b1}\n{one}\n ")
+        );
+    }
+
+    #[test]
+    fn long_base64_run_turning_binary_goes_on_raw() {
+        use base64::engine::general_purpose::STANDARD;
+        // Text for the first block and a half, then binary: the first block is decoded, the
+        // block where the binary starts and everything after it stay raw characters.
+        let mut data = text_with(4_600, "x", &[]).into_bytes();
+        data.extend((0..6_000u32).map(|i| (i * 13 % 251) as u8));
+        let b = STANDARD.encode(&data);
+        let (first, rest) = b.split_at(BASE64_MAX_RUN);
+        assert_eq!(
+            norm(BodyKind::Text, format!("{b};").as_bytes()),
+            format!("{first}\n{}\n{rest};", &text_with(3_072, "x", &[]))
+        );
+        // A final partial block that is not base64 (one character too many) is raw too.
+        let mut odd = STANDARD.encode(text_with(3_072 * 2, "x", &[]));
+        odd.push('Q');
+        let (first, rest) = odd.split_at(BASE64_MAX_RUN);
+        let (second, last) = rest.split_at(BASE64_MAX_RUN);
+        let decoded = |s: &str| String::from_utf8(STANDARD.decode(s).unwrap()).unwrap();
+        assert_eq!(
+            norm(BodyKind::Text, odd.as_bytes()),
+            format!("{first}\n{}{}\n{last}", decoded(first), decoded(second))
         );
     }
 
@@ -3861,6 +4173,57 @@ mod tests {
                 (c.runs, em.b64.segments, em.b64.bytes)
             };
             prop_assert_eq!(stream(false), stream(true));
+        }
+
+        #[test]
+        fn long_base64_runs_are_chunk_proof(
+            text_len in 3_000usize..10_000,
+            binary_at in proptest::option::of(0usize..10_000),
+            url_safe in any::<bool>(),
+            extra in "[A-Za-z0-9+/=_-]{0,3}",
+            sizes in prop::collection::vec(1usize..3_000, 1..6),
+        ) {
+            // A long run of base64 text (in places turning binary, or with a stray tail),
+            // in raw text and in a JSON string: the skipping scan gives what the bytewise one
+            // does, and the stream does not depend on where the body is cut.
+            let mut data: Vec<u8> = (0..text_len).map(|i| b"aadhaar 2345 6789 0124, "[i % 24]).collect();
+            if let Some(at) = binary_at {
+                let at = at.min(data.len());
+                data.splice(at..at, (0..500u32).map(|i| (i * 13 % 251) as u8));
+            }
+            let mut b64 = if url_safe {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&data)
+            } else {
+                B64_ENGINE.encode(&data)
+            };
+            b64.push_str(&extra);
+            let body = format!("pre {b64} post");
+            let stream = |bytewise: bool| {
+                let mut em = Emitter::default();
+                let mut c = Collect::default();
+                let mut sink = |s: Segment<'_>, _| c.push(s);
+                for ch in split(body.as_bytes(), &sizes) {
+                    if bytewise {
+                        em.text_bytewise(ch, Some(b"k"), &mut sink);
+                    } else {
+                        em.text(ch, Some(b"k"), &mut sink);
+                    }
+                }
+                em.end_value(Some(b"k"), &mut sink);
+                em.flush(false, &mut sink);
+                (c.runs, em.b64.segments, em.b64.bytes)
+            };
+            prop_assert_eq!(stream(false), stream(true));
+            let json = format!(r#"{{"doc":"{b64}","n":1}}"#);
+            for (kind, body) in [(BodyKind::Text, body.as_bytes()), (BodyKind::Json, json.as_bytes())] {
+                let (want, want_r) = run(kind.clone(), &[body]);
+                let (got, got_r) = run(kind.clone(), &split(body, &sizes));
+                prop_assert_eq!(&got_r, &want_r);
+                prop_assert_eq!(&got, &want);
+                let (bytes, bytes_r) = run(kind, &split(body, &[1]));
+                prop_assert_eq!(bytes_r, want_r);
+                prop_assert_eq!(bytes, want);
+            }
         }
 
         #[test]

@@ -51,6 +51,51 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// An identifier deep inside a long base64 blob (a document sent as base64, 53 KiB of it)
+/// is found while the characters that encode it are still within the hold-back window of a
+/// streamed body: fed 1 KiB at a time, as raw text and as a JSON string, nothing of them
+/// would have gone upstream before the finding.
+#[test]
+fn identifier_in_long_base64_found_within_the_hold_back() {
+    use base64::Engine as _;
+    let ins = inspector();
+    let id = format!(" aadhaar {} ", aadhaar());
+    let mut doc: Vec<u8> = (0..40_000).map(|i| b"lorem ipsum dolor "[i % 18]).collect();
+    let at = 25_000;
+    doc[at..at + id.len()].copy_from_slice(id.as_bytes());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
+    for (ct, prefix, suffix) in [
+        ("text/plain", "doc=", ""),
+        ("application/json", r#"{"name":"scan.txt","doc":""#, r#""}"#),
+    ] {
+        let body = format!("{prefix}{b64}{suffix}");
+        // The first character that encodes a byte of the identifier.
+        let first_raw = prefix.len() + at / 3 * 4;
+        let mut scan = ins.body(&hdrs(ct, None)).unwrap();
+        let mut report = Report::default();
+        let mut fed = 0;
+        let mut found_at = None;
+        for chunk in body.as_bytes().chunks(1024) {
+            scan.feed(chunk, &mut report).unwrap();
+            fed += chunk.len();
+            if !report.items().is_empty() {
+                found_at = Some(fed);
+                break;
+            }
+        }
+        let found_at = found_at.unwrap_or_else(|| panic!("{ct}: not found before the end"));
+        assert!(
+            found_at <= first_raw + DEFAULT_HOLD_BACK,
+            "{ct}: found after {found_at} bytes, identifier from byte {first_raw}"
+        );
+        assert_eq!(
+            ins.detector().class_name(report.items()[0].class),
+            "AADHAAR",
+            "{ct}"
+        );
+    }
+}
+
 #[test]
 fn finds_identifiers_in_json_form_and_text() {
     let ins = inspector();

@@ -208,3 +208,13 @@ pub fn json_one_percent() -> Vec<u8> {
     }
     out.into_bytes()
 }
+
+/// A CSV export uploaded as base64 in a JSON document (`{"name":…,"content":"…"}`), about
+/// [`TARGET`] bytes: one long base64 run, decoded by the pipeline as it goes.
+pub fn base64_document() -> Vec<u8> {
+    use base64::Engine as _;
+    let csv = digit_csv();
+    let raw = csv.get(..TARGET / 4 * 3 - 64).unwrap_or(&csv);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    format!(r#"{{"name":"export.csv","content":"{b64}"}}"#).into_bytes()
+}

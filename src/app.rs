@@ -110,7 +110,9 @@ pub fn load_snapshot(config: &Config) -> Result<Snapshot, StartError> {
     Ok(Snapshot {
         policy: Arc::new(policy),
         geo: Arc::new(geo),
-        inspector: Arc::new(Inspector::new(Arc::new(detector))),
+        inspector: Arc::new(
+            Inspector::new(Arc::new(detector)).with_max_body_bytes(config.inspect_max_body_bytes),
+        ),
     })
 }
 

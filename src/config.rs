@@ -48,6 +48,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Number of request headers accepted.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default most bytes of one body inspected (see `Config::inspect_max_body_bytes`).
+pub const DEFAULT_INSPECT_MAX_BODY_BYTES: usize = 16 << 20;
 /// Idle pooled connections kept per upstream address.
 pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 1024;
 
@@ -125,6 +127,7 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawInspect {
     always: Option<bool>,
+    max_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,6 +345,9 @@ pub struct Config {
     /// Inspect every request (findings logged), not only those a rule about data could
     /// decide. Verdicts are the same either way.
     pub inspect_always: bool,
+    /// Most bytes of one request body inspected (decoded bytes, for a content-encoded
+    /// body); a larger body is uninspectable.
+    pub inspect_max_body_bytes: usize,
     /// Audit log.
     pub audit: AuditSettings,
 }
@@ -406,6 +412,7 @@ fn unreachable_defaults() -> Config {
             drain: DEFAULT_DRAIN_TIMEOUT,
         },
         inspect_always: false,
+        inspect_max_body_bytes: DEFAULT_INSPECT_MAX_BODY_BYTES,
         audit: AuditSettings {
             dir: PathBuf::from(DEFAULT_AUDIT_DIR),
             key_file: PathBuf::from(format!("{DEFAULT_AUDIT_DIR}.key")),
@@ -629,6 +636,20 @@ impl RawConfig {
         );
         set("timeouts.drain", t.drain, &mut out.timeouts.drain);
         out.inspect_always = self.inspect.always.unwrap_or(false);
+        out.inspect_max_body_bytes = positive(
+            "inspect.max_body_bytes",
+            self.inspect.max_body_bytes,
+            DEFAULT_INSPECT_MAX_BODY_BYTES,
+            problems,
+        );
+        if out.inspect_max_body_bytes < crate::inspect::DEFAULT_BUFFER_LIMIT {
+            problems.push(format!(
+                "inspect.max_body_bytes: {} is below the {} bytes a body is buffered to be \
+                 inspected whole",
+                out.inspect_max_body_bytes,
+                crate::inspect::DEFAULT_BUFFER_LIMIT
+            ));
+        }
         let a = self.audit;
         if let Some(d) = a.dir {
             let d = abs(d);
@@ -819,6 +840,28 @@ mod tests {
             .to_string();
         for needle in ["listen", "10.0.0.0/33", "India", "not-an-ip"] {
             assert!(err.contains(needle), "missing {needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn inspect_max_body_bytes() {
+        let c = Config::from_yaml("", "<t>", Path::new("/")).unwrap();
+        assert_eq!(c.inspect_max_body_bytes, 16 << 20);
+        let y = "inspect:\n  max_body_bytes: 104857600\n";
+        let c = Config::from_yaml(y, "c.yaml", Path::new("/")).unwrap();
+        assert_eq!(c.inspect_max_body_bytes, 100 << 20);
+        for (v, want) in [
+            ("0", "must be at least 1"),
+            ("1000", "is below the 65536 bytes"),
+        ] {
+            let y = format!("inspect:\n  max_body_bytes: {v}\n");
+            let err = Config::from_yaml(&y, "c.yaml", Path::new("/"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("inspect.max_body_bytes") && err.contains(want),
+                "{err}"
+            );
         }
     }
 

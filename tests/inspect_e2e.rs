@@ -338,6 +338,53 @@ async fn identifier_in_a_long_base64_upload_is_stopped_before_it_leaves() {
 }
 
 #[tokio::test]
+async fn a_body_past_inspect_max_body_bytes_is_uninspectable() {
+    let us = upstream("127.0.0.3", "usa").await;
+    let india = upstream("127.0.0.2", "india").await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}inspect:\n  max_body_bytes: 200000\n"
+    )))
+    .await;
+    let clean = |n: usize| -> Vec<u8> { (0..n).map(|i| b"abcdefghij klmnopq\n"[i % 19]).collect() };
+    let post = |addr: std::net::SocketAddr, body: &[u8]| {
+        Request::post(format!("http://{addr}/upload"))
+            .header("content-type", "text/plain")
+            .body(chunked_body(body, 16 * 1024))
+            .unwrap()
+    };
+    // Under the limit: inspected, clean, delivered whole.
+    let small = clean(150_000);
+    let resp = send_streaming(sima.info.proxy, post(us.addr, &small)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(us.requests()[0].body == small);
+    // Past it, to a foreign destination: it cannot be inspected whole, so the policy's
+    // `uninspectable` action (block) applies, and the upstream request is broken off.
+    let resp = send_streaming(sima.info.proxy, post(us.addr, &clean(300_000))).await;
+    assert_eq!(resp.status(), StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(resp.headers()["sima-reason"], "uninspectable");
+    let reply = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        json(&reply)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds the 200000 bytes inspected (inspect.max_body_bytes)"),
+        "the reason names the limit: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(us
+        .requests()
+        .iter()
+        .skip(1)
+        .all(|r| r.body == b"<<body aborted>>"));
+    // To India no rule needs the body inspected: any size goes.
+    let big = clean(300_000);
+    let resp = send_streaming(sima.info.proxy, post(india.addr, &big)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(india.requests()[0].body == big);
+    sima.shutdown().await;
+}
+
+#[tokio::test]
 async fn large_clean_body_streams_through_intact() {
     let us = upstream("127.0.0.3", "usa").await;
     let sima = start(config(GEO_OVERRIDES)).await;

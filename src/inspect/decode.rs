@@ -213,8 +213,9 @@ pub enum DecodeError {
     /// The encoded body is malformed or truncated.
     #[error("corrupt encoded body: {0}")]
     Corrupt(String),
-    /// A decoding stage produced more than `max_decoded_bytes`.
-    #[error("decoded body exceeds {limit} bytes")]
+    /// A decoding stage produced more than `max_decoded_bytes` (for an identity body: the
+    /// body is larger).
+    #[error("the body exceeds the {limit} bytes inspected (inspect.max_body_bytes), decoded")]
     TooLarge {
         /// The configured `max_decoded_bytes`.
         limit: u64,

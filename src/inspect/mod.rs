@@ -626,6 +626,13 @@ impl Inspector {
         }
     }
 
+    /// Sets the most bytes of one body inspected: the body's size, or for a content-encoded
+    /// body what it decodes to. A larger body is uninspectable.
+    pub fn with_max_body_bytes(mut self, n: usize) -> Inspector {
+        self.limits.max_decoded_bytes = n as u64;
+        self
+    }
+
     /// The detector.
     pub fn detector(&self) -> &Arc<Detector> {
         &self.detector

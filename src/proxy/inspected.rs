@@ -226,10 +226,13 @@ where
     } else {
         inspector.buffer_limit
     };
+    // Why the body cannot be inspected, once that is known: shown with the verdict.
+    let mut why = None;
     let mut scan = match inspector.body(headers) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!(error = %e, "body cannot be decoded for inspection");
+            why = Some(e.to_string());
             None
         }
     };
@@ -253,6 +256,7 @@ where
                 if let Some(s) = scan.as_mut() {
                     if let Err(e) = s.feed(&data, &mut report) {
                         tracing::debug!(error = %e, "body is uninspectable");
+                        why = Some(e.to_string());
                         scan = None;
                     }
                 }
@@ -262,14 +266,12 @@ where
         }
     }
     if ended {
-        let ok = match scan.as_mut() {
-            Some(s) => s.finish(&mut report).is_ok(),
-            None => false,
-        };
-        let d = if ok {
-            judge.decide(DataView::Seen(report.seen()))
-        } else {
-            uninspectable(&judge, &report)
+        if let Some(Err(e)) = scan.as_mut().map(|s| s.finish(&mut report)) {
+            why = Some(e.to_string());
+        }
+        let d = match why {
+            None => judge.decide(DataView::Seen(report.seen())),
+            Some(why) => uninspectable(&judge, &report, &why),
         };
         return Ok(finish_whole(d, names(&report), buf.into_body(trailers)));
     }
@@ -278,7 +280,13 @@ where
     let scan = match (encoded, scan) {
         (false, Some(s)) => s,
         _ => {
-            let d = uninspectable(&judge, &report);
+            let why = why.unwrap_or_else(|| {
+                format!(
+                    "a content-encoded body over {} bytes cannot be held back while it is inspected",
+                    inspector.max_encoded_body
+                )
+            });
+            let d = uninspectable(&judge, &report, &why);
             if d.verdict == Verdict::Deny {
                 return Ok(Prepared::Blocked(d, names(&report)));
             }
@@ -331,13 +339,19 @@ where
     ))
 }
 
-fn uninspectable(judge: &Judge, report: &Report) -> Decision {
+/// The decision for a body that cannot be inspected, `why` (no body content) added to its
+/// message for the client and the log.
+fn uninspectable(judge: &Judge, report: &Report, why: &str) -> Decision {
     // Identifiers already found in what could be read still count.
     let seen = judge.decide(DataView::Seen(report.seen()));
     if seen.verdict == Verdict::Deny {
         return seen;
     }
-    judge.decide(DataView::Uninspectable)
+    let mut d = judge.decide(DataView::Uninspectable);
+    if d.reason == Reason::Uninspectable {
+        d.message = format!("{} ({why})", d.message).into();
+    }
+    d
 }
 
 /// What was found, per class: counts and places, for the 451 body, the log and the audit
@@ -469,7 +483,7 @@ where
                         this.inspected.inc_by(data.len() as u64);
                         if let Err(e) = this.scan.feed(&data, &mut this.report) {
                             tracing::debug!(error = %e, "streamed body became uninspectable");
-                            let d = uninspectable(&this.judge, &this.report);
+                            let d = uninspectable(&this.judge, &this.report, &e.to_string());
                             if d.verdict == Verdict::Deny {
                                 return Poll::Ready(Some(Err(this.block(d))));
                             }
@@ -488,7 +502,7 @@ where
                     // The last bytes go only after the whole body was judged.
                     let d = match this.scan.finish(&mut this.report) {
                         Ok(()) => this.judge.decide(DataView::Seen(this.report.seen())),
-                        Err(_) => uninspectable(&this.judge, &this.report),
+                        Err(e) => uninspectable(&this.judge, &this.report, &e.to_string()),
                     };
                     if d.verdict == Verdict::Deny {
                         return Poll::Ready(Some(Err(this.block(d))));

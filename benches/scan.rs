@@ -114,6 +114,41 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// The head of a request as a service's HTTP client sends it (the headers of
+/// `bench/lib.sh`'s "typical" set, a JWT bearer token among them), inspected as Sima
+/// inspects every request to a destination a data rule covers.
+fn bench_head(c: &mut Criterion) {
+    let ins = Inspector::new(Arc::new(Detector::builtin()));
+    let mut h = HeaderMap::new();
+    for (n, v) in [
+        ("host", "api.partner.example"),
+        ("user-agent", "okhttp/4.12.0 payments-service/2.31.4 (build 20261120.3)"),
+        ("accept", "application/json, text/plain, */*"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("authorization", "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"),
+        ("x-request-id", "3f6c1d2e-8b4a-4c2f-9e1d-7a5b6c4d3e2f"),
+        ("x-client-version", "2.31.4"),
+        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    ] {
+        h.insert(n, v.parse().unwrap());
+    }
+    let mut g = c.benchmark_group("request_head");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("typical_headers", |b| {
+        b.iter(|| {
+            let mut r = Report::default();
+            ins.inspect_head(
+                black_box("/v2/payments/9f3a"),
+                Some("limit=20&cursor=abc"),
+                black_box(&h),
+                &mut r,
+            );
+            black_box(r.items().len())
+        })
+    });
+    g.finish();
+}
+
 fn bench_small(c: &mut Criterion) {
     let det = Detector::builtin();
     let values = small_values();
@@ -138,6 +173,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench, bench_small
+    targets = bench, bench_small, bench_head
 }
 criterion_main!(benches);

@@ -7,6 +7,8 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
@@ -156,6 +158,21 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
         send(sima.info.proxy, req).await.0,
         StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
     );
+
+    // A bearer token whose claims carry a phone number: decoded, found, blocked; the
+    // upstream sees none of these requests.
+    let claims = URL_SAFE_NO_PAD.encode(r#"{"sub":"u-77","phone_number":"+91 98765 43210"}"#);
+    let req = Request::get(url("x=2"))
+        .header(
+            "authorization",
+            format!("Bearer eyJhbGciOiJub25lIn0.{claims}.c2ln"),
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, body) = send(sima.info.proxy, req).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["IN_PHONE"]));
+    assert!(us.requests().is_empty());
 
     // Percent-encoded phone in a form body.
     let (status, _, body) = send(

@@ -1214,6 +1214,14 @@ const B64_ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpos
         .with_decode_allow_trailing_bits(true),
 );
 
+/// [`B64_ENGINE`] for the URL-safe alphabet.
+const B64_URL_ENGINE: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
 /// Tracks the current run of base64-alphabet bytes in value text.
 #[derive(Default)]
 struct B64 {
@@ -1279,7 +1287,7 @@ impl B64 {
     /// Decodes the current run (or the first block of a long one, a `piece` of text) into
     /// `self.decoded`; true (and counted) when it is worth emitting.
     fn decode(&mut self, piece: bool) -> bool {
-        if !self.decode_kept() {
+        if hex_like(&self.run) || !self.decode_kept() {
             return false;
         }
         let text = if piece {
@@ -1348,6 +1356,14 @@ impl B64 {
         self.bytes += self.decoded.len();
         true
     }
+}
+
+/// Whether a run is all hex digits and dashes: a UUID, a trace id, a hash, the most common
+/// candidates in JSON bodies and headers. Base64 of text practically never looks like this
+/// (of ASCII text, the first byte of every three would have to be one of `k o s w {`), so
+/// such a run is not decoded at all.
+fn hex_like(run: &[u8]) -> bool {
+    run.iter().all(|&c| c.is_ascii_hexdigit() || c == b'-')
 }
 
 /// Cheap "is this text" check for decoded base64: at least 90% printable ASCII / whitespace,
@@ -2969,6 +2985,106 @@ pub fn percent_decode_form(input: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Normalises one value of a request head (a path segment, a query parameter, a header, a
+/// cookie) as body text is normalised: when it holds base64 runs that decode to text, `out`
+/// becomes the value with each decoded text inserted after its run, between separators,
+/// and the answer is true. Otherwise false (`out` is then scratch): scan the value as it is. A JWT's
+/// claims, a base64 `state` parameter or a base64 user-context header are read this way.
+///
+/// Runs and candidates are those of the body pipeline (see the module docs), without the
+/// per-body caps and the block-by-block decoding of long runs: a head is at most a few
+/// dozen KiB and is all in memory.
+pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
+    if !has_base64_candidate(value) {
+        return false;
+    }
+    let class = |c: u8| B64_CLASS[usize::from(c)];
+    out.clear();
+    // `value[..copied]` is in `out`; a separator is owed after a decoded text once anything
+    // follows it, as the body pipeline's emitter does.
+    let mut copied = 0;
+    let mut inserted = false;
+    let mut owed = false;
+    let raw_to = |out: &mut Vec<u8>, owed: &mut bool, raw: &[u8]| {
+        if !raw.is_empty() {
+            if std::mem::take(owed) {
+                out.push(SEPARATOR);
+            }
+            out.extend_from_slice(raw);
+        }
+    };
+    let mut i = 0;
+    while let Some(&c) = value.get(i) {
+        if class(c) == B64_NONE {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let (mut pad, mut std, mut url) = (0usize, false, false);
+        while let Some(&c) = value.get(i) {
+            if pad == 0 {
+                let n = alnum_prefix(value.get(i..).unwrap_or(&[]));
+                if n > 0 {
+                    i += n;
+                    continue;
+                }
+            }
+            match class(c) {
+                B64_NONE => break,
+                B64_PAD => pad += 1,
+                _ if pad > 0 => break,
+                B64_STD => std = true,
+                B64_URL => url = true,
+                _ => {}
+            }
+            i += 1;
+        }
+        let len = i - start;
+        let data = len - pad;
+        if len < BASE64_MIN_RUN || pad > 2 || (std && url) || data % 4 == 1 {
+            continue;
+        }
+        if hex_like(value.get(start..i).unwrap_or(&[])) {
+            continue;
+        }
+        raw_to(out, &mut owed, value.get(copied..i).unwrap_or(&[]));
+        copied = i;
+        let mark = out.len();
+        out.push(SEPARATOR);
+        let engine = if url { &B64_URL_ENGINE } else { &B64_ENGINE };
+        let run = value.get(start..start + data).unwrap_or(&[]);
+        let decoded = engine.decode_vec(run, out).is_ok();
+        if decoded && mostly_printable(out.get(mark + 1..).unwrap_or(&[])) {
+            inserted = true;
+            owed = true;
+        } else {
+            out.truncate(mark);
+        }
+    }
+    raw_to(out, &mut owed, value.get(copied..).unwrap_or(&[]));
+    inserted
+}
+
+/// Whether `value` has a run of at least 16 base64-alphabet bytes (the shortest that is
+/// decoded): a window of that many bytes with no stop in it. Skips ahead as the body
+/// pipeline does, so most values cost a byte read per 16.
+pub fn has_base64_candidate(value: &[u8]) -> bool {
+    let stop = |c: u8| B64_CLASS[usize::from(c)] == B64_NONE;
+    let mut i = 0;
+    while let Some(&c) = value.get(i + BASE64_MIN_RUN - 1) {
+        if stop(c) {
+            i += BASE64_MIN_RUN;
+            continue;
+        }
+        let window = value.get(i..i + BASE64_MIN_RUN - 1).unwrap_or(&[]);
+        match window.iter().rposition(|&c| stop(c)) {
+            Some(k) => i += k + 1,
+            None => return true,
+        }
+    }
+    false
+}
+
 /// Calls `f(decoded key, decoded value)` for each `&`-separated pair of a URL query string
 /// (pass the part after `?`). Empty pairs are skipped; a pair without `=` has an empty value.
 pub fn for_each_query_pair(query: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
@@ -4211,6 +4327,45 @@ mod tests {
                 (c.runs, em.b64.segments, em.b64.bytes)
             };
             prop_assert_eq!(stream(false), stream(true));
+        }
+
+        #[test]
+        fn head_values_normalise_as_body_text(
+            noise in proptest::collection::vec(
+                prop::sample::select(b"aZ09+/-_=Q ,.;\xc3".to_vec()),
+                0..300,
+            ),
+            runs in proptest::collection::vec("[ -~]{10,60}", 0..4),
+            url_safe in any::<bool>(),
+        ) {
+            // Noise with base64 of text spliced in: the head's normalisation gives the
+            // stream the body pipeline gives for the same text, or says there is nothing
+            // to decode when that stream is the text itself.
+            let mut v = noise;
+            for (i, r) in runs.iter().enumerate() {
+                let enc = if url_safe {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r)
+                } else {
+                    B64_ENGINE.encode(r)
+                };
+                let at = (i * 61) % (v.len() + 1);
+                v.splice(at..at, enc.bytes());
+            }
+            let mut em = Emitter::default();
+            let mut body = Vec::new();
+            {
+                let mut sink = |seg: Segment<'_>, _| body.extend_from_slice(seg.text);
+                em.text(&v, None, &mut sink);
+                em.end_value(None, &mut sink);
+                em.flush(false, &mut sink);
+            }
+            let mut out = Vec::new();
+            if normalise_value(&v, &mut out) {
+                prop_assert_eq!(&out, &body);
+                prop_assert!(em.b64.segments > 0);
+            } else {
+                prop_assert_eq!(&body, &v);
+            }
         }
 
         #[test]

@@ -647,9 +647,28 @@ impl Inspector {
         report: &mut Report,
     ) {
         let mut decoded = Vec::new();
+        let mut norm = Vec::new();
         let raw = path.as_bytes();
-        // Most paths carry no escapes: scan them in place rather than through a copy.
-        if raw.iter().any(|&b| b == b'%' || b == b'+') {
+        if decode::has_base64_candidate(raw) {
+            // Base64 in a path is a segment of it ('/' is in the standard alphabet, so the
+            // whole path would look like one run): each segment is normalised alone, and
+            // the path scanned once with the decoded text in place.
+            let mut joined = Vec::with_capacity(raw.len() * 2);
+            for (i, seg) in raw.split(|&b| b == b'/').enumerate() {
+                if i > 0 {
+                    joined.push(b'/');
+                }
+                decoded.clear();
+                decode::percent_decode_form(seg, &mut decoded);
+                if decode::normalise_value(&decoded, &mut norm) {
+                    joined.extend_from_slice(&norm);
+                } else {
+                    joined.extend_from_slice(&decoded);
+                }
+            }
+            self.scan_one(&joined, None, Location::Url, report);
+        } else if raw.iter().any(|&b| b == b'%' || b == b'+') {
+            // Most paths carry no escapes: scan them in place rather than through a copy.
             decode::percent_decode_form(raw, &mut decoded);
             self.scan_one(&decoded, None, Location::Url, report);
         } else {
@@ -657,7 +676,7 @@ impl Inspector {
         }
         if let Some(q) = query {
             decode::for_each_query_pair(q.as_bytes(), &mut |k, v| {
-                self.scan_one(v, Some(k), Location::Url, report);
+                self.scan_value(v, Some(k), Location::Url, &mut norm, report);
                 self.scan_one(k, None, Location::Url, report);
             });
         }
@@ -675,14 +694,33 @@ impl Inspector {
                         Some(i) => {
                             decoded.clear();
                             decode::percent_decode_form(&pair[i + 1..], &mut decoded);
-                            self.scan_one(&decoded, Some(&pair[..i]), Location::Header, report);
+                            let key = Some(&pair[..i]);
+                            self.scan_value(&decoded, key, Location::Header, &mut norm, report);
                         }
-                        None => self.scan_one(pair, None, Location::Header, report),
+                        None => self.scan_value(pair, None, Location::Header, &mut norm, report),
                     }
                 }
             } else {
-                self.scan_one(v, Some(n.as_bytes()), Location::Header, report);
+                let key = Some(n.as_bytes());
+                self.scan_value(v, key, Location::Header, &mut norm, report);
             }
+        }
+    }
+
+    /// Scans one value of the head, with the decoded text of the base64 runs in it (see
+    /// [`decode::normalise_value`]); `norm` is scratch space.
+    fn scan_value(
+        &self,
+        text: &[u8],
+        key: Option<&[u8]>,
+        loc: Location,
+        norm: &mut Vec<u8>,
+        report: &mut Report,
+    ) {
+        if decode::normalise_value(text, norm) {
+            self.scan_one(norm, key, loc, report);
+        } else {
+            self.scan_one(text, key, loc, report);
         }
     }
 

@@ -96,6 +96,97 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
     }
 }
 
+/// The classes found in a head, per location.
+fn head_classes(
+    ins: &Inspector,
+    path: &str,
+    query: Option<&str>,
+    headers: &[(&str, String)],
+) -> Vec<(Location, String)> {
+    let mut h = HeaderMap::new();
+    for (n, v) in headers {
+        h.append(
+            http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let mut r = Report::default();
+    ins.inspect_head(path, query, &h, &mut r);
+    let mut out: Vec<(Location, String)> = r
+        .items()
+        .iter()
+        .map(|i| (i.location, ins.detector().class_name(i.class).to_string()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Base64 in the path, a query parameter, a header or a cookie is decoded as in a body: a
+/// JWT's claims, a base64 `state`, a base64 path segment.
+#[test]
+fn base64_in_the_head_is_decoded() {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD as URL};
+    use base64::Engine as _;
+    let ins = inspector();
+    let claims = format!(
+        r#"{{"sub":"u-123","email":"asha.verma@example.in","aadhaar":"{}"}}"#,
+        aadhaar()
+    );
+    let jwt = format!(
+        "{}.{}.{}",
+        URL.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+        URL.encode(&claims),
+        URL.encode([7u8, 200, 13, 99, 1, 250, 31, 77, 180, 2, 66, 140, 5, 230, 17, 91])
+    );
+    let both = |loc| vec![(loc, "AADHAAR".to_string()), (loc, "EMAIL".to_string())];
+    let hdr = head_classes(
+        &ins,
+        "/",
+        None,
+        &[("authorization", format!("Bearer {jwt}"))],
+    );
+    assert_eq!(hdr, both(Location::Header));
+    let q = format!("state={}&x=1", URL.encode(&claims));
+    assert_eq!(
+        head_classes(&ins, "/cb", Some(&q), &[]),
+        both(Location::Url)
+    );
+    let path = format!("/v1/profile/{}/view", URL.encode(&claims));
+    assert_eq!(head_classes(&ins, &path, None, &[]), both(Location::Url));
+    // Standard base64 in a cookie, its '+', '/' and '=' percent-encoded as they must be.
+    let std = STANDARD
+        .encode(format!("{claims}??>>"))
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let cookie = format!("theme=dark; ctx={std}");
+    assert_eq!(
+        head_classes(&ins, "/", None, &[("cookie", cookie)]),
+        both(Location::Header)
+    );
+    // Base64 that is not text (a signature, a hash) and a JWT with no personal data in it
+    // find nothing; neither do ordinary header values.
+    let clean_jwt = format!(
+        "{}.{}.sig",
+        URL.encode(r#"{"alg":"none"}"#),
+        URL.encode(r#"{"sub":"u-123","scope":"read write"}"#)
+    );
+    assert_eq!(
+        head_classes(
+            &ins,
+            "/",
+            None,
+            &[
+                ("authorization", format!("Bearer {clean_jwt}")),
+                ("x-signature", STANDARD.encode([9u8; 48])),
+                ("accept", "application/xhtml+xml,text/html;q=0.9".to_owned()),
+            ]
+        ),
+        vec![]
+    );
+}
+
 #[test]
 fn finds_identifiers_in_json_form_and_text() {
     let ins = inspector();

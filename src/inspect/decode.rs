@@ -2998,7 +2998,6 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
     if !has_base64_candidate(value) {
         return false;
     }
-    let class = |c: u8| B64_CLASS[usize::from(c)];
     out.clear();
     // `value[..copied]` is in `out`; a separator is owed after a decoded text once anything
     // follows it, as the body pipeline's emitter does.
@@ -3013,38 +3012,35 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
             out.extend_from_slice(raw);
         }
     };
+    let flags = |c: u8| HEAD_CLASS[usize::from(c)];
     let mut i = 0;
-    while let Some(&c) = value.get(i) {
-        if class(c) == B64_NONE {
+    while i < value.len() {
+        // A run: characters of the alphabet up to a stop or a pad, then its pads (after
+        // which any character ends it).
+        while value.get(i).is_some_and(|&c| flags(c) & H_RUN == 0) {
             i += 1;
-            continue;
         }
         let start = i;
-        let (mut pad, mut std, mut url) = (0usize, false, false);
+        let mut seen = 0;
         while let Some(&c) = value.get(i) {
-            if pad == 0 {
-                let n = alnum_prefix(value.get(i..).unwrap_or(&[]));
-                if n > 0 {
-                    i += n;
-                    continue;
-                }
+            let f = flags(c);
+            if f & (H_RUN | H_PAD) != H_RUN {
+                break;
             }
-            match class(c) {
-                B64_NONE => break,
-                B64_PAD => pad += 1,
-                _ if pad > 0 => break,
-                B64_STD => std = true,
-                B64_URL => url = true,
-                _ => {}
-            }
+            seen |= f;
             i += 1;
         }
-        let len = i - start;
-        let data = len - pad;
+        let data = i - start;
+        while value.get(i) == Some(&b'=') {
+            i += 1;
+        }
+        let (len, pad) = (i - start, i - start - data);
+        let (std, url) = (seen & H_STD != 0, seen & H_URL != 0);
         if len < BASE64_MIN_RUN || pad > 2 || (std && url) || data % 4 == 1 {
             continue;
         }
-        if hex_like(value.get(start..i).unwrap_or(&[])) {
+        if pad == 0 && seen & H_NOT_HEX == 0 {
+            // `hex_like`: a UUID, a trace id.
             continue;
         }
         raw_to(out, &mut owed, value.get(copied..i).unwrap_or(&[]));
@@ -3064,6 +3060,34 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
     raw_to(out, &mut owed, value.get(copied..).unwrap_or(&[]));
     inserted
 }
+
+const H_RUN: u8 = 1;
+const H_PAD: u8 = 2;
+const H_STD: u8 = 4;
+const H_URL: u8 = 8;
+const H_NOT_HEX: u8 = 16;
+
+/// What [`normalise_value`] needs of a byte, in one lookup: whether it belongs to a run (the
+/// base64 alphabet of either kind, or `=`), is `=`, is of the standard or the URL-safe
+/// alphabet only, and whether it keeps a run from being [`hex_like`].
+const HEAD_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match B64_CLASS[i] {
+            B64_NONE => 0,
+            B64_PAD => H_RUN | H_PAD | H_NOT_HEX,
+            B64_STD => H_RUN | H_STD | H_NOT_HEX,
+            B64_URL if c == b'-' => H_RUN | H_URL,
+            B64_URL => H_RUN | H_URL | H_NOT_HEX,
+            _ if c.is_ascii_hexdigit() => H_RUN,
+            _ => H_RUN | H_NOT_HEX,
+        };
+        i += 1;
+    }
+    t
+};
 
 /// Whether `value` has a run of at least 16 base64-alphabet bytes (the shortest that is
 /// decoded): a window of that many bytes with no stop in it. Skips ahead as the body
@@ -3710,6 +3734,32 @@ mod tests {
             t[p..p + needle.len()].copy_from_slice(needle.as_bytes());
         }
         String::from_utf8(t).unwrap()
+    }
+
+    #[test]
+    fn hex_like_runs_are_not_decoded() {
+        // All hex digits, and base64 of printable text ("kG8" five times): not decoded, in
+        // a body or in a head value. One character more of the alphabet, and it is.
+        let hex = "a0c4a0c4a0c4a0c4a0c4";
+        assert_eq!(B64_ENGINE.decode(hex).unwrap(), b"kG8kG8kG8kG8kG8");
+        assert_eq!(
+            norm(BodyKind::Text, format!("id {hex} end").as_bytes()),
+            format!("id {hex} end")
+        );
+        let mut out = Vec::new();
+        assert!(!normalise_value(
+            format!("id {hex} end").as_bytes(),
+            &mut out
+        ));
+        let not_hex = "a0c4a0c4a0c4a0c4a0cz";
+        assert_eq!(
+            norm(BodyKind::Text, format!("id {not_hex} end").as_bytes()),
+            format!("id {not_hex}\nkG8kG8kG8kG8kG3\n end")
+        );
+        assert!(normalise_value(
+            format!("id {not_hex} end").as_bytes(),
+            &mut out
+        ));
     }
 
     #[test]

@@ -220,6 +220,18 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     sima.shutdown().await;
 }
 
+/// What the raw recorder stored, once it holds `n` connections or after a bounded wait
+/// (it stores a connection when the connection closes).
+async fn recorded(seen: &Mutex<Vec<Vec<u8>>>, n: usize) -> Vec<Vec<u8>> {
+    for _ in 0..100 {
+        if seen.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    seen.lock().unwrap().clone()
+}
+
 /// Streams `total` bytes of filler in `chunk`-sized frames, with `planted` at `at`.
 fn streamed(total: usize, chunk: usize, planted: &str, at: usize) -> Frames {
     let mut body = vec![b'a'; total];
@@ -249,14 +261,7 @@ async fn large_streamed_body_is_stopped_before_the_identifier_leaves() {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(json(&body)["data_classes"], serde_json::json!(["AADHAAR"]));
     }
-    // The recorder sees connections close; give it a bounded moment to store them.
-    for _ in 0..100 {
-        if seen.lock().unwrap().len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let got = seen.lock().unwrap().clone();
+    let got = recorded(&seen, 3).await;
     assert_eq!(
         got.len(),
         3,
@@ -329,13 +334,7 @@ async fn identifier_in_a_long_base64_upload_is_stopped_before_it_leaves() {
     assert_eq!(resp.status(), StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
     let reply = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
-    for _ in 0..100 {
-        if !seen.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let got = seen.lock().unwrap().clone();
+    let got = recorded(&seen, 1).await;
     assert_eq!(
         got.len(),
         1,

@@ -70,7 +70,10 @@ pub const JSON_LOOKBACK: usize = 64;
 /// Longest object key / field / part name kept as a segment key (longer names are truncated
 /// for key purposes; the full name is still emitted as text).
 pub const MAX_KEY_LEN: usize = 256;
+/// Shortest base64 run decoded.
 const BASE64_MIN_RUN: usize = 16;
+/// Longest base64 run decoded whole when it ends, and the block size in which a longer one
+/// is decoded as it goes (a multiple of 4, so blocks decode on their own).
 const BASE64_MAX_RUN: usize = 4096;
 const OUT_CHUNK: usize = 32 * 1024;
 const FLUSH_AT: usize = 16 * 1024;

@@ -2949,12 +2949,22 @@ fn parse_part_headers(block: &[u8]) -> (Option<Vec<u8>>, MediaClass) {
 /// Appends the form-decoding of `input` to `out`: `%XX` becomes the byte, `+` a space;
 /// invalid or truncated escapes (`%zz`, `%4`) are kept literally.
 pub fn percent_decode_form(input: &[u8], out: &mut Vec<u8>) {
+    percent_decode_with(input, out, true);
+}
+
+/// Appends the percent-decoding of `input` to `out`, `+` kept as it is (a header value, not
+/// a form); invalid or truncated escapes are kept literally.
+pub fn percent_decode(input: &[u8], out: &mut Vec<u8>) {
+    percent_decode_with(input, out, false);
+}
+
+fn percent_decode_with(input: &[u8], out: &mut Vec<u8>, plus_is_space: bool) {
     out.reserve(input.len());
     let mut i = 0;
     while let Some(&c) = input.get(i) {
         i += 1;
         match c {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hi = input.get(i).copied().and_then(hex_val);
                 let lo = input.get(i + 1).copied().and_then(hex_val);
@@ -2973,12 +2983,12 @@ pub fn percent_decode_form(input: &[u8], out: &mut Vec<u8>) {
 /// Normalises one value of a request head (a path segment, a query parameter, a header, a
 /// cookie) as body text is normalised: when it holds base64 runs that decode to text, `out`
 /// becomes the value with each decoded text inserted after its run, between separators,
-/// and the answer is true. Otherwise false (`out` is then scratch): scan the value as it is. A JWT's
-/// claims, a base64 `state` parameter or a base64 user-context header are read this way.
+/// and the answer is true. Otherwise false (`out` is then scratch): scan the value as it
+/// is. A JWT's claims, a base64 `state` parameter or a base64 user-context header are read
+/// this way.
 ///
 /// Runs and candidates are those of the body pipeline (see the module docs), without the
-/// per-body caps and the block-by-block decoding of long runs: a head is at most a few
-/// dozen KiB and is all in memory.
+/// block-by-block decoding of long runs: a head is at most a few dozen KiB, all in memory.
 pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
     if !has_base64_candidate(value) {
         return false;

@@ -700,6 +700,12 @@ impl Inspector {
                         None => self.scan_value(pair, None, Location::Header, &mut norm, report),
                     }
                 }
+            } else if memchr::memchr(b'%', v).is_some() {
+                // Percent-encoded (`asha%40example.in`): read decoded, `+` kept.
+                decoded.clear();
+                decode::percent_decode(v, &mut decoded);
+                let key = Some(n.as_bytes());
+                self.scan_value(&decoded, key, Location::Header, &mut norm, report);
             } else {
                 let key = Some(n.as_bytes());
                 self.scan_value(v, key, Location::Header, &mut norm, report);

@@ -165,6 +165,21 @@ fn base64_in_the_head_is_decoded() {
         head_classes(&ins, "/", None, &[("cookie", cookie)]),
         both(Location::Header)
     );
+    // A percent-encoded header value is read decoded; a '+' in it stays (base64 keeps it).
+    let plus = STANDARD.encode(format!("{claims}>>>"));
+    assert!(plus.contains('+'), "{plus}");
+    assert_eq!(
+        head_classes(
+            &ins,
+            "/",
+            None,
+            &[
+                ("x-user", "asha.verma%40example.in".to_owned()),
+                ("x-ctx", format!("v1%3A{plus}")),
+            ]
+        ),
+        both(Location::Header)
+    );
     // Base64 that is not text (a signature, a hash) and a JWT with no personal data in it
     // find nothing; neither do ordinary header values.
     let clean_jwt = format!(

@@ -1229,7 +1229,6 @@ struct B64 {
     pad: usize,
     std: bool,
     url: bool,
-    mapped: Vec<u8>,
     decoded: Vec<u8>,
     /// A long run decoded block by block: its first [`BASE64_MAX_RUN`] characters decoded
     /// to text, so from there on the run's decoded text goes into the stream in place of its
@@ -1295,42 +1294,32 @@ impl B64 {
     /// Decodes the characters in `run` (a whole short run, or one block of a long run) into
     /// `self.decoded`; false if they are not base64.
     fn decode_kept(&mut self) -> bool {
-        self.mapped.clear();
         self.decoded.clear();
         let pads = self.run.iter().rev().take_while(|&&c| c == b'=').count();
         let data = self.run.len() - pads;
         if pads > 2 || data % 4 == 1 || (self.std && self.url) {
             return false;
         }
-        self.mapped
-            .extend(self.run.iter().take(data).map(|&c| match c {
-                b'-' => b'+',
-                b'_' => b'/',
-                c => c,
-            }));
-        if B64_ENGINE
-            .decode_vec(&self.mapped, &mut self.decoded)
-            .is_err()
-        {
-            return false;
+        let run = self.run.get(..data).unwrap_or(&[]);
+        self.engine().decode_vec(run, &mut self.decoded).is_ok()
+    }
+
+    /// The engine for the run's alphabet (a run of both is never decoded).
+    fn engine(&self) -> &'static base64::engine::GeneralPurpose {
+        if self.url {
+            &B64_URL_ENGINE
+        } else {
+            &B64_ENGINE
         }
-        true
     }
 
     /// Whether the first 64 characters of `run` decode to what looks like text: a cheap
     /// look before decoding a whole block, since most long runs of letters and digits (a
     /// hash, a key, a filler) are not base64 of text.
     fn starts_as_text(&self) -> bool {
-        let mut sample = [0u8; 64];
-        for (s, &c) in sample.iter_mut().zip(&self.run) {
-            *s = match c {
-                b'-' => b'+',
-                b'_' => b'/',
-                c => c,
-            };
-        }
+        let sample = self.run.get(..64).unwrap_or(&self.run);
         let mut out = [0u8; 48];
-        let Ok(n) = B64_ENGINE.decode_slice(sample, &mut out) else {
+        let Ok(n) = self.engine().decode_slice(sample, &mut out) else {
             return false;
         };
         text_piece(out.get(..n).unwrap_or(&[]))

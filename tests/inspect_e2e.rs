@@ -187,6 +187,27 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
     assert_eq!(json(&body)["data_classes"], serde_json::json!(["IN_PHONE"]));
 
+    // Percent-escaped inside a JSON field and a text body (a callback URL): read decoded.
+    for (ct, body) in [
+        (
+            "application/json",
+            r#"{"callback":"https://partner.example/cb?ref=7&email=asha.verma%40example.in"}"#,
+        ),
+        (
+            "text/plain",
+            "redirect to https://partner.example/cb?ref=7&email=asha.verma%40example.in now",
+        ),
+    ] {
+        let (status, _, reply) = send(sima.info.proxy, post(url("w=1"), ct, body)).await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");
+        assert_eq!(
+            json(&reply)["data_classes"],
+            serde_json::json!(["EMAIL"]),
+            "{ct}"
+        );
+    }
+    assert!(us.requests().is_empty());
+
     // A gzip-compressed JSON body with a card number.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(br#"{"card":"4111 1111 1111 1111","cvv":"123"}"#)

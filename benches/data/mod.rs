@@ -218,3 +218,37 @@ pub fn base64_document() -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
     format!(r#"{{"name":"export.csv","content":"{b64}"}}"#).into_bytes()
 }
+
+/// Payment webhooks as JSON, about [`TARGET`] bytes, each with a return URL whose query
+/// string holds percent escapes (`msg=Payment%20received%2C%20thank%20you`), no personal
+/// identifiers: what the percent layer costs where every value has an escape in it.
+pub fn escaped_urls() -> Vec<u8> {
+    let mut rng = Rng(0x5eed_2026_0f0f);
+    let statuses = ["paid", "failed", "pending", "refunded"];
+    let msgs = [
+        "Payment%20received%2C%20thank%20you",
+        "Card%20declined%20by%20issuer",
+        "Awaiting%20bank%20confirmation",
+        "Refund%20of%20%E2%82%B9499%20initiated",
+    ];
+    let mut out = String::from("[");
+    let mut n = 0u64;
+    while out.len() < TARGET - 512 {
+        if n > 0 {
+            out.push(',');
+        }
+        let mut sig = String::new();
+        rng.hex(32, &mut sig);
+        out.push_str(&format!(
+            r#"{{"id":"evt_{n:08}","status":"{}","amount":{},"return_url":"https://shop.example/checkout/return?order=ORD{:07}&status={}&msg={}&sig={sig}"}}"#,
+            rng.pick(&statuses),
+            rng.below(100_000),
+            rng.below(10_000_000),
+            rng.pick(&statuses),
+            rng.pick(&msgs),
+        ));
+        n += 1;
+    }
+    out.push(']');
+    out.into_bytes()
+}

@@ -38,6 +38,16 @@
 //!   it and the rest of the run stay raw characters. There is no cap on inserts per body (a
 //!   cap would let a thousand decoys carry the real data past it): decoded text is at most
 //!   three quarters of the raw bytes, and the body's size is capped already.
+//! * Percent escapes in raw text, JSON string values and multipart text parts (form values
+//!   are decoded already): a run of URL text (no white space, control byte, quote or angle
+//!   bracket) holding a `%` is decoded (`%XX` and `+` as a space) from the last URL
+//!   delimiter (`& = ? ; , :`) within 1,024 bytes before its first `%`; when that changed
+//!   something, the decoded text is inserted after the run's stop (or at the end of the
+//!   value), between separators, with the key of the text it came from, and its base64
+//!   runs are decoded in turn. The raw bytes stay in the stream. A run longer than 4,096
+//!   bytes from there is decoded as it streams: its decoded text is inserted at 4,096
+//!   bytes, and the rest of the run's bytes are replaced by their decoded text, continuing
+//!   it (an escape cut between chunks is carried).
 //!
 //! Bodies are never buffered whole: every stage keeps bounded state across chunk boundaries.
 //!
@@ -1387,6 +1397,122 @@ fn text_piece(d: &[u8]) -> bool {
     }
 }
 
+/// A percent run longer than this is decoded as it streams (see [`Emitter::value`]).
+const PCT_MAX_RUN: usize = 4096;
+/// How far before its first `%` a percent run's decoded text begins, at most: room for the
+/// longest identifier an escape can cut (an email address, a spaced Aadhaar number).
+const PCT_LOOKBACK: usize = 1024;
+
+/// Whether `c` ends a run of URL text: a percent run holds no raw white space, control
+/// byte, quote or angle bracket (what delimits a URL in text, JSON, HTML).
+fn pct_stop(c: u8) -> bool {
+    c <= b' ' || c == 0x7f || matches!(c, b'"' | b'\'' | b'<' | b'>')
+}
+
+/// Whether `c` delimits the parts of a URL or query (`?a=1&b=2`). The decoded text of a
+/// run begins after one of these within [`PCT_LOOKBACK`] of its first escape, rather than
+/// at an arbitrary byte, so a base64 parameter value keeps its alignment.
+fn pct_delimiter(c: u8) -> bool {
+    matches!(c, b'&' | b'=' | b'?' | b';' | b',' | b':')
+}
+
+/// Length of an escape cut off at the end of `s`: `%` (1) or `%` and a hex digit (2).
+fn partial_escape(s: &[u8]) -> usize {
+    match s {
+        [.., b'%'] => 1,
+        [.., b'%', h] if h.is_ascii_hexdigit() => 2,
+        _ => 0,
+    }
+}
+
+/// Tracks the current run of URL text holding percent escapes, in value text.
+#[derive(Default)]
+struct Pct {
+    /// A `%` was seen in the current run: its bytes are being collected in `run`.
+    active: bool,
+    /// The run is decoded as it streams: its raw bytes are replaced by decoded text.
+    streaming: bool,
+    /// The active run, from where its decoded text begins; while streaming, scratch.
+    run: Vec<u8>,
+    /// No `%` seen yet: the last bytes (up to [`PCT_LOOKBACK`]) of the run open at the end
+    /// of the previous piece of the value, where the run's decoded text may begin.
+    tail: Vec<u8>,
+    /// While streaming: an escape cut at the end of the previous piece.
+    carry: Vec<u8>,
+    decoded: Vec<u8>,
+}
+
+impl Pct {
+    /// Starts collecting the run around a `%` at `bytes[p]`, none of `bytes[from..p]` being
+    /// a stop of a run that began before `from` (so `from == 0` may go on from `tail`).
+    fn begin(&mut self, bytes: &[u8], from: usize, p: usize) {
+        let lo = p.saturating_sub(PCT_LOOKBACK).max(from);
+        let before = bytes.get(lo..p).unwrap_or(&[]);
+        self.run.clear();
+        match before.iter().rposition(|&c| pct_stop(c)) {
+            Some(k) => self
+                .run
+                .extend_from_slice(before.get(k + 1..).unwrap_or(&[])),
+            None => {
+                if lo == 0 {
+                    self.run.extend_from_slice(&self.tail);
+                }
+                self.run.extend_from_slice(before);
+            }
+        }
+        let excess = self.run.len().saturating_sub(PCT_LOOKBACK);
+        let window = self.run.get(excess..).unwrap_or(&[]);
+        let start = match window.iter().rposition(|&c| pct_delimiter(c)) {
+            Some(k) => excess + k + 1,
+            None => excess,
+        };
+        self.run.drain(..start);
+        self.tail.clear();
+        self.active = true;
+    }
+
+    /// Keeps the trailing run of a piece of value text that held no `%` (see `tail`).
+    fn keep_tail(&mut self, bytes: &[u8]) {
+        let window = bytes
+            .get(bytes.len().saturating_sub(PCT_LOOKBACK)..)
+            .unwrap_or(&[]);
+        match window.iter().rposition(|&c| pct_stop(c)) {
+            Some(k) => {
+                self.tail.clear();
+                self.tail
+                    .extend_from_slice(window.get(k + 1..).unwrap_or(&[]));
+            }
+            None => {
+                self.tail.extend_from_slice(window);
+                let excess = self.tail.len().saturating_sub(PCT_LOOKBACK);
+                self.tail.drain(..excess);
+            }
+        }
+    }
+
+    /// Decodes `run` into `decoded` (`+` as a space, as in the query strings these runs
+    /// mostly are); true when an escape was decoded. With `hold`, an escape cut at the end
+    /// is left out, in `carry`.
+    fn decode_run(&mut self, hold: bool) -> bool {
+        let keep = if hold { partial_escape(&self.run) } else { 0 };
+        let body = self.run.get(..self.run.len() - keep).unwrap_or(&[]);
+        self.decoded.clear();
+        percent_decode_form(body, &mut self.decoded);
+        self.carry.clear();
+        self.carry
+            .extend_from_slice(self.run.get(self.run.len() - keep..).unwrap_or(&[]));
+        self.decoded.len() < body.len()
+    }
+
+    fn reset(&mut self) {
+        self.active = false;
+        self.streaming = false;
+        self.run.clear();
+        self.tail.clear();
+        self.carry.clear();
+    }
+}
+
 /// Builds the normalised stream: buffers bytes of one key, inserts separators, scans value
 /// text for base64 and keeps the stream offset.
 #[derive(Default)]
@@ -1398,6 +1524,7 @@ struct Emitter {
     need_sep: bool,
     dirty: bool,
     b64: B64,
+    pct: Pct,
 }
 
 impl Emitter {
@@ -1520,11 +1647,6 @@ impl Emitter {
     /// (it ends here as a candidate) or when it goes on past the end of `bytes`.
     fn text(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
         self.text_to(bytes, key, false, sink);
-    }
-
-    /// [`Emitter::text`] for the last text of a value under a key (see [`Emitter::put_last`]).
-    fn text_last(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
-        self.text_to(bytes, key, true, sink);
     }
 
     fn text_to(&mut self, bytes: &[u8], key: Option<&[u8]>, last: bool, sink: &mut Sink<'_>) {
@@ -1789,12 +1911,176 @@ impl Emitter {
         self.b64.reset();
     }
 
-    /// Ends a piece of value text: closes its base64 run, then a boundary.
+    /// Ends a piece of value text: closes its base64 run and its percent run, then a
+    /// boundary.
     fn end_value(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
         if self.b64.len > 0 {
             self.close_run(key, sink);
         }
+        if self.pct.active {
+            if self.pct.streaming {
+                self.end_pct_stream(key, sink);
+            } else {
+                self.insert_pct(key, sink);
+            }
+            self.pct.reset();
+        } else {
+            self.pct.tail.clear();
+        }
         self.boundary();
+    }
+
+    /// Appends value text that may hold percent escapes (JSON strings, text bodies,
+    /// multipart text; not form values, which come decoded): [`Emitter::text`], and for
+    /// each run of URL text holding an escape, its decoded text inserted after the run's
+    /// stop, between separators, with the same key. So `asha%40example.in` in a callback
+    /// URL is read as `asha@example.in` too, whether or not the receiver decodes it, and
+    /// the raw bytes are still scanned as they are.
+    ///
+    /// The decoded text begins after the last URL delimiter within [`PCT_LOOKBACK`] bytes
+    /// before the run's first `%`. A run longer than [`PCT_MAX_RUN`] from there is decoded
+    /// as it streams: the decoded text so far is inserted, and the rest of the run goes
+    /// into the stream decoded only, continuing that text (as long base64 runs do), so an
+    /// identifier in it is found within a block of its bytes, inside the hold-back window.
+    fn value(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        self.value_to(bytes, key, false, true, sink);
+    }
+
+    /// [`Emitter::value`] for text known to hold no `%` unless `maybe_pct`, and with `last`
+    /// for the last text of a value (see [`Emitter::put_last`]).
+    #[inline]
+    fn value_to(
+        &mut self,
+        bytes: &[u8],
+        key: Option<&[u8]>,
+        last: bool,
+        maybe_pct: bool,
+        sink: &mut Sink<'_>,
+    ) {
+        if self.pct.active || (maybe_pct && memchr::memchr(b'%', bytes).is_some()) {
+            self.percent_runs(bytes, key, last, sink);
+        } else {
+            // Nearly all value text.
+            if !last {
+                self.pct.keep_tail(bytes);
+            }
+            self.text_to(bytes, key, last, sink);
+        }
+    }
+
+    /// [`Emitter::value_to`] for text with a `%` or in an open percent run.
+    #[inline(never)]
+    fn percent_runs(&mut self, bytes: &[u8], key: Option<&[u8]>, last: bool, sink: &mut Sink<'_>) {
+        // `bytes[..from]` went into the stream (raw) or to the run's decoder; `bytes[..i]`
+        // was looked at.
+        let mut from = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if !self.pct.active {
+                let Some(k) = memchr::memchr(b'%', bytes.get(i..).unwrap_or(&[])) else {
+                    break;
+                };
+                self.pct.begin(bytes, i, i + k);
+                i += k;
+            }
+            let rest = bytes.get(i..).unwrap_or(&[]);
+            let end = rest
+                .iter()
+                .position(|&c| pct_stop(c))
+                .map_or(bytes.len(), |k| i + k);
+            if !self.pct.streaming {
+                let take = (end - i).min(PCT_MAX_RUN.saturating_sub(self.pct.run.len()));
+                self.pct
+                    .run
+                    .extend_from_slice(bytes.get(i..i + take).unwrap_or(&[]));
+                i += take;
+                if self.pct.run.len() >= PCT_MAX_RUN {
+                    self.text_to(bytes.get(from..i).unwrap_or(&[]), key, false, sink);
+                    from = i;
+                    self.start_pct_stream(key, sink);
+                }
+            }
+            if self.pct.streaming {
+                self.pct_stream(bytes.get(i..end).unwrap_or(&[]), key, sink);
+                from = end;
+            }
+            if end == bytes.len() {
+                break;
+            }
+            // The run's stop: the stop goes into the stream raw, after the run's text.
+            if self.pct.streaming {
+                self.end_pct_stream(key, sink);
+            } else {
+                self.text_to(bytes.get(from..=end).unwrap_or(&[]), key, false, sink);
+                from = end + 1;
+                self.insert_pct(key, sink);
+            }
+            self.pct.reset();
+            i = end + 1;
+        }
+        if !self.pct.active && !last {
+            self.pct.keep_tail(bytes);
+        }
+        self.text_to(bytes.get(from..).unwrap_or(&[]), key, last, sink);
+    }
+
+    /// Inserts the decoded text of the percent run that just ended, if it held an escape.
+    /// Its raw bytes are in the stream, and their base64 run was closed by the run's stop
+    /// (or by [`Emitter::end_value`]).
+    fn insert_pct(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if !self.pct.decode_run(false) {
+            return;
+        }
+        self.boundary();
+        self.pct_text(key, sink);
+        if self.b64.len > 0 {
+            self.close_run(key, sink);
+        }
+        self.boundary();
+    }
+
+    /// A percent run has reached [`PCT_MAX_RUN`]: ends the raw text there (and its base64
+    /// run, as the `%` run's stop would), then starts its decoded text.
+    fn start_pct_stream(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if self.b64.len > 0 {
+            self.close_run(key, sink);
+        }
+        self.boundary();
+        self.pct.decode_run(true);
+        self.pct_text(key, sink);
+        self.pct.streaming = true;
+    }
+
+    /// Decodes more bytes of a streaming percent run into the stream.
+    fn pct_stream(&mut self, raw: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if raw.is_empty() {
+            return;
+        }
+        let mut run = std::mem::take(&mut self.pct.run);
+        run.clear();
+        run.extend_from_slice(&self.pct.carry);
+        run.extend_from_slice(raw);
+        self.pct.run = run;
+        self.pct.decode_run(true);
+        self.pct_text(key, sink);
+    }
+
+    /// Ends a streaming percent run: an escape cut by its end is text as it is.
+    fn end_pct_stream(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        let carry = std::mem::take(&mut self.pct.carry);
+        self.text_to(&carry, key, false, sink);
+        self.pct.carry = carry;
+        if self.b64.len > 0 {
+            self.close_run(key, sink);
+        }
+        self.boundary();
+    }
+
+    /// Appends `pct.decoded` as value text (its base64 runs decoded too).
+    fn pct_text(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        let decoded = std::mem::take(&mut self.pct.decoded);
+        self.text_to(&decoded, key, false, sink);
+        self.pct.decoded = decoded;
     }
 }
 
@@ -1834,7 +2120,7 @@ impl Normaliser {
         let em = &mut self.em;
         match &mut self.mode {
             Mode::Text => {
-                em.text(data, None, sink);
+                em.value(data, None, sink);
                 Ok(())
             }
             Mode::Json(j) => j.feed(data, em, sink),
@@ -1867,35 +2153,52 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-/// Position of the first `"` or `\\` in `s`. JSON strings are mostly short, where
-/// `memchr2`'s set-up costs more than the search: the first 64 bytes are tested eight at a
-/// time in a register (SWAR), the rest is left to `memchr2`.
-fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
+/// Position of the first `"` or `\\` in `s`, and whether a `%` may come before it (true
+/// whenever one does; the percent layer of [`Emitter::value`] looks again). JSON strings
+/// are mostly short, where `memchr2`'s set-up costs more than the search: the first 64
+/// bytes are tested eight at a time in a register (SWAR), the rest is left to `memchr2`.
+fn find_quote_or_backslash(s: &[u8]) -> (Option<usize>, bool) {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     const QUOTES: u64 = LO * b'"' as u64;
     const BACKSLASHES: u64 = LO * b'\\' as u64;
+    const PERCENTS: u64 = LO * b'%' as u64;
     // High bit set in a byte that is zero, and possibly in bytes above a zero byte (a
     // borrow), so the lowest set bit is always a true zero byte.
     let zeros = |x: u64| x.wrapping_sub(LO) & !x & HI;
     let mut i = 0;
+    let mut pct = 0;
     while i < 64 {
         let Some(chunk) = s.get(i..i + 8) else {
-            return s
-                .get(i..)
-                .and_then(|t| t.iter().position(|&b| b == b'"' || b == b'\\'))
-                .map(|k| i + k);
+            let mut seen = pct != 0;
+            for (k, &b) in s.get(i..).unwrap_or(&[]).iter().enumerate() {
+                if b == b'"' || b == b'\\' {
+                    return (Some(i + k), seen);
+                }
+                seen |= b == b'%';
+            }
+            return (None, seen);
         };
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
         let w = u64::from_le_bytes(w);
         let m = zeros(w ^ QUOTES) | zeros(w ^ BACKSLASHES);
+        let p = zeros(w ^ PERCENTS);
         if m != 0 {
-            return Some(i + (m.trailing_zeros() / 8) as usize);
+            // The bits below the first stop's.
+            let before = (m & m.wrapping_neg()) - 1;
+            return (
+                Some(i + (m.trailing_zeros() / 8) as usize),
+                (pct | (p & before)) != 0,
+            );
         }
+        pct |= p;
         i += 8;
     }
-    memchr::memchr2(b'"', b'\\', s.get(i..).unwrap_or(&[])).map(|k| i + k)
+    (
+        memchr::memchr2(b'"', b'\\', s.get(i..).unwrap_or(&[])).map(|k| i + k),
+        true,
+    )
 }
 
 fn key_at(arena: &[u8], range: Option<(usize, usize)>) -> Option<&[u8]> {
@@ -2001,7 +2304,7 @@ impl Json {
         while i < data.len() {
             match self.st {
                 JSt::Raw => {
-                    em.text(
+                    em.value(
                         data.get(i..).unwrap_or(&[]),
                         key_at(&self.arena, self.root),
                         sink,
@@ -2205,7 +2508,7 @@ impl Json {
         em.boundary();
         let pre = data.get(..i).unwrap_or(&[]);
         if pre.len() >= JSON_LOOKBACK {
-            em.text(
+            em.value(
                 pre.get(pre.len() - JSON_LOOKBACK..).unwrap_or(&[]),
                 root,
                 sink,
@@ -2216,8 +2519,8 @@ impl Json {
                 .tail
                 .get(self.tail.len().saturating_sub(need)..)
                 .unwrap_or(&[]);
-            em.text(t, root, sink);
-            em.text(pre, root, sink);
+            em.value(t, root, sink);
+            em.value(pre, root, sink);
         }
         self.st = JSt::Raw;
         self.frames = Vec::new();
@@ -2270,7 +2573,8 @@ impl Json {
                 Esc::None => {
                     if self.high.is_none() {
                         let rest = data.get(i..).unwrap_or(&[]);
-                        let n = find_quote_or_backslash(rest).unwrap_or(rest.len());
+                        let (stop, pct) = find_quote_or_backslash(rest);
+                        let n = stop.unwrap_or(rest.len());
                         let run = rest.get(..n).unwrap_or(&[]);
                         if self.scratch.is_empty() {
                             // Unescaped text straight from the input, without a copy
@@ -2278,7 +2582,7 @@ impl Json {
                             // does not change the stream). Before the closing quote it is
                             // the whole string.
                             let last = rest.get(n) == Some(&b'"');
-                            self.emit_str(run, last, em, sink);
+                            self.emit_str(run, last, pct, em, sink);
                         } else {
                             self.scratch.extend_from_slice(run);
                             if self.scratch.len() >= FLUSH_AT {
@@ -2354,15 +2658,22 @@ impl Json {
             return;
         }
         let text = std::mem::take(&mut self.scratch);
-        self.emit_str(&text, false, em, sink);
+        self.emit_str(&text, false, true, em, sink);
         self.scratch = text;
         self.scratch.clear();
     }
 
     /// Emits decoded text of the current string: key text goes to the arena (truncated)
     /// and out with key `None`, value text out under the current key. `last`: the string
-    /// ends right after `text`.
-    fn emit_str(&mut self, text: &[u8], last: bool, em: &mut Emitter, sink: &mut Sink<'_>) {
+    /// ends right after `text`; `pct`: it may hold a `%`.
+    fn emit_str(
+        &mut self,
+        text: &[u8],
+        last: bool,
+        pct: bool,
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) {
         if text.is_empty() {
             return;
         }
@@ -2372,10 +2683,8 @@ impl Json {
             self.arena
                 .extend_from_slice(text.get(..room.min(text.len())).unwrap_or(&[]));
             em.put(text, None, sink);
-        } else if last {
-            em.text_last(text, key_at(&self.arena, self.cur_key()), sink);
         } else {
-            em.text(text, key_at(&self.arena, self.cur_key()), sink);
+            em.value_to(text, key_at(&self.arena, self.cur_key()), last, pct, sink);
         }
     }
 
@@ -2553,7 +2862,7 @@ impl Part {
             return Ok(());
         }
         if !in_body {
-            em.text(bytes, None, sink);
+            em.value(bytes, None, sink);
             return Ok(());
         }
         let key = if self.named {
@@ -2562,7 +2871,7 @@ impl Part {
             None
         };
         match &mut self.body {
-            PartBody::Text => em.text(bytes, key, sink),
+            PartBody::Text => em.value(bytes, key, sink),
             PartBody::Json(j) => j.feed(bytes, em, sink)?,
             PartBody::Form(f) => f.feed(bytes, em, sink),
         }
@@ -2681,7 +2990,7 @@ impl Multipart {
                 }
                 MpPhase::Headers => i = self.headers(data, i, em, sink),
                 MpPhase::Epilogue => {
-                    em.text(data.get(i..).unwrap_or(&[]), None, sink);
+                    em.value(data.get(i..).unwrap_or(&[]), None, sink);
                     i = data.len();
                 }
             }
@@ -3701,6 +4010,84 @@ mod tests {
     }
 
     #[test]
+    fn percent_escapes_in_text_and_json_decoded_after_their_run() {
+        // Text: the run's decoded text follows its stop, from the last delimiter before the
+        // first escape; the raw bytes stay.
+        let body = "see https://x.example/cb?ref=7&email=asha%40example.in&ph=%2B91+98765+43210 ok";
+        assert_eq!(
+            norm(BodyKind::Text, body.as_bytes()),
+            "see https://x.example/cb?ref=7&email=asha%40example.in&ph=%2B91+98765+43210 \n\
+             asha@example.in&ph=+91 98765 43210\nok"
+        );
+        // JSON string value: under its key, after the value.
+        let s = one_shot(
+            BodyKind::Json,
+            br#"{"cb":"id%3D1234%205678%209012","n":"50% off"}"#,
+        );
+        assert_eq!(
+            render(&s),
+            "cb\n{cb=id%3D1234%205678%209012}\n{cb=id=1234 5678 9012}\nn\n{n=50% off}"
+        );
+        // A run without a valid escape adds nothing; nor do form values (decoded already).
+        assert_eq!(norm(BodyKind::Text, b"100%zz a%"), "100%zz a%");
+        assert_eq!(
+            norm(BodyKind::Form, b"e=asha%2540example.in"),
+            "e\n{e=asha%40example.in}"
+        );
+        // Base64 inside the decoded text is decoded too.
+        use base64::engine::general_purpose::STANDARD;
+        let secret = "Hello World 1234 5678 9012";
+        let b = STANDARD.encode(secret);
+        let escaped = b.replace('=', "%3D");
+        assert!(
+            norm(BodyKind::Text, format!("state={escaped} x").as_bytes())
+                .ends_with(&format!("%3D \n{b}\n{secret}\nx"))
+        );
+        // The run's start may lie in an earlier piece of the value (a JSON string cut
+        // across chunks).
+        let body = br#"{"k":"asha.verma%40example.in"}"#;
+        for sizes in [&[9, 3, 20][..], &[1], &[17, 1]] {
+            let (s, r) = run(BodyKind::Json, &split(body, sizes));
+            assert!(r.is_ok());
+            assert_eq!(
+                render(&s),
+                "k\n{k=asha.verma%40example.in}\n{k=asha.verma@example.in}",
+                "{sizes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_percent_runs_decoded_as_they_stream() {
+        // A form-encoded record list sent as text: one run of URL text, far longer than
+        // PCT_MAX_RUN. Its decoded text begins after the last delimiter before the first
+        // escape, is inserted once the run is PCT_MAX_RUN long from there, and the rest of
+        // the run follows decoded only.
+        let mut body = String::from("a=1");
+        while body.len() < 3 * PCT_MAX_RUN {
+            body.push_str("&name=Asha+Verma&mail=asha%40example.in");
+        }
+        body.push_str("&id=1234%205678%209012 tail");
+        let stream = render(&one_shot(BodyKind::Text, body.as_bytes()));
+        let from = body.find('%').unwrap() - "asha".len();
+        let end = body.find(' ').unwrap();
+        let mut decoded = Vec::new();
+        percent_decode_form(&body.as_bytes()[from..end], &mut decoded);
+        let decoded = String::from_utf8(decoded).unwrap();
+        assert_eq!(
+            stream,
+            format!("{}\n{decoded}\n tail", &body[..from + PCT_MAX_RUN])
+        );
+        assert!(stream.ends_with("&id=1234 5678 9012\n tail"));
+        // However it is cut.
+        for sizes in [&[1][..], &[7, 4096, 13], &[4095, 1, 2]] {
+            let (got, r) = run(BodyKind::Text, &split(body.as_bytes(), sizes));
+            assert!(r.is_ok());
+            assert_eq!(render(&got), stream, "{sizes:?}");
+        }
+    }
+
+    #[test]
     fn text_base64_rejections() {
         use base64::engine::general_purpose::STANDARD;
         let cases = [
@@ -4198,6 +4585,7 @@ mod tests {
                 Just("é\u{0915}".to_string()),
                 "[A-Za-z0-9+/]{16,40}={0,2}",
                 Just("SGVsbG8gV29ybGQgMTIzNCA1Njc4IDkwMTI=".to_string()),
+                "[a-z&=?]{0,4}%[0-9a-fA-Fg]{0,2}[a-z+]{0,4}",
             ],
             0..6,
         )
@@ -4262,6 +4650,8 @@ mod tests {
                 "[A-Za-z0-9+/_-]{10,60}={0,2}".prop_map(String::into_bytes),
                 Just(b"U0dWc2JHOGdWMjl5YkdRZ01USXpOQ0ExTmpjNElEa3dNVEk9 ".to_vec()),
                 Just(b"SGVsbG8gV29ybGQgMTIzNCA1Njc4IDkwMTI=".to_vec()),
+                "[a-z&=?]{0,4}%[0-9a-fA-Fg]{0,2}[a-z+]{0,4}".prop_map(String::into_bytes),
+                Just(b"cb?e=asha%40example.in&p=%2B91+98765+43210".to_vec()),
             ],
             0..12,
         )
@@ -4345,11 +4735,14 @@ mod tests {
         #[test]
         fn quote_search_matches_memchr2(
             bytes in proptest::collection::vec(
-                prop::sample::select(vec![b'a', b'"', b'\\', 0u8, 0x22 ^ 0x80, 0xff, b'!', b'#', b'[', b']']),
+                prop::sample::select(vec![b'a', b'"', b'\\', 0u8, 0x22 ^ 0x80, 0xff, b'!', b'#', b'[', b']', b'%', b'%' ^ 0x80]),
                 0..200,
             ),
         ) {
-            prop_assert_eq!(find_quote_or_backslash(&bytes), memchr::memchr2(b'"', b'\\', &bytes));
+            let (stop, pct) = find_quote_or_backslash(&bytes);
+            prop_assert_eq!(stop, memchr::memchr2(b'"', b'\\', &bytes));
+            let before = bytes.get(..stop.unwrap_or(bytes.len())).unwrap();
+            prop_assert!(pct || !before.contains(&b'%'));
         }
 
         #[test]

@@ -22,8 +22,8 @@ pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_MAX_ENCODED_BODY: usize = 8 * 1024 * 1024;
 /// Raw bytes held back while streaming a large identity body: the longest raw spelling of
 /// the longest identifier (JSON `\uXXXX` escapes are 6 bytes a character) plus one base64
-/// block of 4,096 characters (a run is decoded a block at a time) plus the decoder's own
-/// small buffers.
+/// block of 4,096 characters (a run is decoded a block at a time; a percent-escaped run
+/// likewise) plus the decoder's own small buffers.
 pub const DEFAULT_HOLD_BACK: usize = 16 * 1024;
 /// Findings kept per request for explanations (counts are always exact).
 pub const MAX_ITEMS: usize = 256;

@@ -96,6 +96,80 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
     }
 }
 
+/// Identifiers percent-escaped inside a JSON field or a text body (a callback URL, a query
+/// string logged as text) are found as the receiver would read them decoded.
+#[test]
+fn percent_escaped_identifiers_in_json_and_text_are_found() {
+    let ins = inspector();
+    let a = aadhaar();
+    let url = format!(
+        "https://partner.example/cb?email=asha.verma%40example.in&uid={}%20{}%20{}&vpa=asha%40okaxis",
+        &a[..4],
+        &a[4..8],
+        &a[8..]
+    );
+    for (ct, body) in [
+        ("application/json", format!(r#"{{"callback":"{url}"}}"#)),
+        ("text/plain", format!("GET {url} 200")),
+    ] {
+        let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[7, 60]).unwrap();
+        let mut classes: Vec<&str> = items
+            .iter()
+            .map(|i| ins.detector().class_name(i.class))
+            .collect();
+        classes.sort_unstable();
+        classes.dedup();
+        assert_eq!(classes, ["AADHAAR", "EMAIL", "UPI_VPA"], "{ct}");
+    }
+}
+
+/// An identifier deep inside a long run of percent-escaped text (a form-encoded export
+/// sent as text, 40 KiB with no white space) is found while its bytes are still within the
+/// hold-back window, fed 1 KiB at a time, as a text body and as a JSON string.
+#[test]
+fn identifier_in_a_long_percent_run_found_within_the_hold_back() {
+    let ins = inspector();
+    let a = aadhaar();
+    let mut run = String::from("a=1");
+    while run.len() < 25_000 {
+        run.push_str("&name=Asha+Verma&city=New%20Delhi");
+    }
+    let first = run.len() + "&uid=".len();
+    run.push_str(&format!("&uid={}%20{}%20{}", &a[..4], &a[4..8], &a[8..]));
+    while run.len() < 40_000 {
+        run.push_str("&name=Asha+Verma&city=New%20Delhi");
+    }
+    for (ct, prefix, suffix) in [
+        ("text/plain", "", ""),
+        ("application/json", r#"{"export":""#, r#""}"#),
+    ] {
+        let body = format!("{prefix}{run}{suffix}");
+        let first_raw = prefix.len() + first;
+        let mut scan = ins.body(&hdrs(ct, None)).unwrap();
+        let mut report = Report::default();
+        let mut fed = 0;
+        let mut found_at = None;
+        for chunk in body.as_bytes().chunks(1024) {
+            scan.feed(chunk, &mut report).unwrap();
+            fed += chunk.len();
+            if !report.items().is_empty() {
+                found_at = Some(fed);
+                break;
+            }
+        }
+        let found_at = found_at.unwrap_or_else(|| panic!("{ct}: not found before the end"));
+        assert!(
+            found_at <= first_raw + DEFAULT_HOLD_BACK,
+            "{ct}: found after {found_at} bytes, identifier from byte {first_raw}"
+        );
+        assert_eq!(
+            ins.detector().class_name(report.items()[0].class),
+            "AADHAAR",
+            "{ct}"
+        );
+    }
+}
+
 /// The classes found in a head, per location.
 fn head_classes(
     ins: &Inspector,

@@ -41,10 +41,10 @@
 //! * Percent escapes in raw text, JSON string values and multipart text parts (form values
 //!   are decoded already): a run of URL text (no white space, control byte, quote or angle
 //!   bracket) holding a `%` is decoded (`%XX` and `+` as a space) from the last URL
-//!   delimiter (`& = ? ; , :`) within 1,024 bytes before its first `%`; when that changed
-//!   something, the decoded text is inserted after the run's stop (or at the end of the
-//!   value), between separators, with the key of the text it came from, and its base64
-//!   runs are decoded in turn. The raw bytes stay in the stream. A run longer than 4,096
+//!   delimiter (`& = ? ; , :`) within 1,024 bytes before its first `%`: the pieces between
+//!   delimiters that decoding changes are inserted after the run's stop (or at the end of
+//!   the value), between separators, with the key of the text it came from, and their
+//!   base64 runs are decoded in turn. The raw bytes stay in the stream. A run longer than 4,096
 //!   bytes from there is decoded as it streams: its decoded text is inserted at 4,096
 //!   bytes, and the rest of the run's bytes are replaced by their decoded text, continuing
 //!   it (an escape cut between chunks is carried).
@@ -1490,18 +1490,39 @@ impl Pct {
         }
     }
 
-    /// Decodes `run` into `decoded` (`+` as a space, as in the query strings these runs
-    /// mostly are); true when an escape was decoded. With `hold`, an escape cut at the end
-    /// is left out, in `carry`.
-    fn decode_run(&mut self, hold: bool) -> bool {
-        let keep = if hold { partial_escape(&self.run) } else { 0 };
+    /// Decodes `run` of a streaming run into `decoded` (`+` as a space, as in the query
+    /// strings these runs mostly are), but for an escape cut at the end, kept in `carry`.
+    fn decode_run(&mut self) {
+        let keep = partial_escape(&self.run);
         let body = self.run.get(..self.run.len() - keep).unwrap_or(&[]);
         self.decoded.clear();
         percent_decode_form(body, &mut self.decoded);
         self.carry.clear();
         self.carry
             .extend_from_slice(self.run.get(self.run.len() - keep..).unwrap_or(&[]));
-        self.decoded.len() < body.len()
+    }
+
+    /// Decodes the pieces of `run` between URL delimiters that decoding changes into
+    /// `decoded`, a separator between them; true when there is any. The other pieces are
+    /// in the stream as they are already: inserting them again would count what they hold
+    /// twice (`msg=Hi%21&phone=…`).
+    fn decode_pieces(&mut self) -> bool {
+        self.decoded.clear();
+        for piece in self.run.split(|&c| pct_delimiter(c)) {
+            if !piece.iter().any(|&c| c == b'%' || c == b'+') {
+                continue;
+            }
+            let before = self.decoded.len();
+            if before > 0 {
+                self.decoded.push(SEPARATOR);
+            }
+            let mark = self.decoded.len();
+            percent_decode_form(piece, &mut self.decoded);
+            if self.decoded.get(mark..) == Some(piece) {
+                self.decoded.truncate(before);
+            }
+        }
+        !self.decoded.is_empty()
     }
 
     fn reset(&mut self) {
@@ -1932,8 +1953,9 @@ impl Emitter {
 
     /// Appends value text that may hold percent escapes (JSON strings, text bodies,
     /// multipart text; not form values, which come decoded): [`Emitter::text`], and for
-    /// each run of URL text holding an escape, its decoded text inserted after the run's
-    /// stop, between separators, with the same key. So `asha%40example.in` in a callback
+    /// each run of URL text holding an escape, the decoded text of its pieces (between URL
+    /// delimiters) that decoding changes, inserted after the run's stop, between
+    /// separators, with the same key. So `asha%40example.in` in a callback
     /// URL is read as `asha@example.in` too, whether or not the receiver decodes it, and
     /// the raw bytes are still scanned as they are.
     ///
@@ -2028,7 +2050,7 @@ impl Emitter {
     /// Its raw bytes are in the stream, and their base64 run was closed by the run's stop
     /// (or by [`Emitter::end_value`]).
     fn insert_pct(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
-        if !self.pct.decode_run(false) {
+        if !self.pct.decode_pieces() {
             return;
         }
         self.boundary();
@@ -2046,7 +2068,7 @@ impl Emitter {
             self.close_run(key, sink);
         }
         self.boundary();
-        self.pct.decode_run(true);
+        self.pct.decode_run();
         self.pct_text(key, sink);
         self.pct.streaming = true;
     }
@@ -2061,7 +2083,7 @@ impl Emitter {
         run.extend_from_slice(&self.pct.carry);
         run.extend_from_slice(raw);
         self.pct.run = run;
-        self.pct.decode_run(true);
+        self.pct.decode_run();
         self.pct_text(key, sink);
     }
 
@@ -4017,7 +4039,7 @@ mod tests {
         assert_eq!(
             norm(BodyKind::Text, body.as_bytes()),
             "see https://x.example/cb?ref=7&email=asha%40example.in&ph=%2B91+98765+43210 \n\
-             asha@example.in&ph=+91 98765 43210\nok"
+             asha@example.in\n+91 98765 43210\nok"
         );
         // JSON string value: under its key, after the value.
         let s = one_shot(
@@ -4027,6 +4049,12 @@ mod tests {
         assert_eq!(
             render(&s),
             "cb\n{cb=id%3D1234%205678%209012}\n{cb=id=1234 5678 9012}\nn\n{n=50% off}"
+        );
+        // Only the pieces that decoding changes are inserted: the phone number, in the
+        // stream raw already, is not inserted (and counted) again.
+        assert_eq!(
+            norm(BodyKind::Text, b"?msg=Hi%21+there&phone=9876543210&x=1 "),
+            "?msg=Hi%21+there&phone=9876543210&x=1 \nHi! there"
         );
         // A run without a valid escape adds nothing; nor do form values (decoded already).
         assert_eq!(norm(BodyKind::Text, b"100%zz a%"), "100%zz a%");

@@ -325,6 +325,13 @@ impl Pipeline {
         })
     }
 
+    /// Whether the body's text can arrive spelled in JSON escapes (a JSON body, or a
+    /// multipart one, whose parts may be JSON): up to six raw bytes a character, so that a
+    /// block of text read before it is decoded spans up to six times its length raw.
+    pub fn json_escaped(&self) -> bool {
+        matches!(self.norm.mode, Mode::Json(_) | Mode::Multipart(_))
+    }
+
     /// Convenience constructor from the raw `Content-Type` and `Content-Encoding` values.
     pub fn from_headers(
         content_type: Option<&str>,

@@ -51,10 +51,17 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// `text` with every character spelled as a JSON `\uXXXX` escape.
+fn json_escaped(text: &str) -> String {
+    text.chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect()
+}
+
 /// An identifier deep inside a long base64 blob (a document sent as base64, 53 KiB of it)
 /// is found while the characters that encode it are still within the hold-back window of a
-/// streamed body: fed 1 KiB at a time, as raw text and as a JSON string, nothing of them
-/// would have gone upstream before the finding.
+/// streamed body: fed 1 KiB at a time, as raw text, as a JSON string, and as a JSON string
+/// spelled in `\uXXXX` escapes, nothing of them would have gone upstream before the finding.
 #[test]
 fn identifier_in_long_base64_found_within_the_hold_back() {
     use base64::Engine as _;
@@ -64,14 +71,24 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
     let at = 25_000;
     doc[at..at + id.len()].copy_from_slice(id.as_bytes());
     let b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
-    for (ct, prefix, suffix) in [
-        ("text/plain", "doc=", ""),
-        ("application/json", r#"{"name":"scan.txt","doc":""#, r#""}"#),
+    // The same characters each spelled as a JSON escape: six bytes a character.
+    let spelled = json_escaped(&b64);
+    for (ct, prefix, text, width, suffix) in [
+        ("text/plain", "doc=", &b64, 1, ""),
+        (
+            "application/json",
+            r#"{"name":"scan.txt","doc":""#,
+            &b64,
+            1,
+            r#""}"#,
+        ),
+        ("application/json", r#"{"doc":""#, &spelled, 6, r#""}"#),
     ] {
-        let body = format!("{prefix}{b64}{suffix}");
-        // The first character that encodes a byte of the identifier.
-        let first_raw = prefix.len() + at / 3 * 4;
+        let body = format!("{prefix}{text}{suffix}");
+        // The first raw byte that encodes a byte of the identifier.
+        let first_raw = prefix.len() + at / 3 * 4 * width;
         let mut scan = ins.body(&hdrs(ct, None)).unwrap();
+        let hold_back = scan.hold_back(DEFAULT_HOLD_BACK);
         let mut report = Report::default();
         let mut fed = 0;
         let mut found_at = None;
@@ -85,8 +102,9 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
         }
         let found_at = found_at.unwrap_or_else(|| panic!("{ct}: not found before the end"));
         assert!(
-            found_at <= first_raw + DEFAULT_HOLD_BACK,
-            "{ct}: found after {found_at} bytes, identifier from byte {first_raw}"
+            found_at <= first_raw + hold_back,
+            "{ct} ({width} bytes a character): found after {found_at} bytes, identifier \
+             from byte {first_raw}, {hold_back} held back"
         );
         assert_eq!(
             ins.detector().class_name(report.items()[0].class),
@@ -125,7 +143,8 @@ fn percent_escaped_identifiers_in_json_and_text_are_found() {
 
 /// An identifier deep inside a long run of percent-escaped text (a form-encoded export
 /// sent as text, 40 KiB with no white space) is found while its bytes are still within the
-/// hold-back window, fed 1 KiB at a time, as a text body and as a JSON string.
+/// hold-back window, fed 1 KiB at a time, as a text body and as a JSON string (plain, and
+/// spelled in `\uXXXX` escapes).
 #[test]
 fn identifier_in_a_long_percent_run_found_within_the_hold_back() {
     let ins = inspector();
@@ -139,13 +158,16 @@ fn identifier_in_a_long_percent_run_found_within_the_hold_back() {
     while run.len() < 40_000 {
         run.push_str("&name=Asha+Verma&city=New%20Delhi");
     }
-    for (ct, prefix, suffix) in [
-        ("text/plain", "", ""),
-        ("application/json", r#"{"export":""#, r#""}"#),
+    let spelled = json_escaped(&run);
+    for (ct, prefix, text, width, suffix) in [
+        ("text/plain", "", &run, 1, ""),
+        ("application/json", r#"{"export":""#, &run, 1, r#""}"#),
+        ("application/json", r#"{"export":""#, &spelled, 6, r#""}"#),
     ] {
-        let body = format!("{prefix}{run}{suffix}");
-        let first_raw = prefix.len() + first;
+        let body = format!("{prefix}{text}{suffix}");
+        let first_raw = prefix.len() + first * width;
         let mut scan = ins.body(&hdrs(ct, None)).unwrap();
+        let hold_back = scan.hold_back(DEFAULT_HOLD_BACK);
         let mut report = Report::default();
         let mut fed = 0;
         let mut found_at = None;
@@ -159,8 +181,9 @@ fn identifier_in_a_long_percent_run_found_within_the_hold_back() {
         }
         let found_at = found_at.unwrap_or_else(|| panic!("{ct}: not found before the end"));
         assert!(
-            found_at <= first_raw + DEFAULT_HOLD_BACK,
-            "{ct}: found after {found_at} bytes, identifier from byte {first_raw}"
+            found_at <= first_raw + hold_back,
+            "{ct} ({width} bytes a character): found after {found_at} bytes, identifier \
+             from byte {first_raw}, {hold_back} held back"
         );
         assert_eq!(
             ins.detector().class_name(report.items()[0].class),

@@ -314,6 +314,7 @@ where
     // As the frames came, not joined: a copy of the whole buffer would be made only to be
     // released in pieces, and the held-back tail would keep all of it resident.
     let held: VecDeque<Bytes> = buf.into_parts().into();
+    let hold_back = scan.hold_back(inspector.hold_back);
     let streaming = InspectedBody {
         inner: body,
         scan,
@@ -322,7 +323,7 @@ where
         detector_names: inspector.detector().clone(),
         held,
         held_len,
-        hold_back: inspector.hold_back,
+        hold_back,
         ended: false,
         trailers,
         slot: slot.clone(),

@@ -4754,6 +4754,40 @@ mod tests {
     }
 
     proptest! {
+        // Bodies of up to ~25 KB: fewer cases.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn percent_runs_do_not_depend_on_chunking(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    200 => "[a-z0-9.]{1,24}",
+                    100 => "%[0-9A-Fa-fg]{0,2}",
+                    60 => prop::sample::select(vec!["&", "=", "+", "?", ":"]).prop_map(String::from),
+                    10 => Just("U0dWc2JHOGdWMjl5YkdRZ01USXpOQ0ExTmpjNElEa3dNVEk%3D".to_string()),
+                    1 => prop::sample::select(vec![" ", "\n"]).prop_map(String::from),
+                ],
+                0..3000,
+            ),
+            sizes in proptest::collection::vec(1usize..6000, 1..6),
+            json in any::<bool>(),
+        ) {
+            // Runs of URL text long and short, escapes cut anywhere, as a text body or
+            // one JSON string; some runs pass PCT_MAX_RUN and stream.
+            let text = pieces.concat();
+            let (kind, body) = if json {
+                (BodyKind::Json, format!("{{\"k\":\"{}\"}}", text.replace('\n', "\\n")))
+            } else {
+                (BodyKind::Text, text)
+            };
+            let (want, want_r) = run(kind.clone(), &[body.as_bytes()]);
+            let (got, got_r) = run(kind, &split(body.as_bytes(), &sizes));
+            prop_assert!(want_r.is_ok() && got_r.is_ok());
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
 
         #[test]

@@ -4749,6 +4749,21 @@ mod tests {
         ]
     }
 
+    /// Pieces of URL text with escapes, a stop (white space) among every `1 + 370 /
+    /// stop_weight` of them on average: runs mostly long enough to stream, or mostly short.
+    fn url_text(stop_weight: u32) -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec(
+            prop_oneof![
+                200 => "[a-z0-9.]{1,24}",
+                100 => "%[0-9A-Fa-fg]{0,2}",
+                60 => prop::sample::select(vec!["&", "=", "+", "?", ":"]).prop_map(String::from),
+                10 => Just("U0dWc2JHOGdWMjl5YkdRZ01USXpOQ0ExTmpjNElEa3dNVEk%3D".to_string()),
+                stop_weight => prop::sample::select(vec![" ", "\n"]).prop_map(String::from),
+            ],
+            0..3000,
+        )
+    }
+
     fn sizes() -> impl Strategy<Value = Vec<usize>> {
         prop::collection::vec(1usize..40, 1..12)
     }
@@ -4759,16 +4774,7 @@ mod tests {
 
         #[test]
         fn percent_runs_do_not_depend_on_chunking(
-            pieces in proptest::collection::vec(
-                prop_oneof![
-                    200 => "[a-z0-9.]{1,24}",
-                    100 => "%[0-9A-Fa-fg]{0,2}",
-                    60 => prop::sample::select(vec!["&", "=", "+", "?", ":"]).prop_map(String::from),
-                    10 => Just("U0dWc2JHOGdWMjl5YkdRZ01USXpOQ0ExTmpjNElEa3dNVEk%3D".to_string()),
-                    1 => prop::sample::select(vec![" ", "\n"]).prop_map(String::from),
-                ],
-                0..3000,
-            ),
+            pieces in prop_oneof![url_text(1), url_text(40)],
             sizes in proptest::collection::vec(1usize..6000, 1..6),
             json in any::<bool>(),
         ) {

@@ -663,11 +663,15 @@ impl Inspector {
                 if i > 0 {
                     joined.push(b'/');
                 }
+                // '+' kept for the base64 (standard base64 has it; in a path it is no
+                // space), read as a space otherwise, as in the path without base64.
                 decoded.clear();
-                decode::percent_decode_form(seg, &mut decoded);
+                decode::percent_decode(seg, &mut decoded);
                 if decode::normalise_value(&decoded, &mut norm) {
                     joined.extend_from_slice(&norm);
                 } else {
+                    decoded.clear();
+                    decode::percent_decode_form(seg, &mut decoded);
                     joined.extend_from_slice(&decoded);
                 }
             }

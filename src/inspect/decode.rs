@@ -44,10 +44,11 @@
 //!   delimiter (`& = ? ; , :`) within 1,024 bytes before its first `%`: the pieces between
 //!   delimiters that decoding changes are inserted after the run's stop (or at the end of
 //!   the value), between separators, with the key of the text it came from, and their
-//!   base64 runs are decoded in turn. The raw bytes stay in the stream. A run longer than 4,096
-//!   bytes from there is decoded as it streams: its decoded text is inserted at 4,096
-//!   bytes, and the rest of the run's bytes are replaced by their decoded text, continuing
-//!   it (an escape cut between chunks is carried).
+//!   base64 runs are decoded in turn. The raw bytes stay in the stream. A run that reaches
+//!   4,096 bytes from there is decoded as it streams: its decoded text (`+` kept, for the
+//!   base64 it may hold) is inserted at 4,096 bytes, and the rest of the run's bytes are
+//!   replaced by their decoded text, continuing it (an escape cut between chunks is
+//!   carried).
 //!
 //! Bodies are never buffered whole: every stage keeps bounded state across chunk boundaries.
 //!
@@ -1404,7 +1405,7 @@ fn text_piece(d: &[u8]) -> bool {
     }
 }
 
-/// A percent run longer than this is decoded as it streams (see [`Emitter::value`]).
+/// A percent run that reaches this length is decoded as it streams (see [`Emitter::value`]).
 const PCT_MAX_RUN: usize = 4096;
 /// How far before its first `%` a percent run's decoded text begins, at most: room for the
 /// longest identifier an escape can cut (an email address, a spaced Aadhaar number).
@@ -1497,13 +1498,15 @@ impl Pct {
         }
     }
 
-    /// Decodes `run` of a streaming run into `decoded` (`+` as a space, as in the query
-    /// strings these runs mostly are), but for an escape cut at the end, kept in `carry`.
+    /// Decodes `run` of a streaming run into `decoded`, but for an escape cut at the end,
+    /// kept in `carry`. `+` stays `+`: the decoded text replaces the raw bytes here, and
+    /// base64 in the run (a `+` of its own) must survive; a form's `+` for a space is
+    /// lost, as it is in raw text.
     fn decode_run(&mut self) {
         let keep = partial_escape(&self.run);
         let body = self.run.get(..self.run.len() - keep).unwrap_or(&[]);
         self.decoded.clear();
-        percent_decode_form(body, &mut self.decoded);
+        percent_decode(body, &mut self.decoded);
         self.carry.clear();
         self.carry
             .extend_from_slice(self.run.get(self.run.len() - keep..).unwrap_or(&[]));
@@ -1967,7 +1970,7 @@ impl Emitter {
     /// the raw bytes are still scanned as they are.
     ///
     /// The decoded text begins after the last URL delimiter within [`PCT_LOOKBACK`] bytes
-    /// before the run's first `%`. A run longer than [`PCT_MAX_RUN`] from there is decoded
+    /// before the run's first `%`. A run that reaches [`PCT_MAX_RUN`] from there is decoded
     /// as it streams: the decoded text so far is inserted, and the rest of the run goes
     /// into the stream decoded only, continuing that text (as long base64 runs do), so an
     /// identifier in it is found within a block of its bytes, inside the hold-back window.
@@ -4095,9 +4098,9 @@ mod tests {
     #[test]
     fn long_percent_runs_decoded_as_they_stream() {
         // A form-encoded record list sent as text: one run of URL text, far longer than
-        // PCT_MAX_RUN. Its decoded text begins after the last delimiter before the first
-        // escape, is inserted once the run is PCT_MAX_RUN long from there, and the rest of
-        // the run follows decoded only.
+        // PCT_MAX_RUN. Its decoded text (`+` kept) begins after the last delimiter before
+        // the first escape, is inserted once the run is PCT_MAX_RUN long from there, and
+        // the rest of the run follows decoded only.
         let mut body = String::from("a=1");
         while body.len() < 3 * PCT_MAX_RUN {
             body.push_str("&name=Asha+Verma&mail=asha%40example.in");
@@ -4107,7 +4110,7 @@ mod tests {
         let from = body.find('%').unwrap() - "asha".len();
         let end = body.find(' ').unwrap();
         let mut decoded = Vec::new();
-        percent_decode_form(&body.as_bytes()[from..end], &mut decoded);
+        percent_decode(&body.as_bytes()[from..end], &mut decoded);
         let decoded = String::from_utf8(decoded).unwrap();
         assert_eq!(
             stream,

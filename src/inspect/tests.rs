@@ -148,6 +148,30 @@ fn percent_escaped_identifiers_in_json_and_text_are_found() {
     }
 }
 
+/// Raw base64 with its own `+` in a long percent run (a `%` before it in the same run of
+/// URL text): past 4 KiB the run goes on decoded, and its base64 still decodes.
+#[test]
+fn base64_keeps_its_plus_in_a_long_percent_run() {
+    use base64::Engine as _;
+    let ins = inspector();
+    let a = aadhaar();
+    let doc = format!(
+        "{} आधार {} {}",
+        "नमस्ते दुनिया ".repeat(300),
+        a,
+        "धन्यवाद ".repeat(50)
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
+    assert!(b64.contains('+'), "the test needs a '+' in the base64");
+    let body = format!("ratio=50%25&doc={b64} end");
+    let items = scan_chunked(&ins, &hdrs("text/plain", None), body.as_bytes(), &[4000]).unwrap();
+    let classes: Vec<&str> = items
+        .iter()
+        .map(|i| ins.detector().class_name(i.class))
+        .collect();
+    assert_eq!(classes, ["AADHAAR"]);
+}
+
 /// An identifier deep inside a long run of percent-escaped text (a form-encoded export
 /// sent as text, 40 KiB with no white space) is found while its bytes are still within the
 /// hold-back window, fed 1 KiB at a time, as a text body and as a JSON string (plain, and

@@ -1424,6 +1424,29 @@ fn pct_delimiter(c: u8) -> bool {
     matches!(c, b'&' | b'=' | b'?' | b';' | b',' | b':')
 }
 
+/// Where base64 in `window` starts in step, when the window may begin inside the value (no
+/// delimiter in it): the first of the next four offsets from which 64 characters decode to
+/// text, else 0. Without it, URL-escaped base64 whose first escape comes more than
+/// [`PCT_LOOKBACK`] bytes into its value would be decoded out of step.
+fn base64_phase(window: &[u8]) -> usize {
+    (0..4)
+        .find(|&phase| {
+            let Some(sample) = window.get(phase..phase + 64) else {
+                return false;
+            };
+            let engine = if sample.iter().any(|&c| c == b'-' || c == b'_') {
+                &B64_URL_ENGINE
+            } else {
+                &B64_ENGINE
+            };
+            let mut out = [0u8; 48];
+            engine
+                .decode_slice(sample, &mut out)
+                .is_ok_and(|n| text_piece(out.get(..n).unwrap_or(&[])))
+        })
+        .unwrap_or(0)
+}
+
 /// Length of an escape cut off at the end of `s`: `%` (1) or `%` and a hex digit (2).
 fn partial_escape(s: &[u8]) -> usize {
     match s {
@@ -1472,7 +1495,7 @@ impl Pct {
         let window = self.run.get(excess..).unwrap_or(&[]);
         let start = match window.iter().rposition(|&c| pct_delimiter(c)) {
             Some(k) => excess + k + 1,
-            None => excess,
+            None => excess + base64_phase(window),
         };
         self.run.drain(..start);
         self.tail.clear();
@@ -4093,6 +4116,22 @@ mod tests {
                 "{sizes:?}"
             );
         }
+    }
+
+    #[test]
+    fn url_escaped_base64_with_a_late_first_escape_is_decoded_in_step() {
+        // The first escape comes 1,067 characters into the value, past the look-back: the
+        // decoded text starts inside the value, at a character in step with the base64.
+        use base64::engine::general_purpose::STANDARD;
+        let secret = "??? MARKER asha.verma@example.in END";
+        let b = STANDARD.encode(format!("{}{secret}", "A".repeat(800)));
+        let escaped = b
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        assert!(escaped.find('%').unwrap() > PCT_LOOKBACK, "{escaped}");
+        let stream = norm(BodyKind::Text, format!("q=1&d={escaped} x").as_bytes());
+        assert!(stream.contains(secret), "{stream}");
     }
 
     #[test]

@@ -45,10 +45,10 @@
 //!   delimiters that decoding changes are inserted after the run's stop (or at the end of
 //!   the value), between separators, with the key of the text it came from, and their
 //!   base64 runs are decoded in turn. The raw bytes stay in the stream. A run that reaches
-//!   4,096 bytes from there is decoded as it streams: its decoded text (`+` kept, for the
-//!   base64 it may hold) is inserted at 4,096 bytes, and the rest of the run's bytes are
-//!   replaced by their decoded text, continuing it (an escape cut between chunks is
-//!   carried).
+//!   4,096 bytes from there is decoded as it streams: at 4,096 bytes the changed pieces
+//!   before its last delimiter are inserted, then the piece in progress decoded (`+` kept,
+//!   for the base64 it may hold), and the rest of the run's bytes are replaced by their
+//!   decoded text, continuing it (an escape cut between chunks is carried).
 //!
 //! Bodies are never buffered whole: every stage keeps bounded state across chunk boundaries.
 //!
@@ -2100,7 +2100,25 @@ impl Emitter {
         if self.b64.len > 0 {
             self.close_run(key, sink);
         }
+        // The pieces before the run's last delimiter are in the stream raw, and whole: as
+        // when a run ends, only those that decoding changes are inserted (the others would
+        // be counted twice). The piece in progress goes on decoded, into the rest of the run.
+        let cut = self
+            .pct
+            .run
+            .iter()
+            .rposition(|&c| pct_delimiter(c))
+            .map_or(0, |k| k + 1);
+        let rest = self.pct.run.split_off(cut);
+        if self.pct.decode_pieces() {
+            self.boundary();
+            self.pct_text(key, sink);
+            if self.b64.len > 0 {
+                self.close_run(key, sink);
+            }
+        }
         self.boundary();
+        self.pct.run = rest;
         self.pct.decode_run();
         self.pct_text(key, sink);
         self.pct.streaming = true;
@@ -4137,25 +4155,27 @@ mod tests {
     #[test]
     fn long_percent_runs_decoded_as_they_stream() {
         // A form-encoded record list sent as text: one run of URL text, far longer than
-        // PCT_MAX_RUN. Its decoded text (`+` kept) begins after the last delimiter before
-        // the first escape, is inserted once the run is PCT_MAX_RUN long from there, and
-        // the rest of the run follows decoded only.
-        let mut body = String::from("a=1");
+        // PCT_MAX_RUN, with a plain phone number in its first block.
+        let mut body = String::from("a=1&mail=asha%40example.in&phone=9876543210");
         while body.len() < 3 * PCT_MAX_RUN {
             body.push_str("&name=Asha+Verma&mail=asha%40example.in");
         }
         body.push_str("&id=1234%205678%209012 tail");
         let stream = render(&one_shot(BodyKind::Text, body.as_bytes()));
+        // Raw up to PCT_MAX_RUN bytes from where the decoded text begins (after the last
+        // delimiter before the first escape), then the pieces decoding changes, then the
+        // rest of the run decoded only (`+` kept), continuing the piece in progress.
         let from = body.find('%').unwrap() - "asha".len();
-        let end = body.find(' ').unwrap();
-        let mut decoded = Vec::new();
-        percent_decode(&body.as_bytes()[from..end], &mut decoded);
-        let decoded = String::from_utf8(decoded).unwrap();
+        let raw = &body[..from + PCT_MAX_RUN];
+        assert!(stream.starts_with(&format!("{raw}\nasha@example.in\nAsha Verma\n")));
+        assert!(stream.ends_with("&id=1234 5678 9012\n tail"), "{stream}");
+        assert!(stream.contains("&name=Asha+Verma&mail=asha@example.in&"));
+        // Every escaped address is read decoded once, and nothing is read twice.
         assert_eq!(
-            stream,
-            format!("{}\n{decoded}\n tail", &body[..from + PCT_MAX_RUN])
+            stream.matches("asha@example.in").count(),
+            body.matches("asha%40example.in").count()
         );
-        assert!(stream.ends_with("&id=1234 5678 9012\n tail"));
+        assert_eq!(stream.matches("9876543210").count(), 1);
         // However it is cut.
         for sizes in [&[1][..], &[7, 4096, 13], &[4095, 1, 2]] {
             let (got, r) = run(BodyKind::Text, &split(body.as_bytes(), sizes));

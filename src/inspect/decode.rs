@@ -38,8 +38,8 @@
 //!   it and the rest of the run stay raw characters. There is no cap on inserts per body (a
 //!   cap would let a thousand decoys carry the real data past it): decoded text is at most
 //!   three quarters of the raw bytes, and the body's size is capped already.
-//! * Percent escapes in raw text, JSON string values and multipart text parts (form values
-//!   are decoded already): a run of URL text (no white space, control byte, quote or angle
+//! * Percent escapes in raw text, JSON string values, multipart text parts and part headers
+//!   (form values are decoded already): a run of URL text (no white space, control byte, quote or angle
 //!   bracket) holding a `%` is decoded (`%XX` and `+` as a space) from the last URL
 //!   delimiter (`& = ? ; , :`) within 1,024 bytes before its first `%`: the pieces between
 //!   delimiters that decoding changes are inserted after the run's stop (or at the end of
@@ -3097,9 +3097,10 @@ impl Multipart {
                 break;
             }
         }
-        em.put(data.get(start..i).unwrap_or(&[]), None, sink);
+        // Read as text: a `filename*=UTF-8''asha%40example.in` is percent-escaped.
+        em.value(data.get(start..i).unwrap_or(&[]), None, sink);
         if done {
-            em.boundary();
+            em.end_value(None, sink);
             self.part.begin(&self.hdr);
             self.phase = MpPhase::Body;
             self.matched = 0;
@@ -4009,6 +4010,15 @@ mod tests {
              Content-Disposition: form-data; name=\"f\"\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n\n\
              a\n{a=1}\nb\n{b=2}\nContent-Type: text/plain\r\n\r\n\nanon\r\n--X\r\n--Xy\n\r\nepilogue"
         );
+        // A part header's percent escapes are undone too (RFC 8187 `filename*`).
+        let body = b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename*=UTF-8''asha%40example.in\r\n\r\nx\r\n--b--";
+        assert!(norm(
+            BodyKind::Multipart {
+                boundary: b"b".to_vec()
+            },
+            body
+        )
+        .contains("\nasha@example.in\n"));
         // Body starting with the delimiter (no preamble) and a JSON part without an object key.
         let body = b"--b\r\nContent-Disposition: form-data; name=\"ids\"\r\nContent-Type: application/json\r\n\r\n[\"1234\"]\r\n--b--";
         assert_eq!(

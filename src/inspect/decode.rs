@@ -1465,8 +1465,8 @@ struct Pct {
     streaming: bool,
     /// The active run, from where its decoded text begins; while streaming, scratch.
     run: Vec<u8>,
-    /// No `%` seen yet: the last bytes (up to [`PCT_LOOKBACK`]) of the run open at the end
-    /// of the previous piece of the value, where the run's decoded text may begin.
+    /// No `%` seen yet: the last bytes (up to [`PCT_LOOKBACK`]) of the previous pieces of
+    /// the value, where the run open at their end, and its decoded text, may begin.
     tail: Vec<u8>,
     /// While streaming: an escape cut at the end of the previous piece.
     carry: Vec<u8>,
@@ -1474,22 +1474,18 @@ struct Pct {
 }
 
 impl Pct {
-    /// Starts collecting the run around a `%` at `bytes[p]`, none of `bytes[from..p]` being
-    /// a stop of a run that began before `from` (so `from == 0` may go on from `tail`).
+    /// Starts collecting the run around a `%` at `bytes[p]`: from the last stop before it,
+    /// looking no further back than `bytes[from]` (just after a stop), or into `tail` when
+    /// `from == 0`, and no more than [`PCT_LOOKBACK`] bytes.
     fn begin(&mut self, bytes: &[u8], from: usize, p: usize) {
         let lo = p.saturating_sub(PCT_LOOKBACK).max(from);
-        let before = bytes.get(lo..p).unwrap_or(&[]);
         self.run.clear();
-        match before.iter().rposition(|&c| pct_stop(c)) {
-            Some(k) => self
-                .run
-                .extend_from_slice(before.get(k + 1..).unwrap_or(&[])),
-            None => {
-                if lo == 0 {
-                    self.run.extend_from_slice(&self.tail);
-                }
-                self.run.extend_from_slice(before);
-            }
+        if lo == 0 {
+            self.run.extend_from_slice(&self.tail);
+        }
+        self.run.extend_from_slice(bytes.get(lo..p).unwrap_or(&[]));
+        if let Some(k) = self.run.iter().rposition(|&c| pct_stop(c)) {
+            self.run.drain(..=k);
         }
         let excess = self.run.len().saturating_sub(PCT_LOOKBACK);
         let window = self.run.get(excess..).unwrap_or(&[]);
@@ -1502,22 +1498,18 @@ impl Pct {
         self.active = true;
     }
 
-    /// Keeps the trailing run of a piece of value text that held no `%` (see `tail`).
+    /// Keeps the last [`PCT_LOOKBACK`] bytes of value text that held no open run (see
+    /// `tail`): a copy, not a search for where the trailing run starts, since only the rare
+    /// piece followed by a `%` needs that, and [`Pct::begin`] finds it.
     fn keep_tail(&mut self, bytes: &[u8]) {
-        let window = bytes
-            .get(bytes.len().saturating_sub(PCT_LOOKBACK)..)
-            .unwrap_or(&[]);
-        match window.iter().rposition(|&c| pct_stop(c)) {
-            Some(k) => {
-                self.tail.clear();
-                self.tail
-                    .extend_from_slice(window.get(k + 1..).unwrap_or(&[]));
-            }
-            None => {
-                self.tail.extend_from_slice(window);
-                let excess = self.tail.len().saturating_sub(PCT_LOOKBACK);
-                self.tail.drain(..excess);
-            }
+        if bytes.len() >= PCT_LOOKBACK {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(bytes.get(bytes.len() - PCT_LOOKBACK..).unwrap_or(&[]));
+        } else {
+            self.tail.extend_from_slice(bytes);
+            let excess = self.tail.len().saturating_sub(PCT_LOOKBACK);
+            self.tail.drain(..excess);
         }
     }
 
@@ -4847,7 +4839,10 @@ mod tests {
         #[test]
         fn percent_runs_do_not_depend_on_chunking(
             pieces in prop_oneof![url_text(1), url_text(40)],
-            sizes in proptest::collection::vec(1usize..6000, 1..6),
+            sizes in prop_oneof![
+                proptest::collection::vec(1usize..6000, 1..6),
+                proptest::collection::vec(1usize..40, 1..6),
+            ],
             json in any::<bool>(),
         ) {
             // Runs of URL text long and short, escapes cut anywhere, as a text body or

@@ -1447,6 +1447,18 @@ fn base64_phase(window: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// Appends `bytes` to `buf` and keeps only its last `n` bytes.
+fn keep_last(buf: &mut Vec<u8>, bytes: &[u8], n: usize) {
+    if bytes.len() >= n {
+        buf.clear();
+        buf.extend_from_slice(bytes.get(bytes.len() - n..).unwrap_or(&[]));
+    } else {
+        buf.extend_from_slice(bytes);
+        let excess = buf.len().saturating_sub(n);
+        buf.drain(..excess);
+    }
+}
+
 /// Length of an escape cut off at the end of `s`: `%` (1) or `%` and a hex digit (2).
 fn partial_escape(s: &[u8]) -> usize {
     match s {
@@ -1502,15 +1514,7 @@ impl Pct {
     /// `tail`): a copy, not a search for where the trailing run starts, since only the rare
     /// piece followed by a `%` needs that, and [`Pct::begin`] finds it.
     fn keep_tail(&mut self, bytes: &[u8]) {
-        if bytes.len() >= PCT_LOOKBACK {
-            self.tail.clear();
-            self.tail
-                .extend_from_slice(bytes.get(bytes.len() - PCT_LOOKBACK..).unwrap_or(&[]));
-        } else {
-            self.tail.extend_from_slice(bytes);
-            let excess = self.tail.len().saturating_sub(PCT_LOOKBACK);
-            self.tail.drain(..excess);
-        }
+        keep_last(&mut self.tail, bytes, PCT_LOOKBACK);
     }
 
     /// Decodes `run` of a streaming run into `decoded`, but for an escape cut at the end,
@@ -2420,15 +2424,7 @@ impl Json {
             self.flush_str(em, sink);
         }
         if self.st != JSt::Raw {
-            if data.len() >= JSON_LOOKBACK {
-                self.tail.clear();
-                self.tail
-                    .extend_from_slice(data.get(data.len() - JSON_LOOKBACK..).unwrap_or(&[]));
-            } else {
-                self.tail.extend_from_slice(data);
-                let excess = self.tail.len().saturating_sub(JSON_LOOKBACK);
-                self.tail.drain(..excess);
-            }
+            keep_last(&mut self.tail, data, JSON_LOOKBACK);
         }
         Ok(())
     }

@@ -45,6 +45,14 @@ fn scan_chunked(
     Ok(items)
 }
 
+/// The class names of `items`, in order.
+fn class_names<'a>(ins: &'a Inspector, items: &[Item]) -> Vec<&'a str> {
+    items
+        .iter()
+        .map(|i| ins.detector().class_name(i.class))
+        .collect()
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
@@ -138,10 +146,7 @@ fn percent_escaped_identifiers_in_json_and_text_are_found() {
         ("text/plain", format!("GET {url} 200")),
     ] {
         let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[7, 60]).unwrap();
-        let mut classes: Vec<&str> = items
-            .iter()
-            .map(|i| ins.detector().class_name(i.class))
-            .collect();
+        let mut classes: Vec<&str> = class_names(&ins, &items);
         classes.sort_unstable();
         classes.dedup();
         assert_eq!(classes, ["AADHAAR", "EMAIL", "UPI_VPA"], "{ct}");
@@ -165,10 +170,7 @@ fn base64_keeps_its_plus_in_a_long_percent_run() {
     assert!(b64.contains('+'), "the test needs a '+' in the base64");
     let body = format!("ratio=50%25&doc={b64} end");
     let items = scan_chunked(&ins, &hdrs("text/plain", None), body.as_bytes(), &[4000]).unwrap();
-    let classes: Vec<&str> = items
-        .iter()
-        .map(|i| ins.detector().class_name(i.class))
-        .collect();
+    let classes: Vec<&str> = class_names(&ins, &items);
     assert_eq!(classes, ["AADHAAR"]);
 }
 
@@ -321,10 +323,7 @@ fn finds_identifiers_in_json_form_and_text() {
     let json =
         format!(r#"{{"user":{{"aadhaar":"{a}","pan":"ABCPE1234F","note":"\u0032\u0033"}}}}"#);
     let items = scan_chunked(&ins, &hdrs("application/json", None), json.as_bytes(), &[]).unwrap();
-    let classes: Vec<&str> = items
-        .iter()
-        .map(|i| ins.detector().class_name(i.class))
-        .collect();
+    let classes: Vec<&str> = class_names(&ins, &items);
     assert!(
         classes.contains(&"AADHAAR") && classes.contains(&"PAN"),
         "{classes:?}"
@@ -338,10 +337,7 @@ fn finds_identifiers_in_json_form_and_text() {
         &[],
     )
     .unwrap();
-    let classes: Vec<&str> = items
-        .iter()
-        .map(|i| ins.detector().class_name(i.class))
-        .collect();
+    let classes: Vec<&str> = class_names(&ins, &items);
     assert!(
         classes.contains(&"AADHAAR") && classes.contains(&"GSTIN"),
         "{classes:?}"

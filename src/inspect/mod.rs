@@ -670,8 +670,10 @@ impl Inspector {
                 if decode::normalise_value(&decoded, &mut norm) {
                     joined.extend_from_slice(&norm);
                 } else {
-                    decoded.clear();
-                    decode::percent_decode_form(seg, &mut decoded);
+                    if seg.contains(&b'+') {
+                        decoded.clear();
+                        decode::percent_decode_form(seg, &mut decoded);
+                    }
                     joined.extend_from_slice(&decoded);
                 }
             }

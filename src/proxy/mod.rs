@@ -34,7 +34,7 @@ pub mod target;
 pub mod tunnel;
 pub mod upstream;
 
-use respond::{ProxyError, REQUEST_ID_HEADER};
+use respond::ProxyError;
 
 /// Added to responses of flows the policy reports (would block in enforce mode).
 pub const REPORT_HEADER: &str = "sima-verdict";
@@ -99,7 +99,7 @@ pub struct AuditSink {
 #[derive(Clone)]
 pub struct RequestCtx {
     /// Request id (also in the `sima-request-id` response header).
-    pub id: String,
+    pub id: RequestId,
     /// Client address.
     pub client: SocketAddr,
     /// Method.
@@ -124,8 +124,10 @@ pub struct RequestCtx {
     pub data_classes: Vec<String>,
     /// Findings per class (counts, places, fingerprints), for the audit record.
     pub findings: inspected::Found,
-    /// Path and query as the client sent them (query values are stripped for audit).
-    pub target: String,
+    /// The request target as the client sent it (query values are stripped for audit).
+    /// Kept as the parsed URI, which shares the request's buffer: copying it into a
+    /// string cost every request an allocation that only a blocked one uses.
+    pub target: http::Uri,
     /// Request body bytes released upstream before a block.
     pub bytes_released: u64,
     /// Time spent waiting for the upstream's response head.
@@ -210,8 +212,8 @@ impl Shared {
         }
     }
 
-    fn request_id(&self) -> String {
-        request_id_text(self.next_id.fetch_add(1, Ordering::Relaxed))
+    fn request_id(&self) -> RequestId {
+        RequestId::new(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     fn is_own(&self, addr: SocketAddr) -> bool {
@@ -245,10 +247,7 @@ pub async fn handle(
         decision: None,
         data_classes: Vec::new(),
         findings: Vec::new(),
-        target: req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.uri().to_string(), |p| p.as_str().to_owned()),
+        target: req.uri().clone(),
         bytes_released: 0,
         upstream_wait: Duration::ZERO,
         route: None,
@@ -289,8 +288,10 @@ pub async fn handle(
             (resp, Verdict::Deny, err.reason())
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        resp.headers_mut().entry(REQUEST_ID_HEADER).or_insert(v);
+    if let Ok(v) = HeaderValue::from_str(ctx.id.as_str()) {
+        resp.headers_mut()
+            .entry(respond::request_id_header())
+            .or_insert(v);
     }
     finish(&shared, &ctx, verdict, reason, resp.status(), start);
     Ok(resp)
@@ -474,7 +475,7 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let idle = shared.tunnel_idle;
         let metrics = shared.metrics.clone();
-        let id = ctx.id.clone();
+        let id = ctx.id;
         tokio::spawn(async move {
             let _permits = permits;
             match on_upgrade.await {
@@ -673,7 +674,7 @@ async fn audit_flow(
     };
     let rec = audit::AuditRecord {
         time: audit::Timestamp::now(),
-        request_id: ctx.id.clone(),
+        request_id: ctx.id.as_str().to_owned(),
         client: audit::Client {
             address: ctx.client.ip(),
             group: (!ctx.groups.is_empty()).then(|| ctx.groups.join(",")),
@@ -691,7 +692,11 @@ async fn audit_flow(
             Transport::Connect => audit::Transport::Tunnel,
             Transport::Reverse => audit::Transport::Route,
         },
-        path: audit::strip_query_values(&ctx.target),
+        path: match ctx.target.path_and_query() {
+            Some(p) => audit::strip_query_values(p.as_str()),
+            // Authority form (CONNECT): the target is `host:port`.
+            None => audit::strip_query_values(&ctx.target.to_string()),
+        },
         rule: d.rule.to_string(),
         mode: if snapshot.policy.mode == policy::Mode::Report || d.verdict == Verdict::Report {
             audit::Mode::Report
@@ -946,7 +951,7 @@ fn finish(
     let rule = ctx.decision.as_ref().map_or("-", |d| &*d.rule);
     let classes = ctx.data_classes.join(",");
     let line = crate::telemetry::AccessLine {
-        request_id: &ctx.id,
+        request_id: ctx.id.as_str(),
         client: ctx.client.ip(),
         method: ctx.method.as_str(),
         transport: ctx.transport.as_str(),
@@ -974,16 +979,39 @@ fn finish(
     }
 }
 
-/// A request id as 16 lower-case hex digits, without `format!` (this is on every request).
-fn request_id_text(n: u64) -> String {
-    // Not `hex::encode`, which pushes one `char` at a time (about 500 instructions).
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 16];
-    for (i, d) in text.iter_mut().enumerate() {
-        *d = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
+/// A request id: 16 lower-case hex digits, held inline (this is on every request, and a
+/// `String` was an allocation each).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 16]);
+
+impl RequestId {
+    fn new(n: u64) -> Self {
+        // Not `format!` or `hex::encode`, which push one `char` at a time.
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 16];
+        for (i, d) in text.iter_mut().enumerate() {
+            *d = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Self(text)
     }
-    // Only ASCII digits were written; the fallback is unreachable.
-    std::str::from_utf8(&text).map_or_else(|_| format!("{n:016x}"), str::to_owned)
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written; the fallback is unreachable.
+        std::str::from_utf8(&self.0).unwrap_or("0000000000000000")
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 #[cfg(test)]
@@ -993,7 +1021,9 @@ mod tests {
     proptest! {
         #[test]
         fn request_ids_are_sixteen_hex_digits(n: u64) {
-            prop_assert_eq!(super::request_id_text(n), format!("{n:016x}"));
+            let id = super::RequestId::new(n);
+            prop_assert_eq!(id.as_str(), format!("{n:016x}"));
+            prop_assert_eq!(id.to_string(), format!("{n:016x}"));
         }
     }
 }

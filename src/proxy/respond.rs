@@ -3,7 +3,7 @@
 //! Every response Sima makes itself carries `sima-reason`.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 
@@ -17,7 +17,14 @@ use crate::resolve::ResolveError;
 /// Response header carrying the `Reason` label.
 pub const REASON_HEADER: &str = "sima-reason";
 /// Response header carrying the request id.
-pub const REQUEST_ID_HEADER: &str = "sima-request-id";
+const REQUEST_ID_HEADER: &str = "sima-request-id";
+
+/// [`REQUEST_ID_HEADER`] as a header name. Inserting by `&str` made every response
+/// allocate the (non-standard) name anew; a static one is shared.
+pub fn request_id_header() -> HeaderName {
+    static NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+    NAME.clone()
+}
 
 /// Which side a failure belongs to (metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,7 +189,7 @@ pub fn error_response(ctx: &RequestCtx, err: &ProxyError) -> Response<Body> {
     let body = match err {
         ProxyError::Blocked(d) => serde_json::to_vec(&BlockedBody {
             error: "blocked",
-            request_id: &ctx.id,
+            request_id: ctx.id.as_str(),
             policy: &ctx.policy_name,
             rule: &d.rule,
             reason: &d.message,
@@ -197,12 +204,12 @@ pub fn error_response(ctx: &RequestCtx, err: &ProxyError) -> Response<Body> {
         // Internal details stay in the log; the client learns the kind, not the innards.
         ProxyError::Internal(_) => serde_json::to_vec(&ErrorBody {
             error: reason.as_str(),
-            request_id: &ctx.id,
+            request_id: ctx.id.as_str(),
             message: "internal error; the request id is in Sima's log".into(),
         }),
         other => serde_json::to_vec(&ErrorBody {
             error: reason.as_str(),
-            request_id: &ctx.id,
+            request_id: ctx.id.as_str(),
             message: other.to_string(),
         }),
     };
@@ -221,8 +228,8 @@ pub fn error_response(ctx: &RequestCtx, err: &ProxyError) -> Response<Body> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
-    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        h.insert(REQUEST_ID_HEADER, v);
+    if let Ok(v) = HeaderValue::from_str(ctx.id.as_str()) {
+        h.insert(request_id_header(), v);
     }
     if let ProxyError::Auth(_) = err {
         h.insert(

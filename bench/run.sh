@@ -33,6 +33,7 @@ SIMA_ADMIN_PORT="${SIMA_ADMIN_PORT:-9464}"
 PUBLIC_UPSTREAM="${PUBLIC_UPSTREAM:-0}"
 PUBLIC_ADDR="${PUBLIC_ADDR:-8.8.8.8}"
 KEEP=0
+SYSCALLS="${SYSCALLS:-0}"
 ORIG_ARGS=("$@")
 
 usage() {
@@ -70,6 +71,10 @@ Usage: bench/run.sh [options]
                         Needs root and unshare; the script re-runs itself inside the
                         namespace and refuses to start where any other interface exists
                         (env PUBLIC_UPSTREAM=1)
+      --syscalls        also count, with perf (linux-perf; root or perf_event_paranoid <= 1),
+                        the proxy's system calls and context switches per request: where
+                        its kernel time goes (env SYSCALLS=1). perf's counting costs the
+                        proxy a little CPU, the same for every target
       --keep            keep the temporary directory (configs and logs)
 Env: PROXY_CPU (1), LOAD_CPU (0), UPSTREAM_PORT (18080), NGINX_PORT (18081),
      FLOOR_PORT (18082), SQUID_PORT (13128), SIMA_PORT (3128), SIMA_ADMIN_PORT (9464).
@@ -89,6 +94,7 @@ while (($#)); do
     --floor-bin) FLOOR_BIN="$2"; shift 2 ;;
     -o|--out) OUT="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --syscalls) SYSCALLS=1; shift ;;
     --public-upstream) PUBLIC_UPSTREAM=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option '$1'" >&2; usage >&2; exit 2 ;;
@@ -128,6 +134,7 @@ DUR_S="$(to_seconds "$DURATION")"; WARM_S="$(to_seconds "$WARMUP")"
 
 missing=()
 for tool in wrk nginx taskset setsid timeout awk getconf; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+if ((SYSCALLS)); then command -v perf >/dev/null 2>&1 || missing+=(perf); fi
 if want squid; then command -v squid >/dev/null 2>&1 || missing+=(squid); fi
 if ((${#missing[@]})); then
   echo "run.sh: missing: ${missing[*]}" >&2
@@ -135,6 +142,12 @@ if ((${#missing[@]})); then
   exit 2
 fi
 HAVE_CURL=0; command -v curl >/dev/null 2>&1 && HAVE_CURL=1
+PERF_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait,context-switches
+if ((SYSCALLS)) && ! perf stat -x, -e "$PERF_EVENTS" -- true >/dev/null 2>&1; then
+  echo "run.sh: --syscalls: perf cannot count $PERF_EVENTS here (run as root, or lower" \
+       "/proc/sys/kernel/perf_event_paranoid, and mount tracefs)" >&2
+  exit 2
+fi
 CORES="$(nproc)"
 if ((CORES < 2)) && [[ "$PROXY_CPU" == "$LOAD_CPU" || "$PROXY_CPU" -ge "$CORES" ]]; then
   echo "run.sh: warning: $CORES core(s); the proxy shares a core with wrk (set PROXY_CPU/LOAD_CPU)" >&2
@@ -398,7 +411,8 @@ run_wrk() { # target scenario duration log
   return "$rc"
 }
 
-ROWS=()      # "round scenario target requests duration_us p50_us p99_us errors cpu_ticks(or -) other user_ticks(or -)"
+ROWS=()      # "round scenario target requests duration_us p50_us p99_us errors cpu_ticks(or -) other user_ticks(or -)
+             #  syscalls epoll_waits context_switches (each or -)"
 ROUND=1
 FAILED=()
 measure() { # target scenario proxy_pid(or "")
@@ -407,8 +421,21 @@ measure() { # target scenario proxy_pid(or "")
   if ((WARM_S > 0)); then run_wrk "$t" "$s" "$WARMUP" "$TMP/wrk-warmup.log" || true; fi
   [[ -n "$pid" ]] && before="$(cpu_ticks "$pid")"
   local core_before core_after; core_before="$(core_busy "cpu$PROXY_CPU")"
+  local perf_pid="" perf_out="$TMP/perf-$t-$s.csv"
+  if ((SYSCALLS)) && [[ -n "$pid" ]]; then
+    perf stat -x, -e "$PERF_EVENTS" -o "$perf_out" -p "$(tree_pids "$pid" | paste -sd, -)" &
+    perf_pid=$!
+  fi
   if ! run_wrk "$t" "$s" "$DURATION" "$log"; then
+    [[ -n "$perf_pid" ]] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
     echo "run.sh: wrk failed for $t/$s:" >&2; tail -n 5 "$log" >&2; FAILED+=("$t/$s"); return 0
+  fi
+  # "syscalls epoll_waits context_switches" over the run, or "- - -"
+  local kernel_counts="- - -"
+  if [[ -n "$perf_pid" ]]; then
+    kill -INT "$perf_pid"; wait "$perf_pid" || true
+    kernel_counts="$(awk -F, '$3 ~ /raw_syscalls/ {a = $1} $3 ~ /epoll_wait/ {b = $1} $3 ~ /context-switches/ {c = $1}
+      END { if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/ && c ~ /^[0-9]+$/) print a, b, c; else print "- - -" }' "$perf_out")"
   fi
   [[ -n "$pid" ]] && after="$(cpu_ticks "$pid")"
   core_after="$(core_busy "cpu$PROXY_CPU")"
@@ -421,7 +448,7 @@ measure() { # target scenario proxy_pid(or "")
   local u0 s0 u1 s1; read -r u0 s0 <<<"$before"; read -r u1 s1 <<<"$after"
   local used=$(( (u1 - u0) + (s1 - s0) ))
   local other=$(( (core_after - core_before) - used ))
-  ROWS+=("$ROUND $s $t $requests $duration_us $p50_us $p99_us $errors $([[ -n "$pid" ]] && echo "$used" || echo -) $other $([[ -n "$pid" ]] && echo $((u1 - u0)) || echo -)")
+  ROWS+=("$ROUND $s $t $requests $duration_us $p50_us $p99_us $errors $([[ -n "$pid" ]] && echo "$used" || echo -) $other $([[ -n "$pid" ]] && echo $((u1 - u0)) || echo -) $kernel_counts")
   printf '   %-12s %-10s %9d req  %10.0f req/s  p99 %7.2f ms  errors %d\n' "$t" "$s" "$requests" \
     "$(awk -v r="$requests" -v d="$duration_us" 'BEGIN{print r/(d/1e6)}')" "$(awk -v p="$p99_us" 'BEGIN{print p/1000}')" "$errors"
   if ((errors > 0)); then echo "   warning: $errors errors (non-2xx/3xx, socket errors or timeouts) in $t/$s" >&2; fi
@@ -499,6 +526,8 @@ function sort(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i
     USER[n] = $9 > 0 ? 100 * $11 / $9 : ""
   }
   OTHER[n] = $10 > 0 ? 100 * ($10 / tck) / secs : 0
+  if ($12 != "" && $12 != "-" && $4 > 0) { SYS[n] = $12 / $4; EPW[n] = $13 / $4; CSW[n] = $14 / $4; any_sys = 1 }
+  else { SYS[n] = ""; EPW[n] = ""; CSW[n] = "" }
   E[r, s, t] = EFF[n]; seen[s] = 1
 }
 END {
@@ -510,6 +539,14 @@ END {
       f(CPU[i], "%.2fs"), f(UTIL[i], "%.0f%%"), f(USER[i], "%.0f%%"), f(PER10K[i], "%.3f"), f(EFF[i], "%.0f"), OTHER[i]
   print ""
   print "user% = share of the proxy'"'"'s CPU spent in user space (the rest is the kernel: TCP, syscalls)"
+  if (any_sys) {
+    print ""
+    hdr = sprintf("%5s  %-10s  %-12s  %12s  %14s  %14s", "round", "scenario", "target", "syscalls/req", "epoll_wait/req", "ctx-switch/req")
+    print hdr; gsub(/./, "-", hdr); print hdr
+    for (i = 1; i <= n; i++) if (SYS[i] != "")
+      printf "%5d  %-10s  %-12s  %12.2f  %14.2f  %14.3f\n", R[i], label[S[i]], T[i], SYS[i], EPW[i], CSW[i]
+    print "(counted by perf over each measured run: every system call, epoll_wait alone, and the times the proxy slept or was preempted)"
+  }
   nr = 0
   no = split("get headers post json", order, " ")
   # pairs: each Sima target against nginx, squid and the hyper floor; the floor against nginx
@@ -537,7 +574,7 @@ END {
   printf "  \"versions\": {\"nginx\": \"%s\", \"squid\": \"%s\", \"wrk\": \"%s\", \"sima\": \"%s\"},\n", vn, vs, vw, vsi > out
   printf "  \"results\": [\n" > out
   for (i = 1; i <= n; i++)
-    printf "    {\"round\": %d, \"scenario\": \"%s\", \"target\": \"%s\", \"requests\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"errors\": %d, \"proxy_cpu_s\": %s, \"proxy_cpu_pct\": %s, \"proxy_user_pct\": %s, \"cpu_s_per_10k\": %s, \"req_per_cpu_s\": %s, \"proxy_core_other_pct\": %.1f}%s\n", R[i], S[i], T[i], REQ[i], RPS[i], P50[i], P99[i], ERR[i], num(CPU[i]), UTIL[i] == "" ? "null" : sprintf("%.1f", UTIL[i]), USER[i] == "" ? "null" : sprintf("%.1f", USER[i]), PER10K[i] == "" ? "null" : sprintf("%.4f", PER10K[i]), EFF[i] == "" ? "null" : sprintf("%.1f", EFF[i]), OTHER[i], i < n ? "," : "" > out
+    printf "    {\"round\": %d, \"scenario\": \"%s\", \"target\": \"%s\", \"requests\": %d, \"rps\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, \"errors\": %d, \"proxy_cpu_s\": %s, \"proxy_cpu_pct\": %s, \"proxy_user_pct\": %s, \"cpu_s_per_10k\": %s, \"req_per_cpu_s\": %s, \"proxy_core_other_pct\": %.1f, \"syscalls_per_req\": %s, \"epoll_waits_per_req\": %s, \"context_switches_per_req\": %s}%s\n", R[i], S[i], T[i], REQ[i], RPS[i], P50[i], P99[i], ERR[i], num(CPU[i]), UTIL[i] == "" ? "null" : sprintf("%.1f", UTIL[i]), USER[i] == "" ? "null" : sprintf("%.1f", USER[i]), PER10K[i] == "" ? "null" : sprintf("%.4f", PER10K[i]), EFF[i] == "" ? "null" : sprintf("%.1f", EFF[i]), OTHER[i], SYS[i] == "" ? "null" : sprintf("%.3f", SYS[i]), EPW[i] == "" ? "null" : sprintf("%.3f", EPW[i]), CSW[i] == "" ? "null" : sprintf("%.4f", CSW[i]), i < n ? "," : "" > out
   printf "  ],\n  \"ratios\": [\n" > out
   for (i = 1; i <= nr; i++)
     printf "    {\"scenario\": \"%s\", \"target\": \"%s\", \"vs\": \"%s\", \"req_per_cpu_s_ratio\": %.3f, \"min\": %.3f, \"max\": %.3f, \"per_round\": [%s]}%s\n", RSC[i], RT[i], RO[i], RV[i], RMIN[i], RMAX[i], RL[i], i < nr ? "," : "" > out

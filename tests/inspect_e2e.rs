@@ -332,17 +332,31 @@ fn dechunk(raw: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn identifier_in_a_long_base64_upload_is_stopped_before_it_leaves() {
-    long_base64_upload_is_stopped(false).await;
+    long_encoded_upload_is_stopped(Encoding::Base64).await;
 }
 
 /// The same, with every base64 character spelled as a JSON `\uXXXX` escape (six bytes
 /// each): a block read before it is decoded spans 24 KiB, past the plain hold-back.
 #[tokio::test]
 async fn identifier_in_a_long_escaped_base64_upload_is_stopped_before_it_leaves() {
-    long_base64_upload_is_stopped(true).await;
+    long_encoded_upload_is_stopped(Encoding::SpelledBase64).await;
 }
 
-async fn long_base64_upload_is_stopped(spelled: bool) {
+/// The same document hex-encoded (300 KB of digits).
+#[tokio::test]
+async fn identifier_in_a_long_hex_upload_is_stopped_before_it_leaves() {
+    long_encoded_upload_is_stopped(Encoding::Hex).await;
+}
+
+/// How the document of `long_encoded_upload_is_stopped` is encoded.
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Base64,
+    SpelledBase64,
+    Hex,
+}
+
+async fn long_encoded_upload_is_stopped(encoding: Encoding) {
     use base64::Engine as _;
     let (addr, seen) = raw_recorder("127.0.0.3").await;
     let sima = start(config(GEO_OVERRIDES)).await;
@@ -354,17 +368,20 @@ async fn long_base64_upload_is_stopped(spelled: bool) {
     let id = format!(" {} ", aadhaar());
     let at = 100_000;
     doc[at..at + id.len()].copy_from_slice(id.as_bytes());
-    let mut b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
-    let width = if spelled { 6 } else { 1 };
-    if spelled {
-        b64 = b64
-            .chars()
-            .map(|c| format!("\\u{:04x}", c as u32))
-            .collect();
-    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
+    let (text, first) = match encoding {
+        Encoding::Base64 => (b64, at / 3 * 4),
+        Encoding::SpelledBase64 => (
+            b64.chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect(),
+            at / 3 * 4 * 6,
+        ),
+        Encoding::Hex => (hex::encode(&doc), at * 2),
+    };
     let prefix = r#"{"file":"kyc.txt","content":""#;
-    let body = format!(r#"{prefix}{b64}"}}"#);
-    let first_raw = prefix.len() + at / 3 * 4 * width;
+    let body = format!(r#"{prefix}{text}"}}"#);
+    let first_raw = prefix.len() + first;
     let req = Request::post(format!("http://{addr}/upload"))
         .header("content-type", "application/json")
         .body(chunked_body(body.as_bytes(), 4096))

@@ -1252,6 +1252,9 @@ struct B64 {
     /// to text, so from there on the run's decoded text goes into the stream in place of its
     /// characters, and `run` holds only the characters of the block not yet decoded.
     streaming: bool,
+    /// The run is read as hex, not base64 (see [`hex_like`]): set by [`B64::decode`], so
+    /// a streaming run's later blocks are read as its first was.
+    hex: bool,
 }
 
 impl B64 {
@@ -1281,6 +1284,7 @@ impl B64 {
         self.std = false;
         self.url = false;
         self.streaming = false;
+        self.hex = false;
     }
 
     /// Whether a byte of class `cls` ends the run instead of going on with it.
@@ -1299,7 +1303,11 @@ impl B64 {
     /// Decodes the current run (or the first block of a long one, a `piece` of text) into
     /// `self.decoded`; true when it is worth emitting.
     fn decode(&mut self, piece: bool) -> bool {
-        if hex_like(&self.run) || !self.decode_kept() {
+        // A run of hex digits is not base64 of text (see `hex_like`), but it may be hex of
+        // text (`"payload":"7b22656d61696c223a…"`). A UUID (dashes), a hash or a trace id
+        // does not decode to text, and is left as it is.
+        self.hex = hex_like(&self.run);
+        if !self.decode_kept() {
             return false;
         }
         if piece {
@@ -1312,6 +1320,9 @@ impl B64 {
     /// Decodes the characters in `run` (a whole short run, or one block of a long run) into
     /// `self.decoded`; false if they are not base64.
     fn decode_kept(&mut self) -> bool {
+        if self.hex {
+            return hex_decode(&self.run, &mut self.decoded);
+        }
         self.decoded.clear();
         let pads = self.run.iter().rev().take_while(|&&c| c == b'=').count();
         let data = self.run.len() - pads;
@@ -1336,6 +1347,10 @@ impl B64 {
     /// hash, a key, a filler) are not base64 of text.
     fn starts_as_text(&self) -> bool {
         let sample = self.run.get(..64).unwrap_or(&self.run);
+        if hex_like(sample) {
+            let mut out = Vec::with_capacity(32);
+            return hex_decode(sample, &mut out) && text_piece(&out);
+        }
         let mut out = [0u8; 48];
         let Ok(n) = self.engine().decode_slice(sample, &mut out) else {
             return false;
@@ -1353,9 +1368,30 @@ impl B64 {
 /// Whether a run is all hex digits and dashes: a UUID, a trace id, a hash, the most common
 /// candidates in JSON bodies and headers. Base64 of text practically never looks like this
 /// (of ASCII text, the first byte of every three would have to be one of `k o s w {`), so
-/// such a run is not decoded at all.
+/// such a run is not decoded as base64: it is read as hex (see [`hex_decode`]), which a
+/// UUID (dashes) or a hash fails or turns into bytes that are not text.
 fn hex_like(run: &[u8]) -> bool {
     run.iter().all(|&c| c.is_ascii_hexdigit() || c == b'-')
+}
+
+/// Decodes `run`, an even number of hex digits of either case, into `out` (cleared first);
+/// false for anything else (a dash, an odd digit out).
+fn hex_decode(run: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    if !run.len().is_multiple_of(2) {
+        return false;
+    }
+    for pair in run.chunks_exact(2) {
+        let (Some(hi), Some(lo)) = (
+            pair.first().copied().and_then(hex_val),
+            pair.get(1).copied().and_then(hex_val),
+        ) else {
+            out.clear();
+            return false;
+        };
+        out.push(hi << 4 | lo);
+    }
+    true
 }
 
 /// Cheap "is this text" check for decoded base64: at least 90% printable ASCII / whitespace,
@@ -3359,6 +3395,7 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
     let mut copied = 0;
     let mut inserted = false;
     let mut owed = false;
+    let mut scratch = Vec::new();
     let raw_to = |out: &mut Vec<u8>, owed: &mut bool, raw: &[u8]| {
         if !raw.is_empty() {
             if std::mem::take(owed) {
@@ -3394,17 +3431,22 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
         if len < BASE64_MIN_RUN || pad > 2 || (std && url) || data % 4 == 1 {
             continue;
         }
-        if pad == 0 && seen & H_NOT_HEX == 0 {
-            // `hex_like`: a UUID, a trace id.
-            continue;
-        }
+        // `hex_like`: read as hex, as `B64::decode` does (a UUID, a trace id, a hash do not
+        // decode to text).
+        let hex = pad == 0 && seen & H_NOT_HEX == 0;
         raw_to(out, &mut owed, value.get(copied..i).unwrap_or(&[]));
         copied = i;
         let mark = out.len();
         out.push(SEPARATOR);
-        let engine = if url { &B64_URL_ENGINE } else { &B64_ENGINE };
         let run = value.get(start..start + data).unwrap_or(&[]);
-        let decoded = engine.decode_vec(run, out).is_ok();
+        let decoded = if hex {
+            let ok = hex_decode(run, &mut scratch);
+            out.extend_from_slice(&scratch);
+            ok
+        } else {
+            let engine = if url { &B64_URL_ENGINE } else { &B64_ENGINE };
+            engine.decode_vec(run, out).is_ok()
+        };
         if decoded && mostly_printable(out.get(mark + 1..).unwrap_or(&[])) {
             inserted = true;
             owed = true;
@@ -4247,6 +4289,63 @@ mod tests {
     }
 
     #[test]
+    fn hex_encoded_text_is_read_decoded() {
+        // An app that hex-encodes a payload: its text is scanned too, in a body and in a
+        // head value, upper or lower case. The raw digits stay in the stream.
+        let text = r#"{"email":"asha@example.in"}"#;
+        let lower = hex::encode(text);
+        let upper = lower.to_ascii_uppercase();
+        for h in [&lower, &upper] {
+            assert_eq!(
+                norm(BodyKind::Text, format!("p {h} q").as_bytes()),
+                format!("p {h}\n{text}\n q")
+            );
+            let mut out = Vec::new();
+            assert!(normalise_value(format!("p {h} q").as_bytes(), &mut out));
+            assert_eq!(String::from_utf8_lossy(&out), format!("p {h}\n{text}\n q"));
+        }
+        let s = norm(
+            BodyKind::Json,
+            format!(r#"{{"payload":"{lower}"}}"#).as_bytes(),
+        );
+        assert!(s.contains(text), "{s}");
+        // Hex that is not text stays as it is: a SHA-256, a UUID (dashes), a trace id, an
+        // odd digit out.
+        let not_text = [
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "3f6c1d2e-8b4a-4c2f-9e1d-7a5b6c4d3e2f",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            &lower[1..],
+        ];
+        for h in not_text {
+            let v = format!("p {h} q");
+            assert_eq!(norm(BodyKind::Text, v.as_bytes()), v);
+            assert!(!normalise_value(v.as_bytes(), &mut Vec::new()), "{h}");
+        }
+    }
+
+    #[test]
+    fn long_hex_runs_decoded_block_by_block() {
+        // 12,000 bytes of text as 24,000 hex digits: past the first block, the run's decoded
+        // text replaces its digits, block by block, and an identifier across a block's edge
+        // is whole in the stream.
+        let needle = "aadhaar 2345 6789 0124";
+        let secret = text_with(12_000, needle, &[0, 2_040, 6_135, 12_000 - needle.len()]);
+        let h = hex::encode(&secret);
+        let first = &h[..BASE64_MAX_RUN];
+        assert_eq!(
+            norm(BodyKind::Text, format!("x {h} y").as_bytes()),
+            format!("x {first}\n{secret}\n y")
+        );
+        // A stray non-hex character ends the decoding there: the rest of the run is raw.
+        let mut broken = h.clone();
+        broken.replace_range(10_000..10_001, "z");
+        let got = norm(BodyKind::Text, format!("x {broken} y").as_bytes());
+        assert!(got.contains(&secret[..BASE64_MAX_RUN / 2]), "{got:.200}");
+        assert!(got.contains(&broken[BASE64_MAX_RUN * 2..]), "{got:.200}");
+    }
+
+    #[test]
     fn long_base64_runs_decoded_block_by_block() {
         use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
         // 20,000 bytes (27 KiB of base64, padded): the needle at the start, across the
@@ -4747,6 +4846,9 @@ mod tests {
                 Just(b"SGVsbG8gV29ybGQgMTIzNCA1Njc4IDkwMTI=".to_vec()),
                 "[a-z&=?]{0,4}%[0-9a-fA-Fg]{0,2}[a-z+]{0,4}".prop_map(String::into_bytes),
                 Just(b"cb?e=asha%40example.in&p=%2B91+98765+43210".to_vec()),
+                // Hex of text, and hex that is not text (a hash, a trace id).
+                Just(b"617368614065786d706c652e696e20393837363534333231302e ".to_vec()),
+                "[0-9a-fA-F]{14,70}".prop_map(String::into_bytes),
             ],
             0..12,
         )
@@ -4911,17 +5013,17 @@ mod tests {
                 0..300,
             ),
             runs in proptest::collection::vec("[ -~]{10,60}", 0..4),
-            url_safe in any::<bool>(),
+            encoding in 0usize..3,
         ) {
             // Noise with base64 of text spliced in: the head's normalisation gives the
             // stream the body pipeline gives for the same text, or says there is nothing
             // to decode when that stream is the text itself.
             let mut v = noise;
             for (i, r) in runs.iter().enumerate() {
-                let enc = if url_safe {
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r)
-                } else {
-                    B64_ENGINE.encode(r)
+                let enc = match encoding {
+                    0 => B64_ENGINE.encode(r),
+                    1 => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r),
+                    _ => hex::encode(r),
                 };
                 let at = (i * 61) % (v.len() + 1);
                 v.splice(at..at, enc.bytes());
@@ -4947,11 +5049,11 @@ mod tests {
         fn long_base64_runs_are_chunk_proof(
             text_len in 3_000usize..10_000,
             binary_at in proptest::option::of(0usize..10_000),
-            url_safe in any::<bool>(),
+            encoding in 0usize..3,
             extra in "[A-Za-z0-9+/=_-]{0,3}",
             sizes in prop::collection::vec(1usize..3_000, 1..6),
         ) {
-            // A long run of base64 text (in places turning binary, or with a stray tail),
+            // A long run of base64 or hex text (in places turning binary, or with a stray tail),
             // in raw text and in a JSON string: the skipping scan gives what the bytewise one
             // does, and the stream does not depend on where the body is cut.
             let mut data: Vec<u8> = (0..text_len).map(|i| b"aadhaar 2345 6789 0124, "[i % 24]).collect();
@@ -4959,10 +5061,10 @@ mod tests {
                 let at = at.min(data.len());
                 data.splice(at..at, (0..500u32).map(|i| (i * 13 % 251) as u8));
             }
-            let mut b64 = if url_safe {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&data)
-            } else {
-                B64_ENGINE.encode(&data)
+            let mut b64 = match encoding {
+                0 => B64_ENGINE.encode(&data),
+                1 => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&data),
+                _ => hex::encode(&data),
             };
             b64.push_str(&extra);
             let body = format!("pre {b64} post");

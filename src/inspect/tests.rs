@@ -99,6 +99,7 @@ fn found_within_hold_back(ins: &Inspector, ct: &str, body: &str, first_raw: usiz
 /// is found while the characters that encode it are still within the hold-back window of a
 /// streamed body: fed 1 KiB at a time, as raw text, as a JSON string, and as a JSON string
 /// spelled in `\uXXXX` escapes, nothing of them would have gone upstream before the finding.
+/// The same document hex-encoded (80 KB of digits), as text and in JSON.
 #[test]
 fn identifier_in_long_base64_found_within_the_hold_back() {
     use base64::Engine as _;
@@ -127,6 +128,57 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
         let what = format!("{ct}, {width} bytes a character");
         found_within_hold_back(&ins, ct, &body, first_raw, &what);
     }
+    let hex = hex::encode(&doc);
+    for (ct, prefix, suffix) in [
+        ("text/plain", "doc=", ""),
+        ("application/json", r#"{"doc":""#, r#""}"#),
+    ] {
+        let body = format!("{prefix}{hex}{suffix}");
+        let what = format!("{ct}, hex");
+        found_within_hold_back(&ins, ct, &body, prefix.len() + at * 2, &what);
+    }
+}
+
+/// A payload an app hex-encodes (a JSON field, a text body, a form value, a header) is
+/// read decoded: its identifiers are found, whichever case the digits are in.
+#[test]
+fn hex_encoded_identifiers_are_found() {
+    let ins = inspector();
+    let payload = format!(
+        r#"{{"email":"asha.verma@example.in","aadhaar":"{}","vpa":"asha@okaxis"}}"#,
+        aadhaar()
+    );
+    let lower = hex::encode(&payload);
+    let upper = lower.to_ascii_uppercase();
+    for h in [&lower, &upper] {
+        for (ct, body) in [
+            ("application/json", format!(r#"{{"payload":"{h}","v":2}}"#)),
+            ("text/plain", format!("payload {h}\n")),
+            (
+                "application/x-www-form-urlencoded",
+                format!("v=2&payload={h}"),
+            ),
+        ] {
+            let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[5, 33]).unwrap();
+            let mut classes: Vec<&str> = class_names(&ins, &items);
+            classes.sort_unstable();
+            classes.dedup();
+            assert_eq!(classes, ["AADHAAR", "EMAIL", "UPI_VPA"], "{ct}");
+        }
+    }
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-context", lower.parse().unwrap());
+    let mut report = Report::default();
+    ins.inspect_head(
+        "/orders",
+        Some(&format!("ctx={upper}")),
+        &headers,
+        &mut report,
+    );
+    let mut classes: Vec<&str> = class_names(&ins, report.items());
+    classes.sort_unstable();
+    classes.dedup();
+    assert_eq!(classes, ["AADHAAR", "EMAIL", "UPI_VPA"]);
 }
 
 /// Identifiers percent-escaped inside a JSON field or a text body (a callback URL, a query

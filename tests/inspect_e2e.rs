@@ -208,6 +208,30 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     }
     assert!(us.requests().is_empty());
 
+    // Spelled with character references in HTML and XML (an obfuscated address, a SOAP
+    // field): read as the receiver reads them. Hex-encoded in a JSON field: read decoded.
+    let hexed = hex::encode(r#"{"email":"asha.verma@example.in"}"#);
+    for (ct, body) in [
+        (
+            "text/html",
+            "<p>Contact: asha.verma&#64;example&period;in</p>".to_owned(),
+        ),
+        (
+            "application/soap+xml",
+            "<Body><Email>asha.verma&#x40;example.in</Email></Body>".to_owned(),
+        ),
+        ("application/json", format!(r#"{{"payload":"{hexed}"}}"#)),
+    ] {
+        let (status, _, reply) = send(sima.info.proxy, post(url("e=1"), ct, body)).await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");
+        assert_eq!(
+            json(&reply)["data_classes"],
+            serde_json::json!(["EMAIL"]),
+            "{ct}"
+        );
+    }
+    assert!(us.requests().is_empty());
+
     // A gzip-compressed JSON body with a card number.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(br#"{"card":"4111 1111 1111 1111","cvv":"123"}"#)

@@ -117,6 +117,10 @@ pub enum BodyKind {
         /// The boundary parameter, without the leading `--`.
         boundary: Vec<u8>,
     },
+    /// HTML and XML (`text/html`, `*/xml`, `*+xml`: XHTML, SOAP, Atom): text whose
+    /// character references (`&#64;`, `&#x40;`, `&commat;`) are read as the characters
+    /// they stand for, as the receiver reads them.
+    Markup,
     /// Anything else, including no `Content-Type` at all: scanned as raw text.
     Text,
 }
@@ -136,6 +140,7 @@ impl BodyKind {
                 }
                 _ => BodyKind::Text,
             },
+            MediaClass::Markup => BodyKind::Markup,
             MediaClass::Other => BodyKind::Text,
         }
     }
@@ -326,11 +331,15 @@ impl Pipeline {
         })
     }
 
-    /// Whether the body's text can arrive spelled in JSON escapes (a JSON body, or a
-    /// multipart one, whose parts may be JSON): up to six raw bytes a character, so that a
-    /// block of text read before it is decoded spans up to six times its length raw.
+    /// Whether the body's text can arrive spelled in escapes of up to six raw bytes a
+    /// character (JSON's `\u0041`, markup's `&#x41;`; a multipart body's parts may be
+    /// either), so that a block of text read before it is decoded spans up to six times
+    /// its length raw.
     pub fn json_escaped(&self) -> bool {
-        matches!(self.norm.mode, Mode::Json(_) | Mode::Multipart(_))
+        matches!(
+            self.norm.mode,
+            Mode::Json(_) | Mode::Multipart(_) | Mode::Markup(_)
+        )
     }
 
     /// Convenience constructor from the raw `Content-Type` and `Content-Encoding` values.
@@ -2200,6 +2209,7 @@ struct Normaliser {
 
 enum Mode {
     Text,
+    Markup(Box<Entities>),
     Json(Box<Json>),
     Form(Box<Form>),
     Multipart(Box<Multipart>),
@@ -2213,6 +2223,7 @@ impl Normaliser {
             BodyKind::Multipart { boundary } => {
                 Mode::Multipart(Box::new(Multipart::new(&boundary, max_depth)))
             }
+            BodyKind::Markup => Mode::Markup(Box::default()),
             BodyKind::Text => Mode::Text,
         };
         Normaliser {
@@ -2228,6 +2239,10 @@ impl Normaliser {
                 em.value(data, None, sink);
                 Ok(())
             }
+            Mode::Markup(m) => {
+                m.feed(data, None, em, sink);
+                Ok(())
+            }
             Mode::Json(j) => j.feed(data, em, sink),
             Mode::Form(f) => {
                 f.feed(data, em, sink);
@@ -2241,6 +2256,7 @@ impl Normaliser {
         let em = &mut self.em;
         match &mut self.mode {
             Mode::Text => em.end_value(None, sink),
+            Mode::Markup(m) => m.finish(None, em, sink),
             Mode::Json(j) => j.finish(em, sink),
             Mode::Form(f) => f.finish(em, sink),
             Mode::Multipart(m) => m.finish(em, sink)?,
@@ -2823,6 +2839,212 @@ impl Json {
     }
 }
 
+/// The longest character reference read whole (`&#x0010FFFF;` and the longest name known
+/// are shorter): a longer `&…` is text.
+const MAX_ENTITY: usize = 12;
+
+/// The named character references read (case-sensitive, as HTML has them): XML's five,
+/// and HTML's names of characters identifiers are written with, so that
+/// `asha&commat;example&period;in` is read as an address.
+const NAMED_ENTITIES: &[(&[u8], char)] = &[
+    (b"amp", '&'),
+    (b"lt", '<'),
+    (b"gt", '>'),
+    (b"quot", '"'),
+    (b"apos", '\''),
+    (b"nbsp", '\u{a0}'),
+    (b"commat", '@'),
+    (b"period", '.'),
+    (b"plus", '+'),
+    (b"hyphen", '-'),
+    (b"dash", '-'),
+    (b"lowbar", '_'),
+    (b"colon", ':'),
+    (b"sol", '/'),
+    (b"num", '#'),
+    (b"percnt", '%'),
+    (b"comma", ','),
+    (b"semi", ';'),
+    (b"equals", '='),
+    (b"quest", '?'),
+    (b"excl", '!'),
+    (b"lpar", '('),
+    (b"rpar", ')'),
+    (b"ensp", '\u{2002}'),
+    (b"emsp", '\u{2003}'),
+    (b"thinsp", '\u{2009}'),
+];
+
+/// How much of `s` (which starts with `&`) is a character reference.
+#[derive(Debug, PartialEq)]
+enum Entity {
+    /// `s[..len]` stands for `ch`.
+    Char { ch: char, len: usize },
+    /// `s` ends before the reference could end: more bytes are needed.
+    Incomplete,
+    /// The `&` is text.
+    Text,
+}
+
+/// Reads the character reference at the start of `s` (`&#64;`, `&#x40;`, `&commat;`). A
+/// numeric one may lack its `;` (HTML reads it so); one that names no character (zero, a
+/// surrogate, past U+10FFFF) is U+FFFD. A space of any width (`&nbsp;`, `&#8201;`) is read
+/// as a plain space: templates keep the groups of a number together with `&nbsp;`, and the
+/// detectors know groups spaced with ASCII spaces. `at_end`: nothing follows `s`.
+fn entity(s: &[u8], at_end: bool) -> Entity {
+    match entity_char(s, at_end) {
+        Entity::Char {
+            ch: '\u{a0}' | '\u{2000}'..='\u{200a}' | '\u{202f}',
+            len,
+        } => Entity::Char { ch: ' ', len },
+        e => e,
+    }
+}
+
+fn entity_char(s: &[u8], at_end: bool) -> Entity {
+    let more = if at_end {
+        Entity::Text
+    } else {
+        Entity::Incomplete
+    };
+    match s.get(1) {
+        None => more,
+        Some(b'#') => {
+            let hex = matches!(s.get(2), Some(b'x' | b'X'));
+            let from = if hex { 3 } else { 2 };
+            let mut cp: u32 = 0;
+            let mut i = from;
+            while let Some(&c) = s.get(i) {
+                let d = if hex {
+                    hex_val(c).map(u32::from)
+                } else {
+                    c.is_ascii_digit().then(|| u32::from(c - b'0'))
+                };
+                let Some(d) = d else { break };
+                cp = cp
+                    .saturating_mul(if hex { 16 } else { 10 })
+                    .saturating_add(d);
+                i += 1;
+                if i >= MAX_ENTITY {
+                    return Entity::Text;
+                }
+            }
+            if i == s.len() && !at_end {
+                return Entity::Incomplete;
+            }
+            if i == from {
+                return Entity::Text;
+            }
+            let len = if s.get(i) == Some(&b';') { i + 1 } else { i };
+            let ch = char::from_u32(cp)
+                .filter(|&c| c != '\0')
+                .unwrap_or('\u{fffd}');
+            Entity::Char { ch, len }
+        }
+        Some(_) => {
+            let name_len = s
+                .iter()
+                .skip(1)
+                .take(MAX_ENTITY)
+                .position(|c| !c.is_ascii_alphanumeric());
+            match name_len {
+                None if s.len() <= MAX_ENTITY && !at_end => Entity::Incomplete,
+                Some(n) if n > 0 && s.get(n + 1) == Some(&b';') => {
+                    let name = s.get(1..n + 1).unwrap_or(&[]);
+                    NAMED_ENTITIES
+                        .iter()
+                        .find(|(known, _)| *known == name)
+                        .map_or(Entity::Text, |&(_, ch)| Entity::Char { ch, len: n + 2 })
+                }
+                _ => Entity::Text,
+            }
+        }
+    }
+}
+
+/// Streaming reader of HTML and XML text: character references are replaced by the
+/// characters they stand for, and the text goes on as value text (base64 and percent
+/// escapes in it are read as in any text). A reference cut between chunks is carried.
+#[derive(Default)]
+struct Entities {
+    /// A reference begun at the end of the last chunk (at most [`MAX_ENTITY`] bytes).
+    carry: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Entities {
+    fn feed(&mut self, data: &[u8], key: Option<&[u8]>, em: &mut Emitter, sink: &mut Sink<'_>) {
+        self.out.clear();
+        let mut i = 0;
+        if !self.carry.is_empty() {
+            let mut joined = std::mem::take(&mut self.carry);
+            let had = joined.len();
+            joined.extend_from_slice(data.get(..MAX_ENTITY).unwrap_or(data));
+            match entity(&joined, false) {
+                Entity::Incomplete => {
+                    // Still short (tiny chunks): all of `data` went into `joined`.
+                    self.carry = joined;
+                    return;
+                }
+                Entity::Char { ch, len } => {
+                    push_utf8(&mut self.out, ch);
+                    i = len.saturating_sub(had);
+                }
+                Entity::Text => {
+                    // A carried reference holds no other `&`: its bytes are text.
+                    self.out.extend_from_slice(joined.get(..had).unwrap_or(&[]));
+                }
+            }
+            joined.clear();
+            self.carry = joined;
+        }
+        while let Some(rest) = data.get(i..).filter(|r| !r.is_empty()) {
+            let Some(k) = memchr::memchr(b'&', rest) else {
+                self.out.extend_from_slice(rest);
+                break;
+            };
+            self.out.extend_from_slice(rest.get(..k).unwrap_or(&[]));
+            let at = rest.get(k..).unwrap_or(&[]);
+            match entity(at, false) {
+                Entity::Char { ch, len } => {
+                    push_utf8(&mut self.out, ch);
+                    i += k + len;
+                }
+                Entity::Text => {
+                    self.out.push(b'&');
+                    i += k + 1;
+                }
+                Entity::Incomplete => {
+                    self.carry.extend_from_slice(at);
+                    break;
+                }
+            }
+        }
+        em.value(&self.out, key, sink);
+    }
+
+    fn finish(&mut self, key: Option<&[u8]>, em: &mut Emitter, sink: &mut Sink<'_>) {
+        if !self.carry.is_empty() {
+            let carry = std::mem::take(&mut self.carry);
+            self.out.clear();
+            match entity(&carry, true) {
+                Entity::Char { ch, len } => {
+                    push_utf8(&mut self.out, ch);
+                    self.out.extend_from_slice(carry.get(len..).unwrap_or(&[]));
+                }
+                _ => self.out.extend_from_slice(&carry),
+            }
+            em.value(&self.out, key, sink);
+        }
+        em.end_value(key, sink);
+    }
+}
+
+fn push_utf8(out: &mut Vec<u8>, ch: char) {
+    let mut tmp = [0u8; 4];
+    out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+}
+
 /// Streaming `application/x-www-form-urlencoded` normaliser.
 #[derive(Default)]
 struct Form {
@@ -2928,6 +3150,7 @@ enum MpPhase {
 
 enum PartBody {
     Text,
+    Markup(Box<Entities>),
     Json(Box<Json>),
     Form(Box<Form>),
 }
@@ -2969,6 +3192,7 @@ impl Part {
         };
         match &mut self.body {
             PartBody::Text => em.value(bytes, key, sink),
+            PartBody::Markup(m) => m.feed(bytes, key, em, sink),
             PartBody::Json(j) => j.feed(bytes, em, sink)?,
             PartBody::Form(f) => f.feed(bytes, em, sink),
         }
@@ -2983,6 +3207,7 @@ impl Part {
         };
         match &mut self.body {
             PartBody::Text => em.end_value(key, sink),
+            PartBody::Markup(m) => m.finish(key, em, sink),
             PartBody::Json(j) => j.finish(em, sink),
             PartBody::Form(f) => f.finish(em, sink),
         }
@@ -3001,6 +3226,7 @@ impl Part {
         self.body = match class {
             MediaClass::Json => PartBody::Json(Box::new(Json::new(self.max_depth, self.key()))),
             MediaClass::Form => PartBody::Form(Box::default()),
+            MediaClass::Markup => PartBody::Markup(Box::default()),
             _ => PartBody::Text,
         };
     }
@@ -3234,6 +3460,7 @@ enum MediaClass {
     Json,
     Form,
     Multipart,
+    Markup,
     Other,
 }
 
@@ -3259,6 +3486,9 @@ fn media_class(value: &[u8]) -> MediaClass {
     let subtype = mt.splitn(2, |&b| b == b'/').nth(1).unwrap_or(&[]);
     if memchr::memmem::find(subtype, b"json").is_some() {
         return MediaClass::Json;
+    }
+    if subtype == b"html" || subtype == b"xml" || subtype.ends_with(b"+xml") {
+        return MediaClass::Markup;
     }
     MediaClass::Other
 }
@@ -3796,10 +4026,114 @@ mod tests {
             (Some("text/plain"), BodyKind::Text),
             (Some("application/octet-stream"), BodyKind::Text),
             (Some("json/whatever"), BodyKind::Text),
+            (Some("text/html; charset=utf-8"), BodyKind::Markup),
+            (Some("application/xml"), BodyKind::Markup),
+            (Some("text/xml"), BodyKind::Markup),
+            (
+                Some("application/soap+xml; charset=utf-8"),
+                BodyKind::Markup,
+            ),
+            (Some("application/xhtml+xml"), BodyKind::Markup),
+            (Some("text/htmlx"), BodyKind::Text),
+            (Some("application/xml-dtd"), BodyKind::Text),
         ];
         for (ct, want) in cases {
             assert_eq!(&BodyKind::from_content_type(*ct), want, "{ct:?}");
         }
+    }
+
+    #[test]
+    fn character_references_are_read() {
+        use Entity::{Char, Incomplete, Text};
+        let cases: &[(&str, bool, Entity)] = &[
+            ("&#64;x", false, Char { ch: '@', len: 5 }),
+            ("&#x40;", false, Char { ch: '@', len: 6 }),
+            ("&#X4A;", false, Char { ch: 'J', len: 6 }),
+            ("&#64 x", false, Char { ch: '@', len: 4 }),
+            ("&commat;", false, Char { ch: '@', len: 8 }),
+            ("&period;in", false, Char { ch: '.', len: 8 }),
+            ("&amp;amp;", false, Char { ch: '&', len: 5 }),
+            (
+                "&#0;",
+                false,
+                Char {
+                    ch: '\u{fffd}',
+                    len: 4,
+                },
+            ),
+            (
+                "&#xD800;",
+                false,
+                Char {
+                    ch: '\u{fffd}',
+                    len: 8,
+                },
+            ),
+            (
+                "&#x110000;",
+                false,
+                Char {
+                    ch: '\u{fffd}',
+                    len: 10,
+                },
+            ),
+            (
+                "&#x10FFFF;",
+                false,
+                Char {
+                    ch: '\u{10ffff}',
+                    len: 10,
+                },
+            ),
+            // Spaces of any width are plain spaces.
+            ("&nbsp;", false, Char { ch: ' ', len: 6 }),
+            ("&#160;", false, Char { ch: ' ', len: 6 }),
+            ("&#x2009;", false, Char { ch: ' ', len: 8 }),
+            // Cut short: more may follow, unless the body ends there.
+            ("&", false, Incomplete),
+            ("&#", false, Incomplete),
+            ("&#x", false, Incomplete),
+            ("&#64", false, Incomplete),
+            ("&#64", true, Char { ch: '@', len: 4 }),
+            ("&comm", false, Incomplete),
+            ("&comm", true, Text),
+            // Text: no digits, an unknown or unended name, too long.
+            ("&#;", false, Text),
+            ("&#xg;", false, Text),
+            ("& x", false, Text),
+            ("&Commat;", false, Text),
+            ("&commat x", false, Text),
+            ("&#000000000064;", false, Text),
+            ("&averyveryverylongname;", false, Text),
+        ];
+        for (s, at_end, want) in cases {
+            assert_eq!(&entity(s.as_bytes(), *at_end), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn markup_bodies_are_read_with_their_references_undone() {
+        assert_eq!(
+            norm(
+                BodyKind::Markup,
+                b"<p>Mail asha&#46;verma&#x40;example&period;in &amp; call &#43;91&nbsp;98765&#32;43210</p>"
+            ),
+            "<p>Mail asha.verma@example.in & call +91 98765 43210</p>"
+        );
+        // Not a reference: left as it is. A reference cut at the body's end is read.
+        assert_eq!(
+            norm(BodyKind::Markup, b"AT&T &unknown; &#xZ; a&#64"),
+            "AT&T &unknown; &#xZ; a@"
+        );
+        // In a multipart part of an HTML type, under the part's name.
+        let body = b"--bnd\r\nContent-Disposition: form-data; name=\"bio\"\r\nContent-Type: text/html\r\n\r\na&#64;b.in\r\n--bnd--\r\n";
+        let got = norm(
+            BodyKind::Multipart {
+                boundary: b"bnd".to_vec(),
+            },
+            body,
+        );
+        assert!(got.contains("{bio=a@b.in}"), "{got}");
     }
 
     #[test]
@@ -4897,8 +5231,37 @@ mod tests {
             })
     }
 
+    fn markup_body() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                "[<>/a-z =\"]{0,20}".prop_map(String::into_bytes),
+                prop::sample::select(vec![
+                    "&#64;",
+                    "&#x40;",
+                    "&#X2E;",
+                    "&commat;",
+                    "&amp;",
+                    "&#64",
+                    "&#",
+                    "&#x",
+                    "&",
+                    "&comm",
+                    "&#1114112;",
+                    "&#00000000000064;",
+                    "&nbsp;",
+                ])
+                .prop_map(|s| s.as_bytes().to_vec()),
+                "[0-9]{1,6}".prop_map(String::into_bytes),
+                prop::collection::vec(any::<u8>(), 0..8),
+            ],
+            0..30,
+        )
+        .prop_map(|v| v.concat())
+    }
+
     fn any_body() -> impl Strategy<Value = (BodyKind, Vec<u8>)> {
         prop_oneof![
+            markup_body().prop_map(|b| (BodyKind::Markup, b)),
             json_body().prop_map(|b| (BodyKind::Json, b)),
             form_body().prop_map(|b| (BodyKind::Form, b)),
             text_body().prop_map(|b| (BodyKind::Text, b)),

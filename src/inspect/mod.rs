@@ -25,10 +25,11 @@ pub const DEFAULT_MAX_ENCODED_BODY: usize = 8 * 1024 * 1024;
 /// block of 4,096 characters (a run is decoded a block at a time; a percent-escaped run
 /// likewise) plus the decoder's own small buffers.
 pub const DEFAULT_HOLD_BACK: usize = 16 * 1024;
-/// The hold-back for a body whose text may be spelled in JSON escapes (JSON, multipart):
-/// a block of base64 or percent-escaped text is read before it is decoded (at most 5,120
-/// characters, with a percent run's look-back), and spelled in `\uXXXX` escapes it spans
-/// 30 KiB raw; plus the longest identifier so spelled and the scanner's carry.
+/// The hold-back for a body whose text may be spelled in escapes (JSON, HTML and XML,
+/// multipart): a block of base64 or percent-escaped text is read before it is decoded (at
+/// most 5,120 characters, with a percent run's look-back), and spelled in `\uXXXX` escapes
+/// (or `&#x41;` references) it spans 30 KiB raw; plus the longest identifier so spelled
+/// and the scanner's carry.
 pub const JSON_HOLD_BACK: usize = 40 * 1024;
 /// Findings kept per request for explanations (counts are always exact).
 pub const MAX_ITEMS: usize = 256;

@@ -128,6 +128,19 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
         let what = format!("{ct}, {width} bytes a character");
         found_within_hold_back(&ins, ct, &body, first_raw, &what);
     }
+    // In an HTML body, each character spelled as a reference (`&#x41;`): six bytes too.
+    let refs: String = b64
+        .chars()
+        .map(|c| format!("&#x{:02x};", c as u32))
+        .collect();
+    let body = format!("<pre>{refs}</pre>");
+    found_within_hold_back(
+        &ins,
+        "text/html",
+        &body,
+        5 + at / 3 * 4 * 6,
+        "html, references",
+    );
     let hex = hex::encode(&doc);
     for (ct, prefix, suffix) in [
         ("text/plain", "doc=", ""),
@@ -136,6 +149,34 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
         let body = format!("{prefix}{hex}{suffix}");
         let what = format!("{ct}, hex");
         found_within_hold_back(&ins, ct, &body, prefix.len() + at * 2, &what);
+    }
+}
+
+/// Identifiers spelled with character references in HTML and XML bodies (an address
+/// obfuscated as `&#64;`, a SOAP field) are found as the receiver reads them.
+#[test]
+fn identifiers_spelled_with_character_references_are_found() {
+    let ins = inspector();
+    let a = aadhaar();
+    let spaced = format!("{}&#32;{}&nbsp;{}", &a[..4], &a[4..8], &a[8..]);
+    for (ct, body) in [
+        (
+            "text/html; charset=utf-8",
+            format!("<p>Write to asha.verma&#64;example&period;in, UID {spaced}</p>"),
+        ),
+        (
+            "application/soap+xml",
+            format!(
+                "<soap:Body><KycRequest><Email>asha.verma&#x40;example.in</Email>\
+                 <Uid>{spaced}</Uid></KycRequest></soap:Body>"
+            ),
+        ),
+    ] {
+        let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[3, 17]).unwrap();
+        let mut classes: Vec<&str> = class_names(&ins, &items);
+        classes.sort_unstable();
+        classes.dedup();
+        assert_eq!(classes, ["AADHAAR", "EMAIL"], "{ct}");
     }
 }
 

@@ -187,31 +187,18 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
     assert_eq!(json(&body)["data_classes"], serde_json::json!(["IN_PHONE"]));
 
-    // Percent-escaped inside a JSON field and a text body (a callback URL): read decoded.
+    // An address spelled so the receiver reads it, each read as the receiver does:
+    // percent-escaped inside a JSON field and a text body (a callback URL), with character
+    // references in HTML and XML (an obfuscated address, a SOAP field), hex-encoded in a
+    // JSON field.
+    let callback = "https://partner.example/cb?ref=7&email=asha.verma%40example.in";
+    let hexed = hex::encode(r#"{"email":"asha.verma@example.in"}"#);
     for (ct, body) in [
         (
             "application/json",
-            r#"{"callback":"https://partner.example/cb?ref=7&email=asha.verma%40example.in"}"#,
+            format!(r#"{{"callback":"{callback}"}}"#),
         ),
-        (
-            "text/plain",
-            "redirect to https://partner.example/cb?ref=7&email=asha.verma%40example.in now",
-        ),
-    ] {
-        let (status, _, reply) = send(sima.info.proxy, post(url("w=1"), ct, body)).await;
-        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");
-        assert_eq!(
-            json(&reply)["data_classes"],
-            serde_json::json!(["EMAIL"]),
-            "{ct}"
-        );
-    }
-    assert!(us.requests().is_empty());
-
-    // Spelled with character references in HTML and XML (an obfuscated address, a SOAP
-    // field): read as the receiver reads them. Hex-encoded in a JSON field: read decoded.
-    let hexed = hex::encode(r#"{"email":"asha.verma@example.in"}"#);
-    for (ct, body) in [
+        ("text/plain", format!("redirect to {callback} now")),
         (
             "text/html",
             "<p>Contact: asha.verma&#64;example&period;in</p>".to_owned(),
@@ -222,7 +209,7 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
         ),
         ("application/json", format!(r#"{{"payload":"{hexed}"}}"#)),
     ] {
-        let (status, _, reply) = send(sima.info.proxy, post(url("e=1"), ct, body)).await;
+        let (status, _, reply) = send(sima.info.proxy, post(url("w=1"), ct, body)).await;
         assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");
         assert_eq!(
             json(&reply)["data_classes"],

@@ -193,7 +193,18 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     // JSON field.
     let callback = "https://partner.example/cb?ref=7&email=asha.verma%40example.in";
     let hexed = hex::encode(r#"{"email":"asha.verma@example.in"}"#);
+    // Base64 wrapped at 76 characters (Python's `base64.encodebytes`), the address split
+    // across the line break: decoded as one block.
+    let note = "Customer record for the Pune branch: contact asha.verma@example.in today";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(note);
+    let (first, rest) = b64.split_at(76);
+    let head = base64::engine::general_purpose::STANDARD
+        .decode(first)
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&head).contains("asha.verma@example.in"));
+    let mime = format!("{first}\n{rest}\n");
     for (ct, body) in [
+        ("text/plain", mime),
         (
             "application/json",
             format!(r#"{{"callback":"{callback}"}}"#),

@@ -1608,6 +1608,155 @@ impl Pct {
     }
 }
 
+/// The line widths of wrapped base64: MIME (RFC 2045, Python's `base64.encodebytes`,
+/// Java's MIME encoder) and PEM (RFC 7468).
+const WRAP_WIDTHS: [usize; 2] = [64, 76];
+
+/// Whether `c` can go on a line of wrapped base64 (either alphabet, no padding).
+fn wrap_char(c: u8) -> bool {
+    matches!(B64_CLASS[usize::from(c)], B64_ALNUM | B64_STD | B64_URL)
+}
+
+/// Joins the lines of wrapped base64 in value text, so that the block is one run and an
+/// identifier whose characters straddle a line break is decoded whole. A line break (`\n`
+/// or `\r\n`) is dropped when the base64 characters before it are exactly one line of a
+/// [`WRAP_WIDTHS`] width and a base64 character follows it; the receiver's decoder skips
+/// it the same way. A line break at the end of a piece waits for the next one.
+#[derive(Default)]
+struct Wrap {
+    /// Base64 characters at the end of the text so far (capped past the widest line).
+    line: usize,
+    /// A line break that may join two lines, cut from the end of the last piece.
+    held: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Wrap {
+    const CAP: usize = 77;
+
+    /// Joins wrapped lines in `bytes`, the next piece of a value (`last`: its end); true
+    /// when the text to use instead is in `self.out`.
+    fn join(&mut self, bytes: &[u8], last: bool) -> bool {
+        if self.held.is_empty()
+            && (self.line == 0 && bytes.len() <= WRAP_WIDTHS[0]
+                || memchr::memchr(b'\n', bytes).is_none() && !bytes.ends_with(b"\r"))
+        {
+            // No line break to join here (nearly all text): count the line on, unless the
+            // value ends here.
+            if last {
+                self.line = 0;
+            } else {
+                self.count(bytes, 0);
+            }
+            return false;
+        }
+        self.out.clear();
+        let mut changed = false;
+        let mut i = 0;
+        if !self.held.is_empty() {
+            if self.held == b"\r" && bytes.first() == Some(&b'\n') {
+                self.held.push(b'\n');
+                i = 1;
+            }
+            match bytes.get(i) {
+                None if !last => return true,
+                Some(&c) if wrap_char(c) && self.held.ends_with(b"\n") => {}
+                _ => self.out.extend_from_slice(&self.held),
+            }
+            self.held.clear();
+            self.line = 0;
+            changed = true;
+        }
+        let mut from = i;
+        let mut line_start = i;
+        let mut carried = if changed { 0 } else { self.line };
+        for p in memchr::memchr_iter(b'\n', bytes).filter(|&p| p >= i) {
+            let lb = if p > i && bytes.get(p - 1) == Some(&b'\r') {
+                p - 1
+            } else {
+                p
+            };
+            // Most lines (of a CSV, a log) are shorter than a wrapped one: no need to count.
+            let long = lb - line_start + carried >= WRAP_WIDTHS[0];
+            if long && WRAP_WIDTHS.contains(&self.run_before(bytes, line_start, lb, carried)) {
+                match bytes.get(p + 1) {
+                    Some(&c) if wrap_char(c) => {
+                        self.out
+                            .extend_from_slice(bytes.get(from..lb).unwrap_or(&[]));
+                        from = p + 1;
+                        changed = true;
+                    }
+                    None if !last => {
+                        self.out
+                            .extend_from_slice(bytes.get(from..lb).unwrap_or(&[]));
+                        self.held.extend_from_slice(bytes.get(lb..).unwrap_or(&[]));
+                        from = bytes.len();
+                        changed = true;
+                    }
+                    _ => {}
+                }
+            }
+            line_start = p + 1;
+            carried = 0;
+        }
+        // A `\r` ending the piece may begin a line break.
+        if from < bytes.len() && !last && bytes.ends_with(b"\r") {
+            let lb = bytes.len() - 1;
+            if WRAP_WIDTHS.contains(&self.run_before(bytes, line_start, lb, carried)) {
+                self.out
+                    .extend_from_slice(bytes.get(from..lb).unwrap_or(&[]));
+                self.held.push(b'\r');
+                from = bytes.len();
+                changed = true;
+            }
+        }
+        if !changed {
+            if last {
+                self.line = 0;
+            } else {
+                self.count(bytes, 0);
+            }
+            return false;
+        }
+        self.out.extend_from_slice(bytes.get(from..).unwrap_or(&[]));
+        // The line now open began after the last line break of `bytes` (a joined one too).
+        self.line = if self.held.is_empty() && !last {
+            self.run_before(bytes, line_start, bytes.len(), carried)
+        } else {
+            0
+        };
+        true
+    }
+
+    /// Base64 characters right before `bytes[end]`, back to `start` (plus `carried` from
+    /// earlier text if they reach it), capped.
+    fn run_before(&self, bytes: &[u8], start: usize, end: usize, carried: usize) -> usize {
+        let text = bytes.get(start..end).unwrap_or(&[]);
+        let n = text
+            .iter()
+            .rev()
+            .take(Self::CAP)
+            .take_while(|&&c| wrap_char(c))
+            .count();
+        if n == text.len() {
+            (n + carried).min(Self::CAP)
+        } else {
+            n
+        }
+    }
+
+    /// Carries the count of base64 characters at the end of `bytes` on.
+    fn count(&mut self, bytes: &[u8], start: usize) {
+        self.line = self.run_before(bytes, start, bytes.len(), self.line);
+    }
+
+    /// The held line break, at the end of a value (no line follows it).
+    fn release(&mut self) -> Option<Vec<u8>> {
+        self.line = 0;
+        (!self.held.is_empty()).then(|| std::mem::take(&mut self.held))
+    }
+}
+
 /// Builds the normalised stream: buffers bytes of one key, inserts separators, scans value
 /// text for base64 and keeps the stream offset.
 #[derive(Default)]
@@ -1620,6 +1769,7 @@ struct Emitter {
     dirty: bool,
     b64: B64,
     pct: Pct,
+    wrap: Wrap,
 }
 
 impl Emitter {
@@ -1741,7 +1891,13 @@ impl Emitter {
     /// start in `bytes` (`run_from`), and copied into `b64.run` only when it may be decoded
     /// (it ends here as a candidate) or when it goes on past the end of `bytes`.
     fn text(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
-        self.text_to(bytes, key, false, sink);
+        if self.wrap.join(bytes, false) {
+            let joined = std::mem::take(&mut self.wrap.out);
+            self.text_to(&joined, key, false, sink);
+            self.wrap.out = joined;
+        } else {
+            self.text_to(bytes, key, false, sink);
+        }
     }
 
     fn text_to(&mut self, bytes: &[u8], key: Option<&[u8]>, last: bool, sink: &mut Sink<'_>) {
@@ -1857,6 +2013,17 @@ impl Emitter {
     /// skipping is tested against.
     #[cfg(test)]
     fn text_bytewise(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if self.wrap.join(bytes, false) {
+            let joined = std::mem::take(&mut self.wrap.out);
+            self.text_bytewise_joined(&joined, key, sink);
+            self.wrap.out = joined;
+        } else {
+            self.text_bytewise_joined(bytes, key, sink);
+        }
+    }
+
+    #[cfg(test)]
+    fn text_bytewise_joined(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
         let mut start = 0;
         for (i, &c) in bytes.iter().enumerate() {
             let cls = B64_CLASS[usize::from(c)];
@@ -2009,6 +2176,9 @@ impl Emitter {
     /// Ends a piece of value text: closes its base64 run and its percent run, then a
     /// boundary.
     fn end_value(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if let Some(held) = self.wrap.release() {
+            self.value_text(&held, key, false, true, sink);
+        }
         if self.b64.len > 0 {
             self.close_run(key, sink);
         }
@@ -2046,6 +2216,25 @@ impl Emitter {
     /// for the last text of a value (see [`Emitter::put_last`]).
     #[inline]
     fn value_to(
+        &mut self,
+        bytes: &[u8],
+        key: Option<&[u8]>,
+        last: bool,
+        maybe_pct: bool,
+        sink: &mut Sink<'_>,
+    ) {
+        if self.wrap.join(bytes, last) {
+            let joined = std::mem::take(&mut self.wrap.out);
+            self.value_text(&joined, key, last, maybe_pct, sink);
+            self.wrap.out = joined;
+        } else {
+            self.value_text(bytes, key, last, maybe_pct, sink);
+        }
+    }
+
+    /// [`Emitter::value_to`] once wrapped base64 lines are joined.
+    #[inline]
+    fn value_text(
         &mut self,
         bytes: &[u8],
         key: Option<&[u8]>,
@@ -4658,6 +4847,59 @@ mod tests {
         }
     }
 
+    /// `data` as base64 wrapped at `width` characters a line, each line ended by `eol`.
+    fn wrapped(data: &[u8], width: usize, eol: &str) -> String {
+        let b = B64_ENGINE.encode(data);
+        let lines: Vec<&str> = b
+            .as_bytes()
+            .chunks(width)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        lines.join(eol) + eol
+    }
+
+    #[test]
+    fn wrapped_base64_lines_are_joined() {
+        // Python's `base64.encodebytes`, a MIME part, PEM: an identifier straddling a line
+        // break is decoded whole, as the receiver's decoder reads it.
+        let text =
+            "Customer KYC record for the branch, Aadhaar no. 2345 6789 0124 verified in Pune.";
+        for (width, eol) in [(76, "\n"), (76, "\r\n"), (64, "\n")] {
+            let w = wrapped(text.as_bytes(), width, eol);
+            let got = norm(BodyKind::Text, w.as_bytes());
+            assert!(got.contains(text), "{width} {eol:?}: {got:?}");
+            let json = format!(
+                r#"{{"file":"{}"}}"#,
+                w.replace('\r', "\\r").replace('\n', "\\n")
+            );
+            let got = norm(BodyKind::Json, json.as_bytes());
+            assert!(got.contains(text), "json {width} {eol:?}: {got:?}");
+        }
+        // A base64 part of a MIME message.
+        let body = format!(
+            "--bnd\r\nContent-Disposition: form-data; name=\"doc\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}--bnd--\r\n",
+            wrapped(text.as_bytes(), 76, "\r\n")
+        );
+        let got = norm(
+            BodyKind::Multipart {
+                boundary: b"bnd".to_vec(),
+            },
+            body.as_bytes(),
+        );
+        assert!(got.contains(text), "{got:?}");
+        // Lines are joined only at a wrapping width, and before more base64: text
+        // that happens to hold a long word is left as it was.
+        for t in [
+            format!("{}\nnext line", "a".repeat(75)),
+            format!("{}\n next line", "a".repeat(76)),
+            format!("{}\n\nnext", "a".repeat(76)),
+            format!("{}=\nnext", "a".repeat(75)),
+        ] {
+            assert_eq!(norm(BodyKind::Text, t.as_bytes()), t, "{t:?}");
+        }
+    }
+
     #[test]
     fn long_hex_runs_decoded_block_by_block() {
         // 12,000 bytes of text as 24,000 hex digits: past the first block, the run's decoded
@@ -5435,6 +5677,32 @@ mod tests {
             prop_assert_eq!(emitted(raw, &sizes, false), emitted(raw, &sizes, true));
             let json = format!(r#"{{"doc":"{b64}","n":1}}"#);
             for (kind, body) in [(BodyKind::Text, body.as_bytes()), (BodyKind::Json, json.as_bytes())] {
+                let (want, want_r) = run(kind.clone(), &[body]);
+                let (got, got_r) = run(kind.clone(), &split(body, &sizes));
+                prop_assert_eq!(&got_r, &want_r);
+                prop_assert_eq!(&got, &want);
+                let (bytes, bytes_r) = run(kind, &split(body, &[1]));
+                prop_assert_eq!(bytes_r, want_r);
+                prop_assert_eq!(bytes, want);
+            }
+        }
+
+        #[test]
+        fn wrapped_base64_is_chunk_proof(
+            text_len in 40usize..6_000,
+            width in prop::sample::select(vec![64usize, 76, 75]),
+            crlf in any::<bool>(),
+            tail in "[A-Za-z0-9 \n]{0,3}",
+            sizes in prop::collection::vec(1usize..200, 1..6),
+        ) {
+            // Wrapped base64 (and, at width 75, lines that are not joined), ended by more
+            // text, in a text body and in a JSON string, cut anywhere, a byte at a time too:
+            // the same stream, and the skipping scan agrees with the bytewise one.
+            let data: Vec<u8> = (0..text_len).map(|i| b"aadhaar 2345 6789 0124, "[i % 24]).collect();
+            let w = wrapped(&data, width, if crlf { "\r\n" } else { "\n" }) + &tail;
+            prop_assert_eq!(emitted(w.as_bytes(), &sizes, false), emitted(w.as_bytes(), &sizes, true));
+            let json = format!(r#"{{"doc":"{}","n":1}}"#, w.replace('\r', "\\r").replace('\n', "\\n"));
+            for (kind, body) in [(BodyKind::Text, w.as_bytes()), (BodyKind::Json, json.as_bytes())] {
                 let (want, want_r) = run(kind.clone(), &[body]);
                 let (got, got_r) = run(kind.clone(), &split(body, &sizes));
                 prop_assert_eq!(&got_r, &want_r);

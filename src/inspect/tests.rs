@@ -106,7 +106,8 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
     let ins = inspector();
     let id = format!(" aadhaar {} ", aadhaar());
     let mut doc: Vec<u8> = (0..40_000).map(|i| b"lorem ipsum dolor "[i % 18]).collect();
-    let at = 25_000;
+    // Its digits straddle the end of a 57-byte line of wrapped base64 (below).
+    let at = 25_008;
     doc[at..at + id.len()].copy_from_slice(id.as_bytes());
     let b64 = base64::engine::general_purpose::STANDARD.encode(&doc);
     // The same characters each spelled as a JSON escape: six bytes a character.
@@ -128,6 +129,15 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
         let what = format!("{ct}, {width} bytes a character");
         found_within_hold_back(&ins, ct, &body, first_raw, &what);
     }
+    // Wrapped at 76 characters a line, as MIME and Python's `base64.encodebytes` write it.
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    let body = format!("doc:\r\n{}\r\n", lines.join("\r\n"));
+    let c = at / 3 * 4;
+    found_within_hold_back(&ins, "text/plain", &body, 6 + c + c / 76 * 2, "wrapped");
     // In an HTML body, each character spelled as a reference (`&#x41;`): six bytes too.
     let refs: String = b64
         .chars()

@@ -1913,12 +1913,18 @@ impl Emitter {
     /// start in `bytes` (`run_from`), and copied into `b64.run` only when it may be decoded
     /// (it ends here as a candidate) or when it goes on past the end of `bytes`.
     fn text(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
-        if self.wrap.join(bytes, false) {
+        self.joined(bytes, false, |em, text| em.text_to(text, key, false, sink));
+    }
+
+    /// Calls `f` with `bytes`, or with their text once wrapped base64 lines in it are
+    /// joined (see [`Wrap`]).
+    fn joined(&mut self, bytes: &[u8], last: bool, f: impl FnOnce(&mut Self, &[u8])) {
+        if self.wrap.join(bytes, last) {
             let joined = std::mem::take(&mut self.wrap.out);
-            self.text_to(&joined, key, false, sink);
+            f(self, &joined);
             self.wrap.out = joined;
         } else {
-            self.text_to(bytes, key, false, sink);
+            f(self, bytes);
         }
     }
 
@@ -2035,13 +2041,9 @@ impl Emitter {
     /// skipping is tested against.
     #[cfg(test)]
     fn text_bytewise(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
-        if self.wrap.join(bytes, false) {
-            let joined = std::mem::take(&mut self.wrap.out);
-            self.text_bytewise_joined(&joined, key, sink);
-            self.wrap.out = joined;
-        } else {
-            self.text_bytewise_joined(bytes, key, sink);
-        }
+        self.joined(bytes, false, |em, text| {
+            em.text_bytewise_joined(text, key, sink);
+        });
     }
 
     #[cfg(test)]
@@ -2245,13 +2247,9 @@ impl Emitter {
         maybe_pct: bool,
         sink: &mut Sink<'_>,
     ) {
-        if self.wrap.join(bytes, last) {
-            let joined = std::mem::take(&mut self.wrap.out);
-            self.value_text(&joined, key, last, maybe_pct, sink);
-            self.wrap.out = joined;
-        } else {
-            self.value_text(bytes, key, last, maybe_pct, sink);
-        }
+        self.joined(bytes, last, |em, text| {
+            em.value_text(text, key, last, maybe_pct, sink);
+        });
     }
 
     /// [`Emitter::value_to`] once wrapped base64 lines are joined.

@@ -41,6 +41,8 @@ Usage: bench/instructions.sh [options] [SIMA_BINARY ...]
                            inside a private network namespace, so Sima geolocates it
                            through its database, as bench/run.sh --public-upstream (root;
                            env PUBLIC_UPSTREAM=1)
+Env BENCH_METHOD=POST BENCH_BODY_BYTES=N: POST a body of N bytes (one letter repeated, as
+bench/run.sh's post scenario) instead, to count what inspecting a body costs.
 Needs valgrind, nginx, wrk and curl (Debian: apt-get install valgrind nginx wrk curl).
 Each binary takes about a minute.
 EOF
@@ -132,6 +134,8 @@ measure() {
   echo "$(awk '/^summary:/ {print $2}' "$out") $reqs" >"$TMP/result"
 }
 
+WHAT="${BENCH_BODY_BYTES:+with a body of $BENCH_BODY_BYTES bytes}"
+WHAT="${WHAT:-1 KiB}"
 for bin in "${BINS[@]}"; do
   echo "== $bin ($TARGET, headers $HEADERS, short $SHORT, long $LONG) ..." >&2
   measure "$bin" "$SHORT"
@@ -142,5 +146,5 @@ for bin in "${BINS[@]}"; do
     echo "instructions.sh: the long run served no more requests than the short one ($r2 <= $r1)" >&2
     exit 1
   fi
-  echo "$bin: $(( (i2 - i1) / (r2 - r1) )) instructions per request ($TARGET GET 1 KiB, headers $HEADERS; runs of $r1 and $r2 requests)"
+  echo "$bin: $(( (i2 - i1) / (r2 - r1) )) instructions per request ($TARGET ${BENCH_METHOD:-GET} $WHAT, headers $HEADERS; runs of $r1 and $r2 requests)"
 done

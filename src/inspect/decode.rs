@@ -335,7 +335,7 @@ impl Pipeline {
     /// character (JSON's `\u0041`, markup's `&#x41;`; a multipart body's parts may be
     /// either), so that a block of text read before it is decoded spans up to six times
     /// its length raw.
-    pub fn json_escaped(&self) -> bool {
+    pub fn spelled_in_escapes(&self) -> bool {
         matches!(
             self.norm.mode,
             Mode::Json(_) | Mode::Multipart(_) | Mode::Markup(_)

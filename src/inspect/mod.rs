@@ -789,9 +789,9 @@ pub struct BodyScan {
 
 impl BodyScan {
     /// Raw bytes to hold back while streaming this body, for a configured `hold_back`: more
-    /// for a body whose text may be spelled in JSON escapes (see [`JSON_HOLD_BACK`]).
+    /// for a body whose text may be spelled in escapes, JSON or markup (see [`JSON_HOLD_BACK`]).
     pub fn hold_back(&self, hold_back: usize) -> usize {
-        if self.pipeline.json_escaped() {
+        if self.pipeline.spelled_in_escapes() {
             hold_back.max(JSON_HOLD_BACK)
         } else {
             hold_back

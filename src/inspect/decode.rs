@@ -3171,29 +3171,35 @@ fn entity_char(s: &[u8], at_end: bool) -> Entity {
     }
 }
 
-/// Streaming reader of HTML and XML text: character references are replaced by the
-/// characters they stand for, and the text goes on as value text (base64 and percent
-/// escapes in it are read as in any text). A reference cut between chunks is carried.
+/// Streaming reader of character references: each is replaced by the character it stands
+/// for. A reference cut between the pieces of one text is carried to the next.
 #[derive(Default)]
-struct Entities {
-    /// A reference begun at the end of the last chunk (at most [`MAX_ENTITY`] bytes).
+struct Refs {
+    /// A reference begun at the end of the last piece (at most [`MAX_ENTITY`] bytes).
     carry: Vec<u8>,
     out: Vec<u8>,
 }
 
-impl Entities {
-    fn feed(&mut self, data: &[u8], key: Option<&[u8]>, em: &mut Emitter, sink: &mut Sink<'_>) {
+impl Refs {
+    /// Reads the references in `data`, the next piece of a text (`last`: its end); true
+    /// when the text to use instead of `data` is in `self.out` (possibly empty, while a
+    /// reference is carried), false when `data` holds none and nothing was carried.
+    fn decode(&mut self, data: &[u8], last: bool) -> bool {
+        if self.carry.is_empty() && memchr::memchr(b'&', data).is_none() {
+            return false;
+        }
         self.out.clear();
         let mut i = 0;
         if !self.carry.is_empty() {
             let mut joined = std::mem::take(&mut self.carry);
             let had = joined.len();
             joined.extend_from_slice(data.get(..MAX_ENTITY).unwrap_or(data));
-            match entity(&joined, false) {
+            let whole = last && data.len() <= MAX_ENTITY;
+            match entity(&joined, whole) {
                 Entity::Incomplete => {
-                    // Still short (tiny chunks): all of `data` went into `joined`.
+                    // Still short (tiny pieces): all of `data` went into `joined`.
                     self.carry = joined;
-                    return;
+                    return true;
                 }
                 Entity::Char { ch, len } => {
                     push_utf8(&mut self.out, ch);
@@ -3214,7 +3220,7 @@ impl Entities {
             };
             self.out.extend_from_slice(rest.get(..k).unwrap_or(&[]));
             let at = rest.get(k..).unwrap_or(&[]);
-            match entity(at, false) {
+            match entity(at, last) {
                 Entity::Char { ch, len } => {
                     push_utf8(&mut self.out, ch);
                     i += k + len;
@@ -3229,21 +3235,47 @@ impl Entities {
                 }
             }
         }
-        em.value(&self.out, key, sink);
+        true
+    }
+
+    /// Reads what is carried as the end of the text; true when there was anything (in
+    /// `self.out`).
+    fn finish(&mut self) -> bool {
+        if self.carry.is_empty() {
+            return false;
+        }
+        let carry = std::mem::take(&mut self.carry);
+        self.out.clear();
+        match entity(&carry, true) {
+            Entity::Char { ch, len } => {
+                push_utf8(&mut self.out, ch);
+                self.out.extend_from_slice(carry.get(len..).unwrap_or(&[]));
+            }
+            _ => self.out.extend_from_slice(&carry),
+        }
+        true
+    }
+}
+
+/// HTML and XML text: its references read (see [`Refs`]), then value text as any other
+/// (base64 and percent escapes in it are read as in any text).
+#[derive(Default)]
+struct Entities {
+    refs: Refs,
+}
+
+impl Entities {
+    fn feed(&mut self, data: &[u8], key: Option<&[u8]>, em: &mut Emitter, sink: &mut Sink<'_>) {
+        if self.refs.decode(data, false) {
+            em.value(&self.refs.out, key, sink);
+        } else {
+            em.value(data, key, sink);
+        }
     }
 
     fn finish(&mut self, key: Option<&[u8]>, em: &mut Emitter, sink: &mut Sink<'_>) {
-        if !self.carry.is_empty() {
-            let carry = std::mem::take(&mut self.carry);
-            self.out.clear();
-            match entity(&carry, true) {
-                Entity::Char { ch, len } => {
-                    push_utf8(&mut self.out, ch);
-                    self.out.extend_from_slice(carry.get(len..).unwrap_or(&[]));
-                }
-                _ => self.out.extend_from_slice(&carry),
-            }
-            em.value(&self.out, key, sink);
+        if self.refs.finish() {
+            em.value(&self.refs.out, key, sink);
         }
         em.end_value(key, sink);
     }

@@ -219,6 +219,10 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
             "<Body><Email>asha.verma&#x40;example.in</Email></Body>".to_owned(),
         ),
         ("application/json", format!(r#"{{"payload":"{hexed}"}}"#)),
+        (
+            "application/json",
+            r#"{"subject":"KYC","html":"<p>Customer: asha.verma&#64;example.in</p>"}"#.to_owned(),
+        ),
     ] {
         let (status, _, reply) = send(sima.info.proxy, post(url("w=1"), ct, body)).await;
         assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");

@@ -2483,8 +2483,9 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-/// Position of the first `"` or `\\` in `s`, and whether a `%` may come before it (true
-/// whenever one does; the percent layer of [`Emitter::value`] looks again). JSON strings
+/// Position of the first `"` or `\\` in `s`, and whether a `%` or `&` may come before it
+/// (true whenever one does; the percent layer of [`Emitter::value`] and the reference
+/// reader ([`Refs`]) look again). JSON strings
 /// are mostly short, where `memchr2`'s set-up costs more than the search: the first 64
 /// bytes are tested eight at a time in a register (SWAR), the rest is left to `memchr2`.
 fn find_quote_or_backslash(s: &[u8]) -> (Option<usize>, bool) {
@@ -2493,6 +2494,7 @@ fn find_quote_or_backslash(s: &[u8]) -> (Option<usize>, bool) {
     const QUOTES: u64 = LO * b'"' as u64;
     const BACKSLASHES: u64 = LO * b'\\' as u64;
     const PERCENTS: u64 = LO * b'%' as u64;
+    const AMPERSANDS: u64 = LO * b'&' as u64;
     // High bit set in a byte that is zero, and possibly in bytes above a zero byte (a
     // borrow), so the lowest set bit is always a true zero byte.
     let zeros = |x: u64| x.wrapping_sub(LO) & !x & HI;
@@ -2505,7 +2507,7 @@ fn find_quote_or_backslash(s: &[u8]) -> (Option<usize>, bool) {
                 if b == b'"' || b == b'\\' {
                     return (Some(i + k), seen);
                 }
-                seen |= b == b'%';
+                seen |= b == b'%' || b == b'&';
             }
             return (None, seen);
         };
@@ -2513,7 +2515,7 @@ fn find_quote_or_backslash(s: &[u8]) -> (Option<usize>, bool) {
         w.copy_from_slice(chunk);
         let w = u64::from_le_bytes(w);
         let m = zeros(w ^ QUOTES) | zeros(w ^ BACKSLASHES);
-        let p = zeros(w ^ PERCENTS);
+        let p = zeros(w ^ PERCENTS) | zeros(w ^ AMPERSANDS);
         if m != 0 {
             // The bits below the first stop's.
             let before = (m & m.wrapping_neg()) - 1;
@@ -2592,6 +2594,8 @@ struct Json {
     lit_pos: usize,
     tail: Vec<u8>,
     scratch: Vec<u8>,
+    /// Character references in string values (HTML inside a JSON field).
+    refs: Refs,
 }
 
 impl Json {
@@ -2614,6 +2618,7 @@ impl Json {
             lit_pos: 0,
             tail: Vec::with_capacity(JSON_LOOKBACK),
             scratch: Vec::new(),
+            refs: Refs::default(),
         }
     }
 
@@ -3006,7 +3011,15 @@ impl Json {
                 .extend_from_slice(text.get(..room.min(text.len())).unwrap_or(&[]));
             em.put(text, None, sink);
         } else {
-            em.value_to(text, key_at(&self.arena, self.cur_key()), last, pct, sink);
+            // HTML in a JSON field (an email API's `"html"`) is read as its receiver reads
+            // it, references undone: `asha&#64;example.in` is an address.
+            let key = key_at(&self.arena, self.cur_key());
+            // `pct`: the quote search saw a `%` or `&` (or could not tell).
+            if (pct || !self.refs.carry.is_empty()) && self.refs.decode(text, last) {
+                em.value_to(&self.refs.out, key, last, true, sink);
+            } else {
+                em.value_to(text, key, last, pct, sink);
+            }
         }
     }
 
@@ -3020,7 +3033,11 @@ impl Json {
             em.boundary();
             self.st = JSt::Colon;
         } else {
-            em.end_value(key_at(&self.arena, self.cur_key()), sink);
+            let key = key_at(&self.arena, self.cur_key());
+            if self.refs.finish() {
+                em.value_to(&self.refs.out, key, true, true, sink);
+            }
+            em.end_value(key, sink);
             self.st = JSt::After;
         }
         self.in_key = false;
@@ -3185,8 +3202,18 @@ impl Refs {
     /// when the text to use instead of `data` is in `self.out` (possibly empty, while a
     /// reference is carried), false when `data` holds none and nothing was carried.
     fn decode(&mut self, data: &[u8], last: bool) -> bool {
-        if self.carry.is_empty() && memchr::memchr(b'&', data).is_none() {
-            return false;
+        // Most text has no `&`, and most `&`s begin no reference (a query string's
+        // `&status=`): copy only when one is read or begins at the end.
+        if self.carry.is_empty() {
+            let Some(first) = memchr::memchr(b'&', data) else {
+                return false;
+            };
+            let rest = data.get(first..).unwrap_or(&[]);
+            if memchr::memchr_iter(b'&', rest)
+                .all(|k| entity(rest.get(k..).unwrap_or(&[]), last) == Entity::Text)
+            {
+                return false;
+            }
         }
         self.out.clear();
         let mut i = 0;
@@ -4435,6 +4462,22 @@ mod tests {
     }
 
     #[test]
+    fn json_strings_are_read_with_their_references_undone() {
+        // HTML in a JSON field, as an email API takes it; a reference spelled with a JSON
+        // escape; one ending the string.
+        let body = br#"{"html":"<p>Write to asha&#64;example&period;in &amp; call</p>","b":"x&#64;y","c":"z&#64"}"#;
+        assert_eq!(
+            norm(BodyKind::Json, body),
+            "html\n{html=<p>Write to asha@example.in & call</p>}\nb\n{b=x@y}\nc\n{c=z@}"
+        );
+        // Keys are read as written.
+        assert_eq!(
+            norm(BodyKind::Json, br#"{"a&#64;b":1}"#),
+            "a&#64;b\n{a&#64;b=1}"
+        );
+    }
+
+    #[test]
     fn json_escapes_and_unicode() {
         let body = br#"{"a":"\u0032\u0033\u0034","b":"\ud83d\ude00","c":"x\ud800y","d":"\udc00","e":"\u12G4","f":"\n\t\/\x\"","g":"\uD800\uD800\uDC00"}"#;
         assert_eq!(
@@ -5426,6 +5469,18 @@ mod tests {
                 "[A-Za-z0-9+/]{16,40}={0,2}",
                 Just("SGVsbG8gV29ybGQgMTIzNCA1Njc4IDkwMTI=".to_string()),
                 "[a-z&=?]{0,4}%[0-9a-fA-Fg]{0,2}[a-z+]{0,4}",
+                // Character references, whole, cut short, and escaped themselves.
+                prop::sample::select(vec![
+                    "&#64;",
+                    "&#x40;",
+                    "&commat;",
+                    "&amp;",
+                    "&#64",
+                    "&#",
+                    "&comm",
+                    "\\u0026#64;"
+                ])
+                .prop_map(String::from),
             ],
             0..6,
         )
@@ -5650,14 +5705,14 @@ mod tests {
         #[test]
         fn quote_search_matches_memchr2(
             bytes in proptest::collection::vec(
-                prop::sample::select(vec![b'a', b'"', b'\\', 0u8, 0x22 ^ 0x80, 0xff, b'!', b'#', b'[', b']', b'%', b'%' ^ 0x80]),
+                prop::sample::select(vec![b'a', b'"', b'\\', 0u8, 0x22 ^ 0x80, 0xff, b'!', b'#', b'[', b']', b'%', b'%' ^ 0x80, b'&', b'&' ^ 0x80]),
                 0..200,
             ),
         ) {
             let (stop, pct) = find_quote_or_backslash(&bytes);
             prop_assert_eq!(stop, memchr::memchr2(b'"', b'\\', &bytes));
             let before = bytes.get(..stop.unwrap_or(bytes.len())).unwrap();
-            prop_assert!(pct || !before.contains(&b'%'));
+            prop_assert!(pct || !before.iter().any(|&b| b == b'%' || b == b'&'));
         }
 
         #[test]

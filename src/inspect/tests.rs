@@ -181,6 +181,12 @@ fn identifiers_spelled_with_character_references_are_found() {
                  <Uid>{spaced}</Uid></KycRequest></soap:Body>"
             ),
         ),
+        (
+            "application/json",
+            format!(
+                r#"{{"template":"kyc","html":"<p>Customer asha.verma&#64;example.in, UID {spaced}</p>"}}"#
+            ),
+        ),
     ] {
         let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[3, 17]).unwrap();
         let mut classes: Vec<&str> = class_names(&ins, &items);

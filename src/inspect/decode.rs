@@ -2475,12 +2475,7 @@ impl Normaliser {
 }
 
 fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    Some(HEX_VALUE[usize::from(c)]).filter(|&v| v < 16)
 }
 
 /// Position of the first `"` or `\\` in `s`, and whether a `%` or `&` may come before it
@@ -2858,10 +2853,7 @@ impl Json {
     }
 
     fn push_char(&mut self, cp: u32) {
-        let ch = char::from_u32(cp).unwrap_or('\u{fffd}');
-        let mut tmp = [0u8; 4];
-        self.scratch
-            .extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+        push_utf8(&mut self.scratch, char::from_u32(cp).unwrap_or('\u{fffd}'));
     }
 
     fn flush_high(&mut self) {

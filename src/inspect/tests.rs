@@ -53,6 +53,14 @@ fn class_names<'a>(ins: &'a Inspector, items: &[Item]) -> Vec<&'a str> {
         .collect()
 }
 
+/// The names of the classes found, each once, sorted.
+fn distinct_classes<'a>(ins: &'a Inspector, items: &[Item]) -> Vec<&'a str> {
+    let mut classes = class_names(ins, items);
+    classes.sort_unstable();
+    classes.dedup();
+    classes
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).unwrap();
@@ -189,9 +197,7 @@ fn identifiers_spelled_with_character_references_are_found() {
         ),
     ] {
         let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[3, 17]).unwrap();
-        let mut classes: Vec<&str> = class_names(&ins, &items);
-        classes.sort_unstable();
-        classes.dedup();
+        let classes = distinct_classes(&ins, &items);
         assert_eq!(classes, ["AADHAAR", "EMAIL"], "{ct}");
     }
 }
@@ -217,9 +223,7 @@ fn hex_encoded_identifiers_are_found() {
             ),
         ] {
             let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[5, 33]).unwrap();
-            let mut classes: Vec<&str> = class_names(&ins, &items);
-            classes.sort_unstable();
-            classes.dedup();
+            let classes = distinct_classes(&ins, &items);
             assert_eq!(classes, ["AADHAAR", "EMAIL", "UPI_VPA"], "{ct}");
         }
     }
@@ -232,9 +236,7 @@ fn hex_encoded_identifiers_are_found() {
         &headers,
         &mut report,
     );
-    let mut classes: Vec<&str> = class_names(&ins, report.items());
-    classes.sort_unstable();
-    classes.dedup();
+    let classes = distinct_classes(&ins, report.items());
     assert_eq!(classes, ["AADHAAR", "EMAIL", "UPI_VPA"]);
 }
 
@@ -255,9 +257,7 @@ fn percent_escaped_identifiers_in_json_and_text_are_found() {
         ("text/plain", format!("GET {url} 200")),
     ] {
         let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[7, 60]).unwrap();
-        let mut classes: Vec<&str> = class_names(&ins, &items);
-        classes.sort_unstable();
-        classes.dedup();
+        let classes = distinct_classes(&ins, &items);
         assert_eq!(classes, ["AADHAAR", "EMAIL", "UPI_VPA"], "{ct}");
     }
 }

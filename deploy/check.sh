@@ -332,7 +332,7 @@ done
 
 # --- 6. Dockerfile ----------------------------------------------------------------------
 step "Dockerfile"
-for src in deploy/docker/sima.yaml policies Cargo.lock src geo benches; do
+for src in deploy/docker/sima.yaml policies Cargo.lock src geo benches examples scripts/build-pgo.sh; do
   [[ -e $src ]] || bad "Dockerfile copies $src, which does not exist"
 done
 if command -v hadolint >/dev/null; then

@@ -5,7 +5,8 @@
 //! It starts a recording-free upstream on 127.0.0.1, writes a config that declares loopback
 //! foreign (US) so every request is geolocated, judged and fully inspected (the benchmark's
 //! set-up), starts Sima, and sends over 32 keep-alive connections: forward GETs (to an
-//! address, and to host names answered by a DNS server of its own), route GETs, GETs with
+//! address, and to host names answered by a DNS server of its own), route GETs to an HTTP
+//! and to an HTTPS upstream (its own test CA), GETs inside CONNECT tunnels, GETs with
 //! typical client headers, 64 KiB uploads, 64 KiB JSON order lists, and requests carrying an
 //! Aadhaar number or an email address (451). With `PGO_PUBLIC_ADDR` set (by
 //! `scripts/build-pgo.sh`, inside a private network namespace that has that public address
@@ -16,7 +17,7 @@
 //! profile is written on exit.
 //!
 //! Usage: `pgo_train SIMA_BINARY [SCALE]` (SCALE multiplies the request counts; default 1,
-//! about 70,000 requests).
+//! about 80,000 requests).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -76,6 +77,8 @@ struct Load {
     count: usize,
     expect: StatusCode,
     make: Box<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>,
+    /// Requests go through a CONNECT tunnel to this address, opened per connection.
+    tunnel: Option<SocketAddr>,
 }
 
 async fn train(sima: &Path, scale: f64) -> Result<(), Failure> {
@@ -87,9 +90,10 @@ async fn train(sima: &Path, scale: f64) -> Result<(), Failure> {
         Err(_) => None,
     };
     let dns = start_dns().await?;
+    let tls = start_tls_upstream(dir.path()).await?;
     let listen = free_port()?;
     let admin = free_port()?;
-    write_config(dir.path(), listen, admin, upstream, dns)?;
+    write_config(dir.path(), listen, admin, upstream, dns, tls)?;
     geo_lookups(sima, dir.path(), scale)?;
 
     let log = std::fs::File::create(dir.path().join("sima.log"))?;
@@ -183,6 +187,7 @@ fn loads(
             count,
             expect,
             make,
+            tunnel: None,
         };
     let post_url = format!("http://{upstream}/post");
     // Eight names, so lookups in Sima's answer cache are not all of one entry.
@@ -257,6 +262,21 @@ fn loads(
             StatusCode::OK,
             Box::new(named),
         ),
+        load(
+            "GET route, HTTPS upstream",
+            n(8_000.0),
+            StatusCode::OK,
+            Box::new(get("/tls/1k.bin".into(), listen.to_string())),
+        ),
+        Load {
+            tunnel: Some(upstream),
+            ..load(
+                "GET in CONNECT tunnels",
+                n(4_000.0),
+                StatusCode::OK,
+                Box::new(get("/1k.bin".into(), upstream.to_string())),
+            )
+        },
     ];
     if let Some(public) = public {
         let uri = format!("http://{public}/1k.bin");
@@ -277,9 +297,13 @@ async fn run_load(listen: SocketAddr, load: &Load) -> Result<(), Failure> {
     for _ in 0..CONNECTIONS {
         let reqs: Vec<_> = (0..per).map(|_| (load.make)()).collect();
         let expect = load.expect;
+        let tunnel = load.tunnel;
         tasks.spawn(async move {
-            let stream = TcpStream::connect(listen).await?;
+            let mut stream = TcpStream::connect(listen).await?;
             stream.set_nodelay(true)?;
+            if let Some(to) = tunnel {
+                open_tunnel(&mut stream, to).await?;
+            }
             let (mut sender, conn) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
@@ -314,34 +338,105 @@ async fn run_load(listen: SocketAddr, load: &Load) -> Result<(), Failure> {
     Ok(())
 }
 
-/// An HTTP/1.1 upstream on `ip` (a loopback address): 1 KiB for a GET, "ok" once a body
-/// is read.
+/// Sends `CONNECT to` on `stream` and reads Sima's answer: 200, or an error.
+async fn open_tunnel(stream: &mut TcpStream, to: SocketAddr) -> Result<(), Failure> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
+        .await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut buf))
+            .await
+            .map_err(|_| "no answer to CONNECT within 30 s")??;
+        if n == 0 || head.len() > 8192 {
+            return Err("CONNECT: connection closed before an answer".into());
+        }
+        head.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    if !head.starts_with(b"HTTP/1.1 200") {
+        let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+        return Err(format!("CONNECT answered {}", String::from_utf8_lossy(line)).into());
+    }
+    Ok(())
+}
+
+/// What every upstream answers: 1 KiB for a GET, "ok" once a body is read.
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    static PAGE: [u8; 1024] = [b'a'; 1024];
+    let body = if req.method() == hyper::Method::GET {
+        Bytes::from_static(&PAGE)
+    } else {
+        req.into_body().collect().await?;
+        Bytes::from_static(b"ok\n")
+    };
+    Ok(Response::new(Full::new(body)))
+}
+
+/// An HTTP/1.1 upstream on `ip` (a loopback address).
 async fn start_upstream(ip: IpAddr) -> Result<SocketAddr, Failure> {
     let listener = TcpListener::bind((ip, 0)).await?;
     let addr = listener.local_addr()?;
-    let page = Bytes::from(vec![b'a'; 1024]);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let page = page.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let page = page.clone();
-                    async move {
-                        let body = if req.method() == hyper::Method::GET {
-                            page
-                        } else {
-                            req.into_body().collect().await?;
-                            Bytes::from_static(b"ok\n")
-                        };
-                        Ok::<_, hyper::Error>(Response::new(Full::new(body)))
-                    }
-                });
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
+                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// An HTTPS upstream (HTTP/2 or HTTP/1.1 by ALPN) on 127.0.0.1 for `tls.train.example`,
+/// whose CA is written to `dir/ca.pem` for the route's `ca_bundle`.
+async fn start_tls_upstream(dir: &Path) -> Result<SocketAddr, Failure> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Sima training CA");
+    let ca = ca_params.self_signed(&ca_key)?;
+    let leaf_key = KeyPair::generate()?;
+    let leaf = CertificateParams::new(vec![format!("tls{DNS_SUFFIX}")])?
+        .signed_by(&leaf_key, &ca, &ca_key)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = builder
+                    .serve_connection(TokioIo::new(tls), hyper::service::service_fn(answer))
                     .await;
             });
         }
@@ -361,6 +456,7 @@ fn write_config(
     admin: SocketAddr,
     upstream: SocketAddr,
     dns: SocketAddr,
+    tls: SocketAddr,
 ) -> Result<(), Failure> {
     let policy = dir.join("policy.yaml");
     std::fs::write(
@@ -370,9 +466,11 @@ fn write_config(
     std::fs::write(
         dir.join("sima.yaml"),
         format!(
-            "listen: {listen}\nadmin_listen: {admin}\npolicy: {}\naudit:\n  dir: {}\nresolver:\n  nameservers: ['{dns}']\ngeo:\n  overrides:\n    - {{ cidr: 127.0.0.0/8, country: US }}\nroutes:\n  - name: train\n    prefix: /\n    upstream: http://{upstream}\nlog_format: json\n",
+            "listen: {listen}\nadmin_listen: {admin}\npolicy: {}\naudit:\n  dir: {}\nresolver:\n  nameservers: ['{dns}']\ngeo:\n  overrides:\n    - {{ cidr: 127.0.0.0/8, country: US }}\nroutes:\n  - name: train-tls\n    prefix: /tls/\n    upstream: https://tls{DNS_SUFFIX}:{}/\n    ca_bundle: {}\n  - name: train\n    prefix: /\n    upstream: http://{upstream}\nlog_format: json\n",
             policy.display(),
-            dir.join("audit").display()
+            dir.join("audit").display(),
+            tls.port(),
+            dir.join("ca.pem").display(),
         ),
     )?;
     Ok(())

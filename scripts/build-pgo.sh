@@ -61,7 +61,7 @@ isolated() {
   fi
 }
 
-step "3/4 training: about 70,000 requests x $SCALE on loopback"
+step "3/4 training: about 80,000 requests x $SCALE on loopback"
 isolated "$REPO/target/debug/examples/pgo_train" "$WORK/gen/release/sima" "$SCALE"
 compgen -G "$WORK/profiles/*.profraw" >/dev/null || die "the training run wrote no profile"
 "$PROFDATA" merge -o "$WORK/sima.profdata" "$WORK/profiles"

@@ -116,7 +116,7 @@ async fn train(sima: &Path, scale: f64) -> Result<(), Failure> {
         let started = Instant::now();
         run_load(listen, &load).await?;
         eprintln!(
-            "pgo_train: {:>6} x {:<24} {:>6.1} s",
+            "pgo_train: {:>6} x {:<26} {:>5.1} s",
             load.count,
             load.name,
             started.elapsed().as_secs_f64()

@@ -189,8 +189,8 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
 
     // An address spelled so the receiver reads it, each read as the receiver does:
     // percent-escaped inside a JSON field and a text body (a callback URL), with character
-    // references in HTML and XML (an obfuscated address, a SOAP field), hex-encoded in a
-    // JSON field.
+    // references in HTML and XML (an obfuscated address, a SOAP field), in a JSON field and
+    // in a form field, hex-encoded in a JSON field.
     let callback = "https://partner.example/cb?ref=7&email=asha.verma%40example.in";
     let hexed = hex::encode(r#"{"email":"asha.verma@example.in"}"#);
     // Base64 wrapped at 76 characters (Python's `base64.encodebytes`), the address split
@@ -222,6 +222,12 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
         (
             "application/json",
             r#"{"subject":"KYC","html":"<p>Customer: asha.verma&#64;example.in</p>"}"#.to_owned(),
+        ),
+        (
+            // A rich-text form field, its HTML percent-encoded as a browser posts it.
+            "application/x-www-form-urlencoded",
+            "subject=KYC&note=%3Cp%3ECustomer%3A+asha.verma%26%2364%3Bexample.in%3C%2Fp%3E"
+                .to_owned(),
         ),
     ] {
         let (status, _, reply) = send(sima.info.proxy, post(url("w=1"), ct, body)).await;

@@ -171,7 +171,8 @@ fn identifier_in_long_base64_found_within_the_hold_back() {
 }
 
 /// Identifiers spelled with character references in HTML and XML bodies (an address
-/// obfuscated as `&#64;`, a SOAP field) are found as the receiver reads them.
+/// obfuscated as `&#64;`, a SOAP field), in JSON string values and in form values are
+/// found as the receiver reads them.
 #[test]
 fn identifiers_spelled_with_character_references_are_found() {
     let ins = inspector();
@@ -193,6 +194,20 @@ fn identifiers_spelled_with_character_references_are_found() {
             "application/json",
             format!(
                 r#"{{"template":"kyc","html":"<p>Customer asha.verma&#64;example.in, UID {spaced}</p>"}}"#
+            ),
+        ),
+        (
+            // A rich-text field posted by a browser: its HTML percent-encoded.
+            "application/x-www-form-urlencoded",
+            format!(
+                "subject=KYC&note={}",
+                format!("<p>Customer asha.verma&#64;example.in, UID {spaced}</p>")
+                    .replace('&', "%26")
+                    .replace('#', "%23")
+                    .replace(';', "%3B")
+                    .replace('<', "%3C")
+                    .replace('>', "%3E")
+                    .replace(' ', "+")
             ),
         ),
     ] {

@@ -238,6 +238,29 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
             "{ct}"
         );
     }
+    // An Aadhaar number as documents and Indian keyboards write it: in Devanagari digits,
+    // its groups apart by no-break spaces.
+    let a = aadhaar();
+    let hindi: String = a
+        .chars()
+        .map(|c| char::from_u32(0x966 + c.to_digit(10).unwrap()).unwrap())
+        .collect();
+    let nbsp = format!("{}\u{a0}{}\u{a0}{}", &a[..4], &a[4..8], &a[8..]);
+    for (ct, body) in [
+        (
+            "application/json",
+            format!(r#"{{"naam":"Asha","uid":"{hindi}"}}"#),
+        ),
+        ("text/plain", format!("UID {nbsp}, verified")),
+    ] {
+        let (status, _, reply) = send(sima.info.proxy, post(url("u=1"), ct, body)).await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");
+        assert_eq!(
+            json(&reply)["data_classes"],
+            serde_json::json!(["AADHAAR"]),
+            "{ct}"
+        );
+    }
     assert!(us.requests().is_empty());
 
     // A gzip-compressed JSON body with a card number.

@@ -11,6 +11,7 @@ use crate::policy::{Confidence as PolicyConfidence, DataSeen};
 
 pub mod decode;
 pub mod detect;
+mod fold;
 
 use decode::{DecodeError, Limits, Pipeline, Segment};
 use detect::{ClassId, Confidence, Detector, Finding};
@@ -119,10 +120,15 @@ impl Report {
     }
 
     fn add_value(&mut self, f: &Finding, location: Location, text: &[u8], base: u64) {
+        let start = usize::try_from(f.offset.saturating_sub(base)).unwrap_or(usize::MAX);
+        let value = text.get(start..start.saturating_add(f.len as usize));
+        self.add_found(f, location, value);
+    }
+
+    /// [`Report::add_value`] with the matched bytes (as the detector read them) at hand.
+    fn add_found(&mut self, f: &Finding, location: Location, value: Option<&[u8]>) {
         if let Some(fp) = &self.fingerprinter {
             let kept = self.prints.iter().filter(|(c, _)| *c == f.class).count();
-            let start = usize::try_from(f.offset.saturating_sub(base)).unwrap_or(usize::MAX);
-            let value = text.get(start..start.saturating_add(f.len as usize));
             if let (true, Some(value)) = (kept < MAX_FINGERPRINTS_PER_CLASS, value) {
                 // Spelling must not matter: `2345 6789 0124` and `234567890124` correlate.
                 let norm: Vec<u8> = value
@@ -237,12 +243,16 @@ struct SegmentScanner {
     /// With `shortcuts`: what each key seen so far means to the detector.
     keys: KeyMemo,
     found: Vec<Finding>,
+    /// The text scanned last, folded (see [`fold`]), when folding changed it.
+    folded: fold::Folded,
 }
 
 impl SegmentScanner {
     fn new(detector: &Detector, shortcuts: Option<Arc<Shortcuts>>) -> SegmentScanner {
         let hold = detector.max_match_len() + 2;
-        let keep = hold + detector.max_match_len() + detect::CONTEXT_WINDOW + 8;
+        // A match may be up to three times longer before folding (digits of an Indian
+        // script are three bytes each): the tail kept for the next scan holds one whole.
+        let keep = hold + 3 * detector.max_match_len() + detect::CONTEXT_WINDOW + 8;
         SegmentScanner {
             buf: Vec::new(),
             base: 0,
@@ -255,6 +265,7 @@ impl SegmentScanner {
             shortcuts,
             keys: KeyMemo::default(),
             found: Vec::new(),
+            folded: fold::Folded::default(),
         }
     }
 
@@ -381,23 +392,51 @@ impl SegmentScanner {
         limit: u64,
     ) {
         let mut key = key;
+        let mut may_fold = true;
         if self.shortcuts.is_some() {
             let info = key.map(|k| self.key_info(det, k)).unwrap_or_default();
-            // Without a digit or `@` only a field-only class, named by the key, can match.
-            if !info.field_only && !has_trigger(text) {
+            // Without a digit or `@` only a field-only class, named by the key, can match;
+            // text that is not all ASCII may fold to one.
+            let (trigger, wide) = triggers(text);
+            if !info.field_only && !trigger && !wide {
                 return;
             }
+            may_fold = wide;
             // A key naming no class is no key at all to the detector, which then need not
             // look it up (per call, the larger part of its cost on short values).
             if !info.named {
                 key = None;
             }
         }
-        self.found.clear();
-        det.scan(text, base, key, &mut self.found);
-        for f in &self.found {
-            if f.end() > self.finalized && f.end() <= limit {
-                report.add_value(f, loc, text, base);
+        let SegmentScanner {
+            found,
+            folded,
+            finalized,
+            ..
+        } = self;
+        if !(may_fold && fold::fold_value(text, folded)) {
+            found.clear();
+            det.scan(text, base, key, found);
+            for f in found.iter() {
+                if f.end() > *finalized && f.end() <= limit {
+                    report.add_value(f, loc, text, base);
+                }
+            }
+            return;
+        }
+        // The folded copy is scanned; each finding is placed where its bytes are in `text`.
+        found.clear();
+        det.scan(&folded.text, 0, key, found);
+        for f in found.iter() {
+            let (start, end) = (f.offset as usize, f.end() as usize);
+            let (from, to) = (folded.original(start), folded.original(end));
+            let placed = Finding {
+                offset: base + from as u64,
+                len: u32::try_from(to - from).unwrap_or(u32::MAX),
+                ..*f
+            };
+            if placed.end() > *finalized && placed.end() <= limit {
+                report.add_found(&placed, loc, folded.text.get(start..end));
             }
         }
     }
@@ -577,16 +616,24 @@ fn normalise_key(key: &[u8]) -> Vec<u8> {
 
 /// Whether `text` holds a byte that can start a built-in identifier: every built-in
 /// identifier contains an ASCII digit or an `@` (see the [`detect`] module docs).
-fn has_trigger(text: &[u8]) -> bool {
+/// Whether `text` has a byte in `[0-9@]` (a trigger), and whether it has a byte that is not
+/// ASCII (so that it may fold to one, see [`fold`]).
+fn triggers(text: &[u8]) -> (bool, bool) {
     // Long text: a branch-free OR over 64-byte blocks, which the compiler vectorises (16
     // bytes per SSE2 compare). This runs over every byte of every body, often twice (raw
     // text and decoded base64 runs). Short values (most JSON values): eight bytes per step.
+    // Text with a trigger is scanned anyway, and is looked at again for the second answer.
     let hit = |b: u8| (b.wrapping_sub(b'0') < 10) | (b == b'@');
+    let mut wide = 0u8;
     let mut blocks = text.chunks_exact(64);
     for block in &mut blocks {
-        if block.iter().fold(false, |acc, &b| acc | hit(b)) {
-            return true;
+        let (h, w) = block
+            .iter()
+            .fold((false, 0u8), |(h, w), &b| (h | hit(b), w | b));
+        if h {
+            return (true, fold::may_fold(text));
         }
+        wide |= w;
     }
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
@@ -599,10 +646,17 @@ fn has_trigger(text: &[u8]) -> bool {
         let w = u64::from_le_bytes(w);
         // A digit is a byte whose xor with b'0' is below 10; `@` xors with itself to 0.
         if below(w ^ (LO * u64::from(b'0')), 10) | below(w ^ (LO * u64::from(b'@')), 1) != 0 {
-            return true;
+            return (true, fold::may_fold(text));
+        }
+        if w & HI != 0 {
+            wide = 0x80;
         }
     }
-    words.remainder().iter().any(|&b| hit(b))
+    let tail = words.remainder();
+    if tail.iter().any(|&b| hit(b)) {
+        return (true, fold::may_fold(text));
+    }
+    (false, (wide | tail.iter().fold(0, |a, &b| a | b)) >= 0x80)
 }
 
 /// Inspection settings plus the detector: built once, shared by every request.
@@ -743,6 +797,12 @@ impl Inspector {
     }
 
     fn scan_one(&self, text: &[u8], key: Option<&[u8]>, loc: Location, report: &mut Report) {
+        let mut folded = fold::Folded::default();
+        let text = if fold::fold_value(text, &mut folded) {
+            &folded.text
+        } else {
+            text
+        };
         let mut found = Vec::new();
         self.detector.scan(text, 0, key, &mut found);
         for f in &found {
@@ -963,7 +1023,7 @@ mod shortcut_tests {
     }
 
     #[test]
-    fn has_trigger_matches_bytewise() {
+    fn triggers_match_bytewise() {
         // Lengths across the 64-byte block and 8-byte word paths, the byte at every place.
         for n in 0..140 {
             for at in 0..n.max(1) {
@@ -973,7 +1033,8 @@ mod shortcut_tests {
                         *x = b;
                     }
                     let want = t.iter().any(|&c| c.is_ascii_digit() || c == b'@');
-                    assert_eq!(has_trigger(&t), want, "{t:?}");
+                    let wide = t.iter().any(|&c| c >= 0x80);
+                    assert_eq!(triggers(&t), (want, wide), "{t:?}");
                 }
             }
         }

@@ -475,6 +475,84 @@ fn finds_identifiers_in_json_form_and_text() {
     assert_eq!(ins.detector().class_name(items[0].class), "AADHAAR");
 }
 
+/// `a` written in Devanagari digits.
+fn devanagari(a: &str) -> String {
+    a.chars()
+        .map(|c| match c.to_digit(10) {
+            Some(d) => char::from_u32(0x966 + d).unwrap_or(c),
+            None => c,
+        })
+        .collect()
+}
+
+/// Identifiers written with the spaces, dashes and digits documents and Indian keyboards
+/// produce (a no-break space between an Aadhaar's groups, an en dash in a phone number, a
+/// zero-width space inside an address, Devanagari digits) are found, in a body of each
+/// kind and in the head.
+#[test]
+fn identifiers_written_with_other_spaces_dashes_and_digits_are_found() {
+    let ins = inspector();
+    let a = aadhaar();
+    let nbsp = format!("{}\u{a0}{}\u{a0}{}", &a[..4], &a[4..8], &a[8..]);
+    let thin = format!("{}\u{2009}{}\u{202f}{}", &a[..4], &a[4..8], &a[8..]);
+    let hindi = devanagari(&a);
+    let phone = "+91 98765\u{2013}43210";
+    let email = "asha.verma@exa\u{200b}mple.in";
+    for (what, id, class) in [
+        ("no-break spaces", nbsp.as_str(), "AADHAAR"),
+        ("thin spaces", thin.as_str(), "AADHAAR"),
+        ("Devanagari digits", hindi.as_str(), "AADHAAR"),
+        ("en dash", phone, "IN_PHONE"),
+        ("zero-width space", email, "EMAIL"),
+    ] {
+        let escaped: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    format!("\\u{:04x}", c as u32)
+                }
+            })
+            .collect();
+        let pct: String = id
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        for (ct, body) in [
+            ("text/plain", format!("customer {id} today")),
+            ("application/json", format!(r#"{{"note":"customer {id}"}}"#)),
+            (
+                "application/json",
+                format!(r#"{{"note":"customer {escaped}"}}"#),
+            ),
+            (
+                "application/x-www-form-urlencoded",
+                format!("note=customer+{pct}&x=1"),
+            ),
+        ] {
+            let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[1, 9, 23]).unwrap();
+            assert_eq!(
+                distinct_classes(&ins, &items),
+                [class],
+                "{what} in {ct}: {body}"
+            );
+        }
+        let q = format!("note={pct}");
+        assert_eq!(
+            head_classes(&ins, "/v1/kyc", Some(&q), &[]),
+            [(Location::Url, class.to_string())],
+            "{what} in a query"
+        );
+    }
+}
+
 #[test]
 fn url_query_and_headers_are_inspected() {
     let ins = inspector();
@@ -572,7 +650,16 @@ proptest! {
         gz in any::<bool>(),
     ) {
         let ins = inspector();
-        let ids = [aadhaar(), "ABCPE1234F".to_owned(), "27AAPFU0939F1ZV".to_owned(), "4111111111111111".to_owned()];
+        let a = aadhaar();
+        let ids = [
+            a.clone(),
+            "ABCPE1234F".to_owned(),
+            "27AAPFU0939F1ZV".to_owned(),
+            "4111111111111111".to_owned(),
+            // Read folded: a no-break space between groups, Devanagari digits.
+            format!("{}\u{a0}{}\u{a0}{}", &a[..4], &a[4..8], &a[8..]),
+            devanagari(&a),
+        ];
         let mut body = String::new();
         for (i, f) in filler.iter().enumerate() {
             let id = &ids[i % ids.len()];

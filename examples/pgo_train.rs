@@ -7,8 +7,8 @@
 //! set-up), starts Sima, and sends over 32 keep-alive connections: forward GETs (to an
 //! address, and to host names answered by a DNS server of its own), route GETs to an HTTP
 //! and to an HTTPS upstream (its own test CA), GETs inside CONNECT tunnels, GETs with
-//! typical client headers, 64 KiB uploads, 64 KiB JSON order lists, and requests carrying an
-//! Aadhaar number or an email address (451). With `PGO_PUBLIC_ADDR` set (by
+//! typical client headers, 64 KiB uploads, 64 KiB JSON order lists (also in Hindi), and
+//! requests carrying an Aadhaar number (also in Devanagari digits) or an email address (451). With `PGO_PUBLIC_ADDR` set (by
 //! `scripts/build-pgo.sh`, inside a private network namespace that has that public address
 //! on its loopback), forward GETs also go to that address, which Sima locates through its
 //! country database; `sima geo lookup` over a few thousand public addresses trains the
@@ -147,6 +147,26 @@ fn loads(
         br#""contact":"asha.verma@example.in","#.iter().copied(),
     );
     let json_leak = Bytes::from(json_leak);
+    // The same list as a Hindi storefront sends it, clean and with an Aadhaar number in
+    // Devanagari digits (451).
+    let hindi = order_list(32 * 1024)
+        .replace("Cotton kurta, indigo", "सूती कुर्ता, नील रंग")
+        .replace("Pune", "पुणे")
+        .replace("Mumbai", "मुंबई");
+    let devanagari: String = aadhaar
+        .chars()
+        .map(|c| {
+            c.to_digit(10)
+                .and_then(|d| char::from_u32(0x966 + d))
+                .unwrap_or(c)
+        })
+        .collect();
+    let hindi_leak = Bytes::from(hindi.replacen(
+        r#""status""#,
+        &format!(r#""aadhaar":"{devanagari}","status""#),
+        1,
+    ));
+    let hindi = Bytes::from(hindi);
 
     let get = move |uri: String, host: String| {
         move || {
@@ -254,7 +274,29 @@ fn loads(
             "POST JSON with an email",
             n(1_000.0),
             StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
-            Box::new(post(post_url, host, "application/json", json_leak)),
+            Box::new(post(
+                post_url.clone(),
+                host.clone(),
+                "application/json",
+                json_leak,
+            )),
+        ),
+        load(
+            "POST JSON in Hindi",
+            n(1_000.0),
+            StatusCode::OK,
+            Box::new(post(
+                post_url.clone(),
+                host.clone(),
+                "application/json",
+                hindi,
+            )),
+        ),
+        load(
+            "POST Hindi, Devanagari UID",
+            n(500.0),
+            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            Box::new(post(post_url, host, "application/json", hindi_leak)),
         ),
         load(
             "GET forward by name",

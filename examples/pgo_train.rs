@@ -416,22 +416,31 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
     Ok(Response::new(Full::new(body)))
 }
 
-/// An HTTP/1.1 upstream on `ip` (a loopback address).
-async fn start_upstream(ip: IpAddr) -> Result<SocketAddr, Failure> {
-    let listener = TcpListener::bind((ip, 0)).await?;
-    let addr = listener.local_addr()?;
+/// Accepts connections on `listener` for good, each served by `serve` in a task of its own.
+fn accept_each<F, Fut>(listener: TcpListener, serve: F)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
-                    .await;
-            });
+            tokio::spawn(serve(stream));
         }
+    });
+}
+
+/// An HTTP/1.1 upstream on `ip` (a loopback address).
+async fn start_upstream(ip: IpAddr) -> Result<SocketAddr, Failure> {
+    let listener = TcpListener::bind((ip, 0)).await?;
+    let addr = listener.local_addr()?;
+    accept_each(listener, |stream| async move {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
+            .await;
     });
     Ok(addr)
 }
@@ -463,24 +472,17 @@ async fn start_tls_upstream(dir: &Path) -> Result<SocketAddr, Failure> {
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    accept_each(listener, move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
             };
-            let _ = stream.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let builder = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                let _ = builder
-                    .serve_connection(TokioIo::new(tls), hyper::service::service_fn(answer))
-                    .await;
-            });
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let _ = builder
+                .serve_connection(TokioIo::new(tls), hyper::service::service_fn(answer))
+                .await;
         }
     });
     Ok(addr)

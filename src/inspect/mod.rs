@@ -393,12 +393,17 @@ impl SegmentScanner {
     ) {
         let mut key = key;
         let mut may_fold = true;
+        // Set when only text with a trigger can hold a match.
+        let mut needs_trigger = false;
+        let mut trigger = true;
         if self.shortcuts.is_some() {
             let info = key.map(|k| self.key_info(det, k)).unwrap_or_default();
             // Without a digit or `@` only a field-only class, named by the key, can match;
             // text that is not all ASCII may fold to one.
-            let (trigger, wide) = triggers(text);
-            if !info.field_only && !trigger && !wide {
+            let wide;
+            (trigger, wide) = triggers(text);
+            needs_trigger = !info.field_only;
+            if needs_trigger && !trigger && !wide {
                 return;
             }
             may_fold = wide;
@@ -415,6 +420,9 @@ impl SegmentScanner {
             ..
         } = self;
         if !(may_fold && fold::fold_value(text, folded)) {
+            if needs_trigger && !trigger {
+                return;
+            }
             found.clear();
             det.scan(text, base, key, found);
             for f in found.iter() {
@@ -425,6 +433,9 @@ impl SegmentScanner {
             return;
         }
         // The folded copy is scanned; each finding is placed where its bytes are in `text`.
+        if needs_trigger && !triggers(&folded.text).0 {
+            return;
+        }
         found.clear();
         det.scan(&folded.text, 0, key, found);
         for f in found.iter() {
@@ -614,10 +625,9 @@ fn normalise_key(key: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Whether `text` holds a byte that can start a built-in identifier: every built-in
-/// identifier contains an ASCII digit or an `@` (see the [`detect`] module docs).
-/// Whether `text` has a byte in `[0-9@]` (a trigger), and whether it has a byte that is not
-/// ASCII (so that it may fold to one, see [`fold`]).
+/// Whether `text` holds a byte that can start a built-in identifier (every built-in
+/// identifier contains an ASCII digit or an `@`, see the [`detect`] module docs), and
+/// whether it holds a byte that is not ASCII (so that it may fold to one, see [`fold`]).
 fn triggers(text: &[u8]) -> (bool, bool) {
     // Long text: a branch-free OR over 64-byte blocks, which the compiler vectorises (16
     // bytes per SSE2 compare). This runs over every byte of every body, often twice (raw

@@ -123,8 +123,10 @@ pub(crate) struct Folded {
     /// The folded text.
     pub(crate) text: Vec<u8>,
     /// `(folded, original)` offset pairs after each folded character: between two, both
-    /// advance together.
-    map: Vec<(usize, usize)>,
+    /// advance together. Eight bytes a folded character: the scanner folds one run or
+    /// segment at a time (at most a body frame as it arrived), so at worst (every character
+    /// a three-byte digit) this is under three times that text.
+    map: Vec<(u32, u32)>,
 }
 
 impl Folded {
@@ -132,6 +134,9 @@ impl Folded {
     pub(crate) fn fold(&mut self, text: &[u8]) -> bool {
         self.text.clear();
         self.map.clear();
+        if u32::try_from(text.len()).is_err() {
+            return false;
+        }
         let mut from = 0;
         let mut i = 0;
         while let Some(k) = text
@@ -147,7 +152,8 @@ impl Folded {
                     self.text.extend(to);
                     i += len;
                     from = i;
-                    self.map.push((self.text.len(), i));
+                    // Both below `text.len()`, which fits in a u32.
+                    self.map.push((self.text.len() as u32, i as u32));
                 }
             }
         }
@@ -162,9 +168,9 @@ impl Folded {
     /// The offset in the original text of offset `at` of the folded one (for the end of a
     /// match, one past a folded character, the end of that character).
     pub(crate) fn original(&self, at: usize) -> usize {
-        let k = self.map.partition_point(|&(f, _)| f <= at);
+        let k = self.map.partition_point(|&(f, _)| f as usize <= at);
         match k.checked_sub(1).and_then(|k| self.map.get(k)) {
-            Some(&(f, o)) => o + (at - f),
+            Some(&(f, o)) => o as usize + (at - f as usize),
             None => at,
         }
     }

@@ -15,8 +15,9 @@
 //!
 //! The scanner scans a folded copy of a run that has any such character and maps what it
 //! finds back to the run's own offsets ([`Folded`]), so the stream's offsets, and so its
-//! hold-back and carried tails, do not change. A run of plain ASCII costs one pass that
-//! [`may_fold`] makes together with the scanner's trigger check.
+//! hold-back and carried tails, do not change. Plain ASCII text costs the scanner one pass
+//! of [`may_fold`] when it has a trigger, and nothing more than its trigger check when it
+//! has none.
 
 /// What the bytes at the start of a slice are to [`Folded::fold`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -392,7 +392,9 @@ impl SegmentScanner {
         limit: u64,
     ) {
         let mut key = key;
-        let mut may_fold = true;
+        // Whether `text` has a byte that is not ASCII: known from the trigger check with
+        // shortcuts, looked for below without.
+        let mut may_fold = None;
         // Set when only text with a trigger can hold a match.
         let mut needs_trigger = false;
         let mut trigger = true;
@@ -406,7 +408,7 @@ impl SegmentScanner {
             if needs_trigger && !trigger && !wide {
                 return;
             }
-            may_fold = wide;
+            may_fold = Some(wide);
             // A key naming no class is no key at all to the detector, which then need not
             // look it up (per call, the larger part of its cost on short values).
             if !info.named {
@@ -419,7 +421,8 @@ impl SegmentScanner {
             finalized,
             ..
         } = self;
-        if !(may_fold && fold::fold_value(text, folded)) {
+        let may_fold = may_fold.unwrap_or_else(|| fold::may_fold(text));
+        if !(may_fold && folded.fold(text)) {
             if needs_trigger && !trigger {
                 return;
             }

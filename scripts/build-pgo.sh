@@ -5,13 +5,17 @@
 # optimised with the profile it wrote. Same source, same behaviour; the request path is
 # laid out and inlined for the traffic it serves (README, "Benchmarks").
 #
-# Usage: scripts/build-pgo.sh [OUT]   (default OUT: target/pgo/sima)
+# Usage: scripts/build-pgo.sh [--prune] [OUT]   (default OUT: target/pgo/sima)
+#   --prune  remove each intermediate build once it has served (about 2 GB less at peak;
+#            the next run builds both from scratch)
 # Env: PGO_SCALE (multiplies the training requests; default 1), LLVM_PROFDATA (the
 # llvm-profdata matching rustc's LLVM; found in the toolchain's llvm-tools otherwise).
 # Needs: rustup component add llvm-tools (or llvm-profdata of rustc's LLVM major version).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PRUNE=0
+if [[ "${1:-}" == --prune ]]; then PRUNE=1; shift; fi
 OUT="${1:-$REPO/target/pgo/sima}"
 WORK="$REPO/target/pgo"
 SCALE="${PGO_SCALE:-1}"
@@ -65,6 +69,7 @@ step "3/4 training: about 80,000 requests x $SCALE on loopback"
 isolated "$REPO/target/debug/examples/pgo_train" "$WORK/gen/release/sima" "$SCALE"
 compgen -G "$WORK/profiles/*.profraw" >/dev/null || die "the training run wrote no profile"
 "$PROFDATA" merge -o "$WORK/sima.profdata" "$WORK/profiles"
+if ((PRUNE)); then rm -rf "$WORK/gen" "$WORK/profiles"; fi
 
 step "4/4 building the optimised Sima (target/pgo/use)"
 RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$WORK/sima.profdata" \
@@ -73,4 +78,5 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$WORK/sima.profdata" \
 step "check: the optimised Sima under a short load"
 isolated "$REPO/target/debug/examples/pgo_train" "$WORK/use/release/sima" 0.05
 install -m 0755 "$WORK/use/release/sima" "$OUT"
+if ((PRUNE)); then rm -rf "$WORK/use"; fi
 step "done: $OUT ($("$OUT" --version))"

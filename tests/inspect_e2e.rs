@@ -252,6 +252,23 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
             format!(r#"{{"naam":"Asha","uid":"{hindi}"}}"#),
         ),
         ("text/plain", format!("UID {nbsp}, verified")),
+        (
+            // An email posted to a mail API abroad: `multipart/alternative` inside `mixed`,
+            // its text part quoted-printable, the number wrapped at 76 characters by the
+            // mail library (`=` and a line break in the middle of it).
+            "multipart/mixed; boundary=outer",
+            format!(
+                "--outer\r\nContent-Type: multipart/alternative;\r\n boundary=\"inner\"\r\n\r\n\
+                 --inner\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+                 Dear Asha, the Aadhaar number we have on record for your account is {}=C2=A0{}=\r\n{}=C2=A0{}.\r\n\
+                 --inner--\r\n--outer--\r\n",
+                &a[..4],
+                &a[4..7],
+                &a[7..8],
+                &a[8..]
+            ),
+        ),
     ] {
         let (status, _, reply) = send(sima.info.proxy, post(url("u=1"), ct, body)).await;
         assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");

@@ -27,7 +27,11 @@
 //! * Form: names are emitted with key `None`, values with key = decoded name.
 //! * Multipart: preamble and epilogue are raw text (key `None`); each part's header block is
 //!   raw text (key `None`); the part body has key = its `Content-Disposition` name, and is
-//!   normalised as JSON or form when the part's own `Content-Type` says so.
+//!   normalised as JSON or form when the part's own `Content-Type` says so. A part that
+//!   declares `Content-Transfer-Encoding: quoted-printable` is decoded first (soft line
+//!   breaks removed, `=XX` escapes undone); only the decoded text is in the stream. A part
+//!   whose type is `multipart/*` with a boundary is parsed as multipart in turn, up to
+//!   [`MAX_MULTIPART_NEST`] levels (an email's `mixed` > `alternative` > `related`).
 //! * Base64 runs (16 characters or more, standard or URL-safe) found in raw text, JSON
 //!   string values, form values and multipart text parts are decoded; when the result is
 //!   mostly printable it is inserted right after the run, between separators, with the key
@@ -90,6 +94,9 @@ const OUT_CHUNK: usize = 32 * 1024;
 const FLUSH_AT: usize = 16 * 1024;
 const MAX_PART_HEADER: usize = 8 * 1024;
 const MAX_BOUNDARY: usize = 200;
+/// Deepest nesting of multipart bodies parsed as such (an email: `mixed` holding
+/// `alternative` holding `related`); deeper ones are read as text.
+const MAX_MULTIPART_NEST: u32 = 8;
 const ZSTD_MAX_BLOCK: usize = 128 * 1024;
 const ZSTD_MIN_WINDOW_CAP: u64 = 8 << 20;
 const ZSTD_MAX_WINDOW_CAP: u64 = 128 << 20;
@@ -2430,7 +2437,7 @@ impl Normaliser {
             BodyKind::Json => Mode::Json(Box::new(Json::new(max_depth, None))),
             BodyKind::Form => Mode::Form(Box::default()),
             BodyKind::Multipart { boundary } => {
-                Mode::Multipart(Box::new(Multipart::new(&boundary, max_depth)))
+                Mode::Multipart(Box::new(Multipart::new(&boundary, max_depth, 0)))
             }
             BodyKind::Markup => Mode::Markup(Box::default()),
             BodyKind::Text => Mode::Text,
@@ -3425,16 +3432,33 @@ enum PartBody {
     Markup(Box<Entities>),
     Json(Box<Json>),
     Form(Box<Form>),
+    /// A nested `multipart/*` (an email's `multipart/alternative` inside `mixed`).
+    Multipart(Box<Multipart>),
 }
 
 struct Part {
     body: PartBody,
+    /// The part declares `Content-Transfer-Encoding: quoted-printable`.
+    qp: Option<Box<Qp>>,
     name: Vec<u8>,
     named: bool,
     max_depth: u32,
+    /// How many multipart bodies enclose this part's body.
+    nest: u32,
 }
 
 impl Part {
+    fn new(max_depth: u32, nest: u32) -> Self {
+        Part {
+            body: PartBody::Text,
+            qp: None,
+            name: Vec::new(),
+            named: false,
+            max_depth,
+            nest,
+        }
+    }
+
     fn key(&self) -> Option<&[u8]> {
         if self.named {
             Some(&self.name)
@@ -3457,21 +3481,47 @@ impl Part {
             em.value(bytes, None, sink);
             return Ok(());
         }
-        let key = if self.named {
-            Some(self.name.as_slice())
-        } else {
-            None
-        };
-        match &mut self.body {
+        match self.qp.as_mut() {
+            Some(qp) => {
+                let decoded = qp.feed(bytes, false);
+                let r =
+                    Part::body_bytes(&mut self.body, self.named, &self.name, &decoded, em, sink);
+                qp.out = decoded;
+                r
+            }
+            None => Part::body_bytes(&mut self.body, self.named, &self.name, bytes, em, sink),
+        }
+    }
+
+    fn body_bytes(
+        body: &mut PartBody,
+        named: bool,
+        name: &[u8],
+        bytes: &[u8],
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), DecodeError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let key = if named { Some(name) } else { None };
+        match body {
             PartBody::Text => em.value(bytes, key, sink),
             PartBody::Markup(m) => m.feed(bytes, key, em, sink),
             PartBody::Json(j) => j.feed(bytes, em, sink)?,
             PartBody::Form(f) => f.feed(bytes, em, sink),
+            PartBody::Multipart(m) => m.feed(bytes, em, sink)?,
         }
         Ok(())
     }
 
-    fn end(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {
+    fn end(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
+        if let Some(qp) = self.qp.as_mut() {
+            let decoded = qp.feed(&[], true);
+            let r = Part::body_bytes(&mut self.body, self.named, &self.name, &decoded, em, sink);
+            qp.out = decoded;
+            r?;
+        }
         let key = if self.named {
             Some(self.name.as_slice())
         } else {
@@ -3482,25 +3532,131 @@ impl Part {
             PartBody::Markup(m) => m.finish(key, em, sink),
             PartBody::Json(j) => j.finish(em, sink),
             PartBody::Form(f) => f.finish(em, sink),
+            PartBody::Multipart(m) => m.finish(em, sink)?,
         }
         em.boundary();
+        Ok(())
     }
 
     fn begin(&mut self, headers: &[u8]) {
-        let (name, class) = parse_part_headers(headers);
-        self.named = name.is_some();
-        self.name = name
+        let h = parse_part_headers(headers);
+        self.named = h.name.is_some();
+        self.name = h
+            .name
             .map(|mut n| {
                 n.truncate(MAX_KEY_LEN);
                 n
             })
             .unwrap_or_default();
-        self.body = match class {
-            MediaClass::Json => PartBody::Json(Box::new(Json::new(self.max_depth, self.key()))),
-            MediaClass::Form => PartBody::Form(Box::default()),
-            MediaClass::Markup => PartBody::Markup(Box::default()),
+        self.qp = h.quoted_printable.then(Box::default);
+        self.body = match (h.class, h.boundary) {
+            (MediaClass::Json, _) => {
+                PartBody::Json(Box::new(Json::new(self.max_depth, self.key())))
+            }
+            (MediaClass::Form, _) => PartBody::Form(Box::default()),
+            (MediaClass::Markup, _) => PartBody::Markup(Box::default()),
+            (MediaClass::Multipart, Some(b))
+                if !b.is_empty() && b.len() <= MAX_BOUNDARY && self.nest < MAX_MULTIPART_NEST =>
+            {
+                PartBody::Multipart(Box::new(Multipart::new(&b, self.max_depth, self.nest + 1)))
+            }
             _ => PartBody::Text,
         };
+    }
+}
+
+/// Longest run of spaces and tabs between a quoted-printable `=` and the line break it
+/// makes soft (RFC 2045 allows transport padding there); a longer one is text.
+const QP_MAX_PAD: usize = 76;
+
+/// Streaming quoted-printable decoder (RFC 2045 §6.7) for multipart parts that declare
+/// it: `=XX` is the byte (lower-case hex accepted, as decoders do), `=` before a line
+/// break (after optional padding) is a soft break and vanishes, so an identifier a mail
+/// library wrapped at 76 characters is read whole. Any other `=` is text.
+#[derive(Default)]
+struct Qp {
+    /// The undecided tail of the previous piece: an `=` and what followed it.
+    held: Vec<u8>,
+    out: Vec<u8>,
+}
+
+enum QpEscape {
+    Byte(u8),
+    /// A soft line break: `=` and this many bytes after it vanish.
+    Soft(usize),
+    Literal,
+    NeedMore,
+}
+
+impl Qp {
+    /// Decodes the next piece of the part (`last` for the end of it); the decoded bytes
+    /// are returned in the decoder's own buffer, which the caller hands back (`self.out`).
+    fn feed(&mut self, data: &[u8], last: bool) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        if self.held.is_empty() {
+            let used = qp_decode(data, last, &mut out);
+            self.held.extend_from_slice(data.get(used..).unwrap_or(&[]));
+        } else {
+            // A piece cut inside an escape (at most once per piece): decode it after the
+            // held bytes.
+            let mut buf = std::mem::take(&mut self.held);
+            buf.extend_from_slice(data);
+            let used = qp_decode(&buf, last, &mut out);
+            self.held.extend_from_slice(buf.get(used..).unwrap_or(&[]));
+        }
+        out
+    }
+}
+
+/// Decodes quoted-printable `input` into `out`; returns how many bytes were decoded, which
+/// is less than `input.len()` only when `input` ends in an escape that needs more bytes
+/// (never when `last`).
+fn qp_decode(input: &[u8], last: bool, out: &mut Vec<u8>) -> usize {
+    let mut i = 0;
+    while let Some(k) = memchr::memchr(b'=', input.get(i..).unwrap_or(&[])) {
+        let at = i + k;
+        out.extend_from_slice(input.get(i..at).unwrap_or(&[]));
+        match qp_escape(input.get(at + 1..).unwrap_or(&[])) {
+            QpEscape::Byte(b) => {
+                out.push(b);
+                i = at + 3;
+            }
+            QpEscape::Soft(n) => i = at + 1 + n,
+            QpEscape::NeedMore if !last => return at,
+            QpEscape::Literal | QpEscape::NeedMore => {
+                out.push(b'=');
+                i = at + 1;
+            }
+        }
+    }
+    out.extend_from_slice(input.get(i..).unwrap_or(&[]));
+    input.len()
+}
+
+/// What the bytes after a quoted-printable `=` make of it.
+fn qp_escape(rest: &[u8]) -> QpEscape {
+    match rest {
+        [a, b, ..] if hex_val(*a).is_some() && hex_val(*b).is_some() => {
+            QpEscape::Byte(hex_val(*a).unwrap_or(0) << 4 | hex_val(*b).unwrap_or(0))
+        }
+        [a] if hex_val(*a).is_some() => QpEscape::NeedMore,
+        _ => {
+            let pad = rest
+                .iter()
+                .take(QP_MAX_PAD + 1)
+                .take_while(|&&c| c == b' ' || c == b'\t')
+                .count();
+            if pad > QP_MAX_PAD {
+                return QpEscape::Literal;
+            }
+            match rest.get(pad..).unwrap_or(&[]) {
+                [] | [b'\r'] => QpEscape::NeedMore,
+                [b'\n', ..] => QpEscape::Soft(pad + 1),
+                [b'\r', b'\n', ..] => QpEscape::Soft(pad + 2),
+                _ => QpEscape::Literal,
+            }
+        }
     }
 }
 
@@ -3522,7 +3678,7 @@ struct Multipart {
 }
 
 impl Multipart {
-    fn new(boundary: &[u8], max_depth: u32) -> Self {
+    fn new(boundary: &[u8], max_depth: u32, nest: u32) -> Self {
         let mut delim = b"\r\n--".to_vec();
         delim.extend_from_slice(boundary);
         let mut fail = vec![0usize; delim.len()];
@@ -3547,12 +3703,7 @@ impl Multipart {
             after: 0,
             hdr: Vec::new(),
             hdr_last: 0x0d0a,
-            part: Part {
-                body: PartBody::Text,
-                name: Vec::new(),
-                named: false,
-                max_depth,
-            },
+            part: Part::new(max_depth, nest),
         }
     }
 
@@ -3693,7 +3844,7 @@ impl Multipart {
         self.matched = 0;
         self.virt = 0;
         if in_body {
-            self.part.end(em, sink);
+            self.part.end(em, sink)?;
         } else {
             em.end_value(None, sink);
         }
@@ -3711,7 +3862,7 @@ impl Multipart {
                 self.matched = 0;
                 self.part.release(in_body, &pending, em, sink)?;
                 if in_body {
-                    self.part.end(em, sink);
+                    self.part.end(em, sink)?;
                 } else {
                     em.end_value(None, sink);
                 }
@@ -3821,23 +3972,50 @@ fn header_param(value: &[u8], want: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// (Content-Disposition name, Content-Type class) of a multipart part header block.
-fn parse_part_headers(block: &[u8]) -> (Option<Vec<u8>>, MediaClass) {
-    let mut name = None;
-    let mut class = MediaClass::Other;
+/// What a multipart part's header block says about its body.
+struct PartHeaders {
+    /// `Content-Disposition` `name`.
+    name: Option<Vec<u8>>,
+    class: MediaClass,
+    /// `Content-Type` `boundary`, for a nested multipart body.
+    boundary: Option<Vec<u8>>,
+    /// `Content-Transfer-Encoding: quoted-printable`.
+    quoted_printable: bool,
+}
+
+/// Reads a part's header block. Folded lines (a line starting with white space continues
+/// the previous one, as mail headers wrap a long `Content-Type`) are unfolded first.
+fn parse_part_headers(block: &[u8]) -> PartHeaders {
+    let mut h = PartHeaders {
+        name: None,
+        class: MediaClass::Other,
+        boundary: None,
+        quoted_printable: false,
+    };
+    let mut fields: Vec<Vec<u8>> = Vec::new();
     for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match (line.first(), fields.last_mut()) {
+            (Some(b' ' | b'\t'), Some(field)) => field.extend_from_slice(line),
+            _ => fields.push(line.to_vec()),
+        }
+    }
+    for line in &fields {
         let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let field = trim(line.get(..colon).unwrap_or(&[]));
         let value = trim(line.get(colon + 1..).unwrap_or(&[]));
         if field.eq_ignore_ascii_case(b"content-disposition") {
-            name = header_param(value, b"name");
+            h.name = header_param(value, b"name");
         } else if field.eq_ignore_ascii_case(b"content-type") {
-            class = media_class(value);
+            h.class = media_class(value);
+            h.boundary = header_param(value, b"boundary");
+        } else if field.eq_ignore_ascii_case(b"content-transfer-encoding") {
+            h.quoted_printable = trim(value).eq_ignore_ascii_case(b"quoted-printable");
         }
     }
-    (name, class)
+    h
 }
 
 // ---------------------------------------------------------------------------------------
@@ -4748,6 +4926,87 @@ mod tests {
         }
     }
 
+    #[test]
+    fn quoted_printable_decoding() {
+        let qp = |input: &[u8]| {
+            let mut out = Vec::new();
+            assert_eq!(qp_decode(input, true, &mut out), input.len());
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        assert_eq!(qp(b"2345 6789 01=\r\n24"), "2345 6789 0124");
+        assert_eq!(qp(b"asha=40example.in =3D x=\n"), "asha@example.in = x");
+        assert_eq!(qp(b"=E0=A5=A8=e0=a5=a9"), "\u{968}\u{969}");
+        assert_eq!(qp(b"pad= \t \r\nded"), "padded");
+        // Not escapes: kept as written.
+        assert_eq!(qp(b"a=b =4 =\rx =G1 ="), "a=b =4 =\rx =G1 =");
+        let mut out = Vec::new();
+        assert_eq!(
+            qp_decode(b"abc=4", false, &mut out),
+            3,
+            "an escape cut short waits"
+        );
+        assert_eq!(qp_decode(b"abc= \r", false, &mut out), 3);
+        // Padding longer than a line is text, not a soft break.
+        let long = format!("a={}\r\nb", " ".repeat(QP_MAX_PAD + 1));
+        assert_eq!(qp(long.as_bytes()), long);
+    }
+
+    #[test]
+    fn quoted_printable_parts_and_nested_multipart() {
+        // An email as a mail API receives it: `mixed` holding `alternative` (its boundary on
+        // a folded header line) holding a quoted-printable text part, where the mail
+        // library wrapped the Aadhaar number at 76 characters and wrote the Devanagari
+        // digits of a second one as escaped UTF-8.
+        let uid = "2345 6789 0124";
+        let dev: String = "२३४५६७८९०१२४".to_string();
+        let dev_qp: String = dev.bytes().map(|b| format!("={b:02X}")).collect();
+        let line = format!(
+            "Dear customer, your Aadhaar number on record is {}",
+            &uid[..9]
+        );
+        let text = format!("{line}=\r\n{} and {dev_qp}.\r\n", &uid[9..]);
+        let body = format!(
+            "--outer\r\nContent-Type: multipart/alternative;\r\n\tboundary=\"inner\"\r\n\r\n\
+             --inner\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\n\r\n{text}\
+             --inner--\r\n\r\n--outer--\r\n"
+        );
+        let kind = BodyKind::Multipart {
+            boundary: b"outer".to_vec(),
+        };
+        let got = norm(kind.clone(), body.as_bytes());
+        assert!(got.contains(&format!("is {uid} and {dev}.")), "{got:?}");
+        assert!(!got.contains("=\r\n"), "{got:?}");
+        for cut in 0..=body.len() {
+            let (s, r) = run(
+                kind.clone(),
+                &[&body.as_bytes()[..cut], &body.as_bytes()[cut..]],
+            );
+            assert_eq!(r, Ok(()));
+            assert_eq!(render(&s), got, "cut at {cut}");
+        }
+        // Without the declaration the part is read as written.
+        let plain = body.replace("Content-Transfer-Encoding: quoted-printable\r\n", "");
+        let got = norm(kind.clone(), plain.as_bytes());
+        assert!(!got.contains(uid), "{got:?}");
+        // Nesting deeper than MAX_MULTIPART_NEST is read as text.
+        let mut deep = String::from("x");
+        for level in (0..=MAX_MULTIPART_NEST + 1).rev() {
+            deep = format!(
+                "--b{level}\r\nContent-Type: multipart/mixed; boundary=b{}\r\n\r\n{deep}\r\n--b{level}--",
+                level + 1
+            );
+        }
+        let got = norm(
+            BodyKind::Multipart {
+                boundary: b"b0".to_vec(),
+            },
+            deep.as_bytes(),
+        );
+        assert!(got.contains("--b9\r\n"), "{got:?}");
+        assert!(!got.contains("--b7\r\n"), "{got:?}");
+    }
+
     // ----- text and base64 -----------------------------------------------------------
 
     #[test]
@@ -5589,15 +5848,54 @@ mod tests {
         .prop_map(|v| v.concat())
     }
 
+    /// Quoted-printable text: escapes, soft breaks (with padding), and broken escapes.
+    fn qp_body() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                "[a-z0-9 .@]{0,20}".prop_map(String::into_bytes),
+                prop::sample::select(vec![
+                    "=\r\n",
+                    "=\n",
+                    "= \t\r\n",
+                    "=3D",
+                    "=40",
+                    "=e0=a5=a8",
+                    "=A",
+                    "=",
+                    "=4",
+                    "=\r",
+                    "=\rx",
+                    "=  x",
+                    "\r\n",
+                    "=\r\n--in\r\n",
+                ])
+                .prop_map(|s| s.as_bytes().to_vec()),
+            ],
+            0..30,
+        )
+        .prop_map(|v| v.concat())
+    }
+
     fn multipart_body() -> impl Strategy<Value = Vec<u8>> {
         let part = (
             prop::option::of("[a-z]{1,5}"),
-            0..3usize,
+            0..4usize,
+            any::<bool>(),
             prop_oneof![
                 json_value().prop_map(String::into_bytes),
                 form_body(),
                 text_body(),
-                Just(b"\r\n--bnd\r\n-".to_vec())
+                qp_body(),
+                Just(b"\r\n--bnd\r\n-".to_vec()),
+                // A nested body, for the `multipart/alternative` type.
+                (qp_body(), text_body()).prop_map(|(a, b)| [
+                    &b"--in\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"[..],
+                    &a,
+                    b"\r\n--in\r\n\r\n",
+                    &b,
+                    b"\r\n--in--\r\n",
+                ]
+                .concat()),
             ],
         );
         (
@@ -5608,7 +5906,7 @@ mod tests {
         )
             .prop_map(|(pre, parts, close, epi)| {
                 let mut b = pre;
-                for (name, ct, body) in parts {
+                for (name, ct, qp, body) in parts {
                     b.extend_from_slice(b"\r\n--bnd\r\n");
                     if let Some(n) = name {
                         b.extend_from_slice(
@@ -5619,8 +5917,13 @@ mod tests {
                         "text/plain",
                         "application/json",
                         "application/x-www-form-urlencoded",
+                        "multipart/alternative;\r\n\tboundary=\"in\"",
                     ][ct];
-                    b.extend_from_slice(format!("Content-Type: {ct}\r\n\r\n").as_bytes());
+                    b.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+                    if qp {
+                        b.extend_from_slice(b"Content-Transfer-Encoding: Quoted-Printable\r\n");
+                    }
+                    b.extend_from_slice(b"\r\n");
                     b.extend_from_slice(&body);
                 }
                 if close {

@@ -269,6 +269,18 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
                 &a[8..]
             ),
         ),
+        (
+            // The same email uploaded whole (`message/rfc822`).
+            "message/rfc822",
+            format!(
+                "MIME-Version: 1.0\r\nSubject: KYC\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\n\
+                 Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+                 Your Aadhaar number on record is {}=\r\n{}.\r\n",
+                &a[..6],
+                &a[6..]
+            ),
+        ),
     ] {
         let (status, _, reply) = send(sima.info.proxy, post(url("u=1"), ct, body)).await;
         assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");

@@ -32,6 +32,8 @@
 //!   breaks removed, `=XX` escapes undone); only the decoded text is in the stream. A part
 //!   whose type is `multipart/*` with a boundary is parsed as multipart in turn, up to
 //!   [`MAX_MULTIPART_NEST`] levels (an email's `mixed` > `alternative` > `related`).
+//! * Message (`message/rfc822`, as a body or as a part): its header block is raw text (key
+//!   `None`), then its body is read as a multipart part with those headers would be.
 //! * Base64 runs (16 characters or more, standard or URL-safe) found in raw text, JSON
 //!   string values, form values and multipart text parts are decoded; when the result is
 //!   mostly printable it is inserted right after the run, between separators, with the key
@@ -128,6 +130,10 @@ pub enum BodyKind {
     /// character references (`&#64;`, `&#x40;`, `&commat;`) are read as the characters
     /// they stand for, as the receiver reads them.
     Markup,
+    /// A whole email (`message/rfc822`, `message/global`: a mail API's raw upload): its
+    /// header block, then its body read by the message's own `Content-Type` and
+    /// `Content-Transfer-Encoding`, as a multipart part is.
+    Message,
     /// Anything else, including no `Content-Type` at all: scanned as raw text.
     Text,
 }
@@ -148,6 +154,7 @@ impl BodyKind {
                 _ => BodyKind::Text,
             },
             MediaClass::Markup => BodyKind::Markup,
+            MediaClass::Message => BodyKind::Message,
             MediaClass::Other => BodyKind::Text,
         }
     }
@@ -2440,6 +2447,7 @@ impl Normaliser {
                 Mode::Multipart(Box::new(Multipart::new(&boundary, max_depth, 0)))
             }
             BodyKind::Markup => Mode::Markup(Box::default()),
+            BodyKind::Message => Mode::Multipart(Box::new(Multipart::message(max_depth, 0))),
             BodyKind::Text => Mode::Text,
         };
         Normaliser {
@@ -3560,6 +3568,9 @@ impl Part {
             {
                 PartBody::Multipart(Box::new(Multipart::new(&b, self.max_depth, self.nest + 1)))
             }
+            (MediaClass::Message, _) if self.nest < MAX_MULTIPART_NEST => {
+                PartBody::Multipart(Box::new(Multipart::message(self.max_depth, self.nest + 1)))
+            }
             _ => PartBody::Text,
         };
     }
@@ -3675,6 +3686,8 @@ struct Multipart {
     hdr: Vec<u8>,
     hdr_last: u32,
     part: Part,
+    /// A whole message (`message/rfc822`): one header block and one body, no delimiter.
+    single: bool,
 }
 
 impl Multipart {
@@ -3704,7 +3717,18 @@ impl Multipart {
             hdr: Vec::new(),
             hdr_last: 0x0d0a,
             part: Part::new(max_depth, nest),
+            single: false,
         }
+    }
+
+    /// A parser for a whole message: its header block, then its body as one part.
+    fn message(max_depth: u32, nest: u32) -> Self {
+        let mut m = Multipart::new(b"", max_depth, nest);
+        m.single = true;
+        m.matched = 0;
+        m.virt = 0;
+        m.start_headers();
+        m
     }
 
     fn feed(
@@ -3715,6 +3739,11 @@ impl Multipart {
     ) -> Result<(), DecodeError> {
         let mut i = 0;
         while i < data.len() {
+            if self.single && self.phase == MpPhase::Body {
+                self.part
+                    .release(true, data.get(i..).unwrap_or(&[]), em, sink)?;
+                break;
+            }
             match self.phase {
                 MpPhase::Preamble | MpPhase::Body => i = self.scan(data, i, em, sink)?,
                 MpPhase::AfterDelim => {
@@ -3884,6 +3913,7 @@ enum MediaClass {
     Form,
     Multipart,
     Markup,
+    Message,
     Other,
 }
 
@@ -3905,6 +3935,9 @@ fn media_class(value: &[u8]) -> MediaClass {
     }
     if mt.starts_with(b"multipart/") {
         return MediaClass::Multipart;
+    }
+    if mt == b"message/rfc822" || mt == b"message/global" {
+        return MediaClass::Message;
     }
     let subtype = mt.splitn(2, |&b| b == b'/').nth(1).unwrap_or(&[]);
     if memchr::memmem::find(subtype, b"json").is_some() {
@@ -4952,6 +4985,52 @@ mod tests {
     }
 
     #[test]
+    fn whole_messages_are_read_by_their_own_headers() {
+        // A raw email uploaded to a mail API (`message/rfc822`): its headers as text, its
+        // body by its own type and transfer encoding, here multipart with a
+        // quoted-printable part whose soft break falls inside the number.
+        let body = "From: a@b.example\r\nSubject: KYC\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed;\r\n boundary=\"m1\"\r\n\r\n\
+             --m1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+             PAN ABCPE=\r\n1234F, UID 2345 =\r\n6789 0124\r\n--m1--\r\n";
+        let got = norm(BodyKind::Message, body.as_bytes());
+        assert!(
+            got.contains("PAN ABCPE1234F, UID 2345 6789 0124"),
+            "{got:?}"
+        );
+        assert!(got.contains("Subject: KYC"), "{got:?}");
+        for cut in 0..=body.len() {
+            let (s, r) = run(
+                BodyKind::Message,
+                &[&body.as_bytes()[..cut], &body.as_bytes()[cut..]],
+            );
+            assert_eq!(r, Ok(()));
+            assert_eq!(render(&s), got, "cut at {cut}");
+        }
+        // A single-part message, and one inside a multipart upload (a mail API's `message`
+        // field of type message/rfc822).
+        let single = "Subject: x\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nUID 2345 67=\n89 0124";
+        assert!(norm(BodyKind::Message, single.as_bytes()).contains("UID 2345 6789 0124"));
+        let upload = format!(
+            "--u\r\nContent-Disposition: form-data; name=\"message\"; filename=\"m.eml\"\r\n\
+             Content-Type: message/rfc822\r\n\r\n{single}\r\n--u--\r\n"
+        );
+        let got = norm(
+            BodyKind::Multipart {
+                boundary: b"u".to_vec(),
+            },
+            upload.as_bytes(),
+        );
+        assert!(got.contains("UID 2345 6789 0124"), "{got:?}");
+        assert_eq!(
+            BodyKind::from_content_type(Some("message/rfc822")),
+            BodyKind::Message
+        );
+        // A message that never ends its header block is all header text.
+        assert_eq!(norm(BodyKind::Message, b"Subject: 2345"), "Subject: 2345");
+    }
+
+    #[test]
     fn quoted_printable_parts_and_nested_multipart() {
         // An email as a mail API receives it: `mixed` holding `alternative` (its boundary on
         // a folded header line) holding a quoted-printable text part, where the mail
@@ -5968,6 +6047,22 @@ mod tests {
             json_body().prop_map(|b| (BodyKind::Json, b)),
             form_body().prop_map(|b| (BodyKind::Form, b)),
             text_body().prop_map(|b| (BodyKind::Text, b)),
+            (any::<bool>(), qp_body(), multipart_body()).prop_map(|(qp, text, mp)| {
+                let body = if qp {
+                    [
+                        &b"Subject: s\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"[..],
+                        &text,
+                    ]
+                    .concat()
+                } else {
+                    [
+                        &b"Content-Type: multipart/mixed; boundary=bnd\r\n\r\n"[..],
+                        &mp,
+                    ]
+                    .concat()
+                };
+                (BodyKind::Message, body)
+            }),
             multipart_body().prop_map(|b| (
                 BodyKind::Multipart {
                     boundary: b"bnd".to_vec()

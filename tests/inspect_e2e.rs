@@ -281,6 +281,20 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
                 &a[6..]
             ),
         ),
+        (
+            // An email sent through a mail API's JSON `raw` field (base64url of the whole
+            // message), its text part base64 inside, as Python's MIMEText writes UTF-8.
+            "application/json",
+            format!(
+                r#"{{"raw":"{}"}}"#,
+                URL_SAFE_NO_PAD.encode(format!(
+                    "MIME-Version: 1.0\r\nSubject: KYC\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n\
+                     Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("नमस्ते Asha, your Aadhaar {nbsp} is verified.\n"))
+                ))
+            ),
+        ),
     ] {
         let (status, _, reply) = send(sima.info.proxy, post(url("u=1"), ct, body)).await;
         assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");

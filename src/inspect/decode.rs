@@ -1806,6 +1806,11 @@ struct Emitter {
     b64: B64,
     pct: Pct,
     wrap: Wrap,
+    /// The reading of the text decoded from the open base64 or hex run (see
+    /// [`Emitter::put_decoded`]); always `None` in a nested emitter.
+    inner: Option<Box<Normaliser>>,
+    /// This emitter reads decoded text already: what it decodes goes in as it is.
+    nested: bool,
 }
 
 impl Emitter {
@@ -2128,7 +2133,7 @@ impl Emitter {
         self.put(raw, key, sink);
         let decoded = std::mem::take(&mut self.b64.decoded);
         self.boundary();
-        self.put(&decoded, key, sink);
+        self.put_decoded(&decoded, key, true, false, sink);
         self.b64.decoded = decoded;
         self.b64.run.clear();
         self.b64.streaming = true;
@@ -2180,11 +2185,14 @@ impl Emitter {
         } else {
             &mut self.b64.run
         });
-        if !ok {
+        if ok {
+            self.put_decoded(&out, key, false, false, sink);
+        } else {
+            self.end_decoded(key, sink);
             self.b64.streaming = false;
             self.boundary();
+            self.put(&out, key, sink);
         }
-        self.put(&out, key, sink);
         if ok {
             self.b64.decoded = out;
             self.b64.run.clear();
@@ -2194,17 +2202,80 @@ impl Emitter {
         ok
     }
 
+    /// Puts text decoded from a base64 or hex run into the stream; when it is a MIME
+    /// message (a mail API's base64url `raw` field), read once more by the message's own
+    /// headers, so a text part that is base64 or quoted-printable inside is read whole.
+    /// Other decoded text goes in as it is. `first` for the run's first decoded piece,
+    /// `last` for its last. The reading goes one level deep: what a nested emitter
+    /// decodes goes in as it is.
+    fn put_decoded(
+        &mut self,
+        text: &[u8],
+        key: Option<&[u8]>,
+        first: bool,
+        last: bool,
+        sink: &mut Sink<'_>,
+    ) {
+        if self.nested {
+            self.put(text, key, sink);
+            return;
+        }
+        if first {
+            self.inner = Normaliser::nested(text).map(Box::new);
+        }
+        let Some(mut inner) = self.inner.take() else {
+            self.put(text, key, sink);
+            return;
+        };
+        let mut ok = self.through(&mut inner, key, sink, |n, out| n.feed(text, out));
+        if ok && last {
+            ok = self.through(&mut inner, key, sink, |n, out| n.finish(out));
+        }
+        if !ok {
+            // Only JSON nested past the depth limit fails; the text goes in as it is.
+            self.put(text, key, sink);
+        } else if !last {
+            self.inner = Some(inner);
+        }
+    }
+
+    /// Ends the reading of a streaming run's decoded text.
+    fn end_decoded(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
+        if let Some(mut inner) = self.inner.take() {
+            self.through(&mut inner, key, sink, |n, out| n.finish(out));
+        }
+    }
+
+    /// Runs `f` on a nested reading, putting what it emits into this stream (under `key`
+    /// where it has none of its own), and flushes it, so decoded text is not held longer
+    /// than the run that encodes it.
+    fn through(
+        &mut self,
+        inner: &mut Normaliser,
+        key: Option<&[u8]>,
+        sink: &mut Sink<'_>,
+        f: impl FnOnce(&mut Normaliser, &mut Sink<'_>) -> Result<(), DecodeError>,
+    ) -> bool {
+        let mut out = |seg: Segment<'_>, _run_ends: bool| {
+            self.put(seg.text, seg.key.or(key), sink);
+        };
+        let ok = f(inner, &mut out).is_ok();
+        inner.em.flush(false, &mut out);
+        ok
+    }
+
     fn close_run(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
         if self.b64.streaming {
             // The last, partial block: decoded, or raw after a separator if it is not base64.
             if !self.b64.run.is_empty() {
                 self.stream_block(key, sink);
             }
+            self.end_decoded(key, sink);
             self.boundary();
         } else if self.b64.candidate() && self.b64.decode(false) {
             let decoded = std::mem::take(&mut self.b64.decoded);
             self.boundary();
-            self.put(&decoded, key, sink);
+            self.put_decoded(&decoded, key, true, true, sink);
             self.boundary();
             self.b64.decoded = decoded;
         }
@@ -2456,6 +2527,18 @@ impl Normaliser {
         }
     }
 
+    /// The reading of text decoded from a base64 or hex run, whose first piece is `first`,
+    /// when it starts as a MIME message.
+    fn nested(first: &[u8]) -> Option<Self> {
+        looks_like_mime(first).then(|| Normaliser {
+            mode: Mode::Multipart(Box::new(Multipart::message(JSON_NESTED_DEPTH, 0))),
+            em: Emitter {
+                nested: true,
+                ..Emitter::default()
+            },
+        })
+    }
+
     fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
         let em = &mut self.em;
         match &mut self.mode {
@@ -2487,6 +2570,37 @@ impl Normaliser {
         }
         Ok(())
     }
+}
+
+/// JSON nesting limit inside a decoded message (its JSON parts are small documents).
+const JSON_NESTED_DEPTH: u32 = 64;
+
+/// Whether decoded text starts as a MIME message: a header block (lines `Name: value`,
+/// folded lines allowed) that names a MIME field (`MIME-Version`, `Content-Type`,
+/// `Content-Transfer-Encoding`) before its first empty line.
+fn looks_like_mime(text: &[u8]) -> bool {
+    let mut mime = false;
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return mime;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return false;
+        };
+        let name = line.get(..colon).unwrap_or(&[]);
+        if name.is_empty() || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+            return false;
+        }
+        mime |= name.eq_ignore_ascii_case(b"mime-version")
+            || name.eq_ignore_ascii_case(b"content-type")
+            || name.eq_ignore_ascii_case(b"content-transfer-encoding");
+    }
+    // The header block goes on past this piece.
+    mime
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -4161,6 +4275,11 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
             engine.decode_vec(run, out).is_ok()
         };
         if decoded && mostly_printable(out.get(mark + 1..).unwrap_or(&[])) {
+            if looks_like_mime(out.get(mark + 1..).unwrap_or(&[])) {
+                // Base64 of an email in a header: read it as a body would be.
+                normalise_as_body(value, out);
+                return true;
+            }
             inserted = true;
             owed = true;
         } else {
@@ -4169,6 +4288,16 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
     }
     raw_to(out, &mut owed, value.get(copied..).unwrap_or(&[]));
     inserted
+}
+
+/// The body pipeline's reading of `value` as one text value, into `out`.
+fn normalise_as_body(value: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut em = Emitter::default();
+    let mut sink = |seg: Segment<'_>, _| out.extend_from_slice(seg.text);
+    em.text(value, None, &mut sink);
+    em.end_value(None, &mut sink);
+    em.flush(false, &mut sink);
 }
 
 const H_RUN: u8 = 1;
@@ -4982,6 +5111,17 @@ mod tests {
         // Padding longer than a line is text, not a soft break.
         let long = format!("a={}\r\nb", " ".repeat(QP_MAX_PAD + 1));
         assert_eq!(qp(long.as_bytes()), long);
+    }
+
+    #[test]
+    fn base64_emails_in_a_head_value_read_as_in_a_body() {
+        let msg = "MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nUID 2345 67=\r\n89 0124";
+        let value = format!("raw={}", B64_ENGINE.encode(msg));
+        let mut out = Vec::new();
+        assert!(normalise_value(value.as_bytes(), &mut out));
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("UID 2345 6789 0124"), "{text:?}");
+        assert_eq!(text, norm(BodyKind::Text, value.as_bytes()));
     }
 
     #[test]
@@ -6047,6 +6187,24 @@ mod tests {
             json_body().prop_map(|b| (BodyKind::Json, b)),
             form_body().prop_map(|b| (BodyKind::Form, b)),
             text_body().prop_map(|b| (BodyKind::Text, b)),
+            // A base64 email in text (a mail API's `raw`), long enough to stream or not.
+            (qp_body(), 0usize..3000, text_body(), any::<bool>()).prop_map(
+                |(qp, fill, after, mime)| {
+                    let mut msg = if mime {
+                        b"MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+                            .to_vec()
+                    } else {
+                        b"Subject: not mime\r\n\r\n".to_vec()
+                    };
+                    msg.extend_from_slice("x".repeat(fill).as_bytes());
+                    msg.extend_from_slice(&qp);
+                    let mut body = b"raw ".to_vec();
+                    body.extend_from_slice(B64_ENGINE.encode(&msg).as_bytes());
+                    body.push(b' ');
+                    body.extend_from_slice(&after);
+                    (BodyKind::Text, body)
+                }
+            ),
             (any::<bool>(), qp_body(), multipart_body()).prop_map(|(qp, text, mp)| {
                 let body = if qp {
                     [

@@ -716,3 +716,64 @@ proptest! {
         }
     }
 }
+
+/// An email sent through a mail API's JSON `raw` field (Gmail's API takes the whole
+/// message base64url-encoded), its text part base64 (Python's `MIMEText(…, "utf-8")`,
+/// wrapped at 76) or quoted-printable inside: the message is read by its own headers.
+#[test]
+fn emails_base64_encoded_in_json_are_read_by_their_own_headers() {
+    use base64::Engine as _;
+    let ins = inspector();
+    let a = aadhaar();
+    let grouped = format!("{} {} {}", &a[..4], &a[4..8], &a[8..]);
+    let text = format!(
+        "Dear Asha, your KYC is complete. Aadhaar {grouped} is verified. Regards, the bank team.\n"
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&text);
+    let wrapped: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    let long = "Statement follows. ".repeat(400);
+    for (what, mime) in [
+        (
+            "base64 part",
+            format!(
+                "Content-Type: text/plain; charset=\"utf-8\"\r\nMIME-Version: 1.0\r\n\
+                 Content-Transfer-Encoding: base64\r\nto: asha\r\nsubject: KYC\r\n\r\n{}\r\n",
+                wrapped.join("\r\n")
+            ),
+        ),
+        (
+            "quoted-printable part",
+            format!(
+                "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n\
+                 Content-Transfer-Encoding: quoted-printable\r\n\r\nDear Asha, your KYC is complete: Aadhaar {}=\r\n{}\r\n",
+                &grouped[..7],
+                &grouped[7..]
+            ),
+        ),
+        (
+            // Past 4,096 base64 characters the run is decoded as it streams.
+            "long multipart message",
+            format!(
+                "MIME-Version: 1.0\r\nContent-Type: multipart/mixed;\r\n boundary=\"b\"\r\n\r\n\
+                 --b\r\nContent-Type: text/plain\r\n\r\n{long}\r\n\
+                 --b\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+                 {long}Aadhaar {}=\r\n{}\r\n--b--\r\n",
+                &grouped[..7],
+                &grouped[7..]
+            ),
+        ),
+    ] {
+        let raw = base64::engine::general_purpose::URL_SAFE.encode(&mime);
+        let body = format!(r#"{{"raw":"{raw}"}}"#);
+        let whole = scan_chunked(&ins, &hdrs("application/json", None), body.as_bytes(), &[]).unwrap();
+        assert_eq!(distinct_classes(&ins, &whole), ["AADHAAR"], "{what}");
+        for cuts in [&[5, 9, 4000][..], &[1000, 1001, 1002, 6000, 9000], &[77, 5555]] {
+            let split = scan_chunked(&ins, &hdrs("application/json", None), body.as_bytes(), cuts).unwrap();
+            assert_eq!(whole, split, "{what} {cuts:?}");
+        }
+    }
+}

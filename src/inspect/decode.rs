@@ -2208,6 +2208,7 @@ impl Emitter {
     /// Other decoded text goes in as it is. `first` for the run's first decoded piece,
     /// `last` for its last. The reading goes one level deep: what a nested emitter
     /// decodes goes in as it is.
+    #[inline(never)]
     fn put_decoded(
         &mut self,
         text: &[u8],
@@ -2240,6 +2241,7 @@ impl Emitter {
     }
 
     /// Ends the reading of a streaming run's decoded text.
+    #[inline(never)]
     fn end_decoded(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
         if let Some(mut inner) = self.inner.take() {
             self.through(&mut inner, key, sink, |n, out| n.finish(out));
@@ -2579,8 +2581,16 @@ const JSON_NESTED_DEPTH: u32 = 64;
 /// folded lines allowed) that names a MIME field (`MIME-Version`, `Content-Type`,
 /// `Content-Transfer-Encoding`) before its first empty line.
 fn looks_like_mime(text: &[u8]) -> bool {
+    // Most decoded text (a JWT's JSON, a document) fails on its first byte or first line.
+    if !text.first().is_some_and(u8::is_ascii_alphabetic) {
+        return false;
+    }
     let mut mime = false;
-    for line in text.split(|&b| b == b'\n') {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = rest.get(..end).unwrap_or(&[]);
+        rest = rest.get(end + 1..).unwrap_or(&[]);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return mime;
@@ -2588,13 +2598,14 @@ fn looks_like_mime(text: &[u8]) -> bool {
         if matches!(line.first(), Some(b' ' | b'\t')) {
             continue;
         }
-        let Some(colon) = memchr::memchr(b':', line) else {
-            return false;
-        };
-        let name = line.get(..colon).unwrap_or(&[]);
-        if name.is_empty() || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+        let name_end = line
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-'))
+            .unwrap_or(line.len());
+        if name_end == 0 || line.get(name_end) != Some(&b':') {
             return false;
         }
+        let name = line.get(..name_end).unwrap_or(&[]);
         mime |= name.eq_ignore_ascii_case(b"mime-version")
             || name.eq_ignore_ascii_case(b"content-type")
             || name.eq_ignore_ascii_case(b"content-transfer-encoding");
@@ -4291,6 +4302,8 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
 }
 
 /// The body pipeline's reading of `value` as one text value, into `out`.
+#[cold]
+#[inline(never)]
 fn normalise_as_body(value: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let mut em = Emitter::default();

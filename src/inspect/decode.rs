@@ -95,6 +95,9 @@ const BASE64_MAX_RUN: usize = 4096;
 const OUT_CHUNK: usize = 32 * 1024;
 const FLUSH_AT: usize = 16 * 1024;
 const MAX_PART_HEADER: usize = 8 * 1024;
+/// The same for a whole email's header block, which relays and signatures lengthen
+/// (`Received:`, `DKIM-Signature:`): its `Content-Type` may come late.
+const MAX_MESSAGE_HEADER: usize = 64 * 1024;
 const MAX_BOUNDARY: usize = 200;
 /// Deepest nesting of multipart bodies parsed as such (an email: `mixed` holding
 /// `alternative` holding `related`); deeper ones are read as text.
@@ -3915,7 +3918,12 @@ impl Multipart {
         let mut done = false;
         while let Some(&c) = data.get(i) {
             i += 1;
-            if self.hdr.len() < MAX_PART_HEADER {
+            let cap = if self.single {
+                MAX_MESSAGE_HEADER
+            } else {
+                MAX_PART_HEADER
+            };
+            if self.hdr.len() < cap {
                 self.hdr.push(c);
             }
             self.hdr_last = self.hdr_last << 8 | u32::from(c);
@@ -5181,6 +5189,14 @@ mod tests {
         );
         // A message that never ends its header block is all header text.
         assert_eq!(norm(BodyKind::Message, b"Subject: 2345"), "Subject: 2345");
+        // Its Content-Type may come after 20 KiB of relay headers.
+        let relayed = format!(
+            "{}Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\n\r\nUID 2345 67=\r\n89 0124\r\n--m--",
+            "Received: from relay.example by mx.example; Fri, 27 Nov 2026 10:00:00 +0530\r\n"
+                .repeat(300)
+        );
+        assert!(norm(BodyKind::Message, relayed.as_bytes()).contains("UID 2345 6789 0124"));
     }
 
     #[test]

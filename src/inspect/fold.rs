@@ -11,7 +11,10 @@
 //!   (U+200B–U+200D), word joiner (U+2060), zero-width no-break space (U+FEFF): dropped,
 //!   so `2345<U+200B>6789` is read as `23456789`.
 //! * Digits of the Indian scripts (Devanagari `०`–`९`, Bengali, Gurmukhi, Gujarati, Odia,
-//!   Tamil, Telugu, Kannada, Malayalam) and fullwidth digits and `@`: their ASCII.
+//!   Tamil, Telugu, Kannada, Malayalam): their ASCII.
+//! * Fullwidth forms (U+FF01–U+FF5E, as East Asian input methods and some PDF exports
+//!   write them): digits, letters and the punctuation of an address or a number
+//!   (`＠ ． － ＿ ＋`), their ASCII, so `ＡＢＣＰＥ１２３４Ｆ` is a PAN.
 //!
 //! The scanner scans a folded copy of a run that has any such character and maps what it
 //! finds back to the run's own offsets ([`Folded`]), so the stream's offsets, and so its
@@ -70,9 +73,16 @@ fn look(s: &[u8]) -> Look {
             len: 3,
             to: Some(b'0' + (b2 - 0x90)),
         },
-        [0xef, 0xbc, 0xa0, ..] => Look::Fold {
+        // Fullwidth `＋ － ．`, `＠`, letters and `＿` (U+FF0B, U+FF0D, U+FF0E, U+FF20–U+FF3A,
+        // U+FF3F).
+        [0xef, 0xbc, b2 @ (0x8b | 0x8d | 0x8e | 0xa0..=0xba | 0xbf), ..] => Look::Fold {
             len: 3,
-            to: Some(b'@'),
+            to: Some(b2 - 0x60),
+        },
+        // Fullwidth small letters (U+FF41–U+FF5A).
+        [0xef, 0xbd, b2 @ 0x81..=0x9a, ..] => Look::Fold {
+            len: 3,
+            to: Some(b2 - 0x20),
         },
         _ => Look::Keep,
     }
@@ -212,13 +222,18 @@ mod tests {
             ("आधार २३४५ ६७८९ ०१२४", "आधार 2345 6789 0124"),
             ("৯৮৭৬৫ ੪੩ ૨૧ ୦ ௧ ౨ ೩ ൪", "98765 43 21 0 1 2 3 4"),
             ("１２３４＠example.in", "1234@example.in"),
+            (
+                "ＡＢＣＰＥ１２３４Ｆ ａｓｈａ＿ｖ．ｖ＠ｏｋａｘｉｓ ＋９１－１",
+                "ABCPE1234F asha_v.v@okaxis +91-1",
+            ),
             ("a\u{3000}b\u{205f}c", "a b c"),
         ];
         for (text, want) in cases {
             assert_eq!(folded(text), want, "{text:?}");
         }
         // Left as they are: letters of the same scripts, quotes, em dash, other symbols.
-        for text in ["नमस्ते “quoted” — é ñ ₹ ॐ", "plain ascii 123", ""] {
+        for text in ["नमस्ते “quoted” — é ñ ₹ ॐ（）＄ｿ", "plain ascii 123", ""]
+        {
             assert_eq!(folded(text), text);
         }
         // Broken UTF-8 is passed through byte for byte.
@@ -250,7 +265,7 @@ mod tests {
             pieces in prop::collection::vec(
                 prop::sample::select(vec![
                     "2345", "\u{a0}", "\u{202f}", "\u{2013}", "\u{200b}", "\u{ad}", "२३", "০",
-                    "１", "＠", "x", " ", "-", "é", "“", "—", "न",
+                    "１", "＠", "Ｚ", "ｚ", "．", "（", "x", " ", "-", "é", "“", "—", "न",
                 ]),
                 0..30,
             ),

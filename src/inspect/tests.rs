@@ -524,6 +524,7 @@ fn identifiers_written_with_other_spaces_dashes_and_digits_are_found() {
         ("Devanagari digits", hindi.as_str(), "AADHAAR"),
         ("en dash", phone, "IN_PHONE"),
         ("zero-width space", email, "EMAIL"),
+        ("fullwidth forms", "ＡＢＣＰＥ１２３４Ｆ", "PAN"),
     ] {
         let escaped: String = id
             .chars()

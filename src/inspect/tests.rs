@@ -778,3 +778,49 @@ fn emails_base64_encoded_in_json_are_read_by_their_own_headers() {
         }
     }
 }
+
+/// An identifier three times longer before folding than after (a 251-character address
+/// in fullwidth forms, 753 bytes) is found once wherever the scanner's syncs fall in it:
+/// the tail carried between scans holds it whole.
+#[test]
+fn a_long_folded_identifier_is_found_across_scanner_syncs() {
+    let ins = inspector();
+    let wide = |s: &str| -> String {
+        s.chars()
+            .map(|c| char::from_u32(c as u32 - 0x21 + 0xff01).unwrap_or(c))
+            .collect()
+    };
+    // A short local part: the address is found only whole (a suffix of it is no address).
+    let ascii = format!(
+        "asha@{}.{}.{}.{}.in",
+        "b".repeat(60),
+        "c".repeat(60),
+        "d".repeat(60),
+        "e".repeat(60)
+    );
+    let email = wide(&ascii);
+    assert_eq!(email.len(), ascii.len() * 3);
+    // A text body reaches the scanner in 16 KiB pieces, and the scanner syncs once its
+    // buffer passes about 18 KiB: at the second piece, so at 32 KiB, where it keeps a tail.
+    for at in (31_300..32_800).step_by(11) {
+        let body = format!(
+            "{} {email} {}",
+            "lorem ipsum ".repeat(at / 12),
+            "dolor sit ".repeat(3000)
+        );
+        for cuts in [
+            &[][..],
+            &[4096, 8192, 12288, 16384, 20480],
+            &[at + 700, at + 701],
+        ] {
+            let items =
+                scan_chunked(&ins, &hdrs("text/plain", None), body.as_bytes(), cuts).unwrap();
+            assert_eq!(
+                class_names(&ins, &items),
+                ["EMAIL"],
+                "at {at}, cuts {cuts:?}"
+            );
+            assert_eq!(items[0].len as usize, email.len(), "at {at}, cuts {cuts:?}");
+        }
+    }
+}

@@ -7,7 +7,8 @@
 //! set-up), starts Sima, and sends over 32 keep-alive connections: forward GETs (to an
 //! address, and to host names answered by a DNS server of its own), route GETs to an HTTP
 //! and to an HTTPS upstream (its own test CA), GETs inside CONNECT tunnels, GETs with
-//! typical client headers, 64 KiB uploads, 64 KiB JSON order lists (also in Hindi), and
+//! typical client headers, 64 KiB uploads, 64 KiB JSON order lists (also in Hindi), emails
+//! (multipart with a quoted-printable part, and base64 in a JSON `raw` field), and
 //! requests carrying an Aadhaar number (also in Devanagari digits) or an email address (451). With `PGO_PUBLIC_ADDR` set (by
 //! `scripts/build-pgo.sh`, inside a private network namespace that has that public address
 //! on its loopback), forward GETs also go to that address, which Sima locates through its
@@ -167,6 +168,28 @@ fn loads(
         1,
     ));
     let hindi = Bytes::from(hindi);
+    // Emails as mail APIs take them: a multipart message with a quoted-printable text
+    // part, and the same message base64url-encoded in a JSON `raw` field (both clean).
+    let letter = "Dear customer, your order has shipped and will reach you on Friday. \
+                  Track it from the app; reply to this mail for help.\r\n"
+        .repeat(24);
+    let email = format!(
+        "--m\r\nContent-Type: multipart/alternative;\r\n boundary=\"a\"\r\n\r\n\
+         --a\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: quoted-printable\r\n\r\n{}\r\n--a--\r\n--m--\r\n",
+        letter.replace("Friday. ", "Friday.=\r\n ")
+    );
+    let raw_email = {
+        use base64::Engine as _;
+        let message = format!(
+            "MIME-Version: 1.0\r\nSubject: Your order\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(&letter)
+        );
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(message);
+        Bytes::from(format!(r#"{{"raw":"{raw}"}}"#))
+    };
+    let email = Bytes::from(email);
 
     let get = move |uri: String, host: String| {
         move || {
@@ -296,7 +319,29 @@ fn loads(
             "POST Hindi, Devanagari UID",
             n(500.0),
             StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
-            Box::new(post(post_url, host, "application/json", hindi_leak)),
+            Box::new(post(
+                post_url.clone(),
+                host.clone(),
+                "application/json",
+                hindi_leak,
+            )),
+        ),
+        load(
+            "POST multipart email",
+            n(1_000.0),
+            StatusCode::OK,
+            Box::new(post(
+                post_url.clone(),
+                host.clone(),
+                "multipart/mixed; boundary=m",
+                email,
+            )),
+        ),
+        load(
+            "POST base64 email in JSON",
+            n(1_000.0),
+            StatusCode::OK,
+            Box::new(post(post_url, host, "application/json", raw_email)),
         ),
         load(
             "GET forward by name",

@@ -12,9 +12,9 @@
 //!   so `2345<U+200B>6789` is read as `23456789`.
 //! * Digits of the Indian scripts (Devanagari `०`–`९`, Bengali, Gurmukhi, Gujarati, Odia,
 //!   Tamil, Telugu, Kannada, Malayalam): their ASCII.
-//! * Fullwidth forms (U+FF01–U+FF5E, as East Asian input methods and some PDF exports
-//!   write them): digits, letters and the punctuation of an address or a number
-//!   (`＠ ． － ＿ ＋`), their ASCII, so `ＡＢＣＰＥ１２３４Ｆ` is a PAN.
+//! * Of the fullwidth forms (U+FF01–U+FF5E, as East Asian input methods and some PDF
+//!   exports write them), digits, letters and the punctuation of an address or a number
+//!   (`＠ ． － ＿ ＋`): their ASCII, so `ＡＢＣＰＥ１２３４Ｆ` is a PAN.
 //!
 //! The scanner scans a folded copy of a run that has any such character and maps what it
 //! finds back to the run's own offsets ([`Folded`]), so the stream's offsets, and so its

@@ -304,6 +304,20 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
             "{ct}"
         );
     }
+    // JSON sent with no type at all (`requests.post(url, data=json.dumps(…))`), its
+    // Devanagari digits escaped as `\u0968`, as json.dumps writes them.
+    let escaped: String = hindi
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let req = Request::post(url("t=1"))
+        .body(Full::new(Bytes::from(format!(
+            r#"{{"naam": "Asha", "uid": "{escaped}"}}"#
+        ))))
+        .unwrap();
+    let (status, _, reply) = send(sima.info.proxy, req).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
     assert!(us.requests().is_empty());
 
     // A gzip-compressed JSON body with a card number.

@@ -24,6 +24,8 @@
 //!   `null` and punctuation are dropped. Once the bytes stop being JSON (bad structure), the
 //!   last [`JSON_LOOKBACK`] raw bytes before the fault are emitted again as raw text,
 //!   followed by the rest of the body raw, so nothing escapes the detectors.
+//! * Untyped (no `Content-Type`, `text/plain`, `application/octet-stream`): as JSON when
+//!   the first byte past white space is `{` or `[`, else as raw text.
 //! * Form: names are emitted with key `None`, values with key = decoded name.
 //! * Multipart: preamble and epilogue are raw text (key `None`); each part's header block is
 //!   raw text (key `None`); the part body has key = its `Content-Disposition` name, and is
@@ -137,16 +139,28 @@ pub enum BodyKind {
     /// header block, then its body read by the message's own `Content-Type` and
     /// `Content-Transfer-Encoding`, as a multipart part is.
     Message,
-    /// Anything else, including no `Content-Type` at all: scanned as raw text.
+    /// No `Content-Type`, or a generic one (`text/plain`, `application/octet-stream`):
+    /// read as JSON when its first byte past white space opens an object or an array
+    /// (Python's `requests.post(url, data=json.dumps(…))` sends no type, and escapes every
+    /// character outside ASCII as `\uXXXX`), as raw text otherwise.
+    Untyped,
+    /// Any other type: scanned as raw text.
     Text,
 }
 
 impl BodyKind {
-    /// Classifies a `Content-Type` header value; unknown or missing types are [`BodyKind::Text`].
+    /// Classifies a `Content-Type` header value; a missing or generic type is
+    /// [`BodyKind::Untyped`], other unknown types [`BodyKind::Text`].
     pub fn from_content_type(content_type: Option<&str>) -> BodyKind {
         let Some(ct) = content_type else {
-            return BodyKind::Text;
+            return BodyKind::Untyped;
         };
+        let mt = trim(ct.as_bytes().split(|&b| b == b';').next().unwrap_or(&[]));
+        if mt.eq_ignore_ascii_case(b"text/plain")
+            || mt.eq_ignore_ascii_case(b"application/octet-stream")
+        {
+            return BodyKind::Untyped;
+        }
         match media_class(ct.as_bytes()) {
             MediaClass::Json => BodyKind::Json,
             MediaClass::Form => BodyKind::Form,
@@ -355,7 +369,7 @@ impl Pipeline {
     pub fn spelled_in_escapes(&self) -> bool {
         matches!(
             self.norm.mode,
-            Mode::Json(_) | Mode::Multipart(_) | Mode::Markup(_)
+            Mode::Json(_) | Mode::Multipart(_) | Mode::Markup(_) | Mode::Sniff { .. }
         )
     }
 
@@ -2512,7 +2526,16 @@ enum Mode {
     Json(Box<Json>),
     Form(Box<Form>),
     Multipart(Box<Multipart>),
+    /// [`BodyKind::Untyped`] before its first byte past white space (the white space so
+    /// far is held, up to [`SNIFF_MAX_BLANK`] bytes).
+    Sniff {
+        held: Vec<u8>,
+        max_depth: u32,
+    },
 }
+
+/// Most leading white space an untyped body may have and still be read as JSON.
+const SNIFF_MAX_BLANK: usize = 4096;
 
 impl Normaliser {
     fn new(kind: BodyKind, max_depth: u32) -> Self {
@@ -2524,6 +2547,10 @@ impl Normaliser {
             }
             BodyKind::Markup => Mode::Markup(Box::default()),
             BodyKind::Message => Mode::Multipart(Box::new(Multipart::message(max_depth, 0))),
+            BodyKind::Untyped => Mode::Sniff {
+                held: Vec::new(),
+                max_depth,
+            },
             BodyKind::Text => Mode::Text,
         };
         Normaliser {
@@ -2545,9 +2572,32 @@ impl Normaliser {
     }
 
     fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
+        if let Mode::Sniff { held, max_depth } = &mut self.mode {
+            let blank = data
+                .iter()
+                .take_while(|&&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                .count();
+            let json = match data.get(blank) {
+                None if held.len() + blank <= SNIFF_MAX_BLANK => {
+                    held.extend_from_slice(data);
+                    return Ok(());
+                }
+                Some(b'{' | b'[') => held.len() + blank <= SNIFF_MAX_BLANK,
+                _ => false,
+            };
+            let held = std::mem::take(held);
+            self.mode = if json {
+                Mode::Json(Box::new(Json::new(*max_depth, None)))
+            } else {
+                Mode::Text
+            };
+            if !held.is_empty() {
+                self.feed(&held, sink)?;
+            }
+        }
         let em = &mut self.em;
         match &mut self.mode {
-            Mode::Text => {
+            Mode::Text | Mode::Sniff { .. } => {
                 em.value(data, None, sink);
                 Ok(())
             }
@@ -2568,6 +2618,11 @@ impl Normaliser {
         let em = &mut self.em;
         match &mut self.mode {
             Mode::Text => em.end_value(None, sink),
+            Mode::Sniff { held, .. } => {
+                // Nothing but white space: text.
+                em.value(held, None, sink);
+                em.end_value(None, sink);
+            }
             Mode::Markup(m) => m.finish(None, em, sink),
             Mode::Json(j) => j.finish(em, sink),
             Mode::Form(f) => f.finish(em, sink),
@@ -4651,7 +4706,7 @@ mod tests {
     #[test]
     fn body_kind_from_content_type() {
         let cases: &[(Option<&str>, BodyKind)] = &[
-            (None, BodyKind::Text),
+            (None, BodyKind::Untyped),
             (Some("application/json"), BodyKind::Json),
             (Some("Application/JSON; charset=utf-8"), BodyKind::Json),
             (Some("application/vnd.api+json"), BodyKind::Json),
@@ -4674,8 +4729,10 @@ mod tests {
             ),
             (Some("multipart/form-data"), BodyKind::Text),
             (Some("multipart/form-data; boundary="), BodyKind::Text),
-            (Some("text/plain"), BodyKind::Text),
-            (Some("application/octet-stream"), BodyKind::Text),
+            (Some("text/plain"), BodyKind::Untyped),
+            (Some("Text/Plain; charset=utf-8"), BodyKind::Untyped),
+            (Some("application/octet-stream"), BodyKind::Untyped),
+            (Some("text/csv"), BodyKind::Text),
             (Some("json/whatever"), BodyKind::Text),
             (Some("text/html; charset=utf-8"), BodyKind::Markup),
             (Some("application/xml"), BodyKind::Markup),
@@ -5132,6 +5189,41 @@ mod tests {
         // Padding longer than a line is text, not a soft break.
         let long = format!("a={}\r\nb", " ".repeat(QP_MAX_PAD + 1));
         assert_eq!(qp(long.as_bytes()), long);
+    }
+
+    #[test]
+    fn untyped_bodies_that_open_as_json_are_read_as_json() {
+        // `requests.post(url, data=json.dumps(…))`: no type, and Devanagari digits as
+        // `\u` escapes (json.dumps's ensure_ascii).
+        let body = "\n {\"uid\": \"\\u0968\\u0969\\u096a\\u096b\", \"n\": 1}";
+        let want = "uid\n{uid=\u{968}\u{969}\u{96a}\u{96b}}\nn\n{n=1}";
+        assert_eq!(norm(BodyKind::Untyped, body.as_bytes()), want);
+        for cut in 0..=body.len() {
+            let (s, r) = run(
+                BodyKind::Untyped,
+                &[&body.as_bytes()[..cut], &body.as_bytes()[cut..]],
+            );
+            assert_eq!(r, Ok(()));
+            assert_eq!(render(&s), want, "cut at {cut}");
+        }
+        // Anything else is text, as it was; so is white space alone, and JSON after more
+        // white space than a body starts with.
+        for text in ["plain text {x}", "  \r\n", "", "2345 6789 0124"] {
+            assert_eq!(
+                norm(BodyKind::Untyped, text.as_bytes()),
+                norm(BodyKind::Text, text.as_bytes())
+            );
+        }
+        let late = format!("{}{{\"a\":\"b\"}}", " ".repeat(SNIFF_MAX_BLANK + 1));
+        assert_eq!(
+            norm(BodyKind::Untyped, late.as_bytes()),
+            norm(BodyKind::Text, late.as_bytes())
+        );
+        let p = Pipeline::from_headers(None, None, Limits::default()).unwrap();
+        assert!(
+            p.spelled_in_escapes(),
+            "undecided: held back as JSON may need"
+        );
     }
 
     #[test]
@@ -6216,6 +6308,8 @@ mod tests {
             json_body().prop_map(|b| (BodyKind::Json, b)),
             form_body().prop_map(|b| (BodyKind::Form, b)),
             text_body().prop_map(|b| (BodyKind::Text, b)),
+            (" {0,3}", prop_oneof![json_body(), text_body()])
+                .prop_map(|(blank, b)| (BodyKind::Untyped, [blank.as_bytes(), &b].concat())),
             // A base64 email in text (a mail API's `raw`), long enough to stream or not.
             (qp_body(), 0usize..3000, text_body(), any::<bool>()).prop_map(
                 |(qp, fill, after, mime)| {

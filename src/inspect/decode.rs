@@ -24,8 +24,9 @@
 //!   `null` and punctuation are dropped. Once the bytes stop being JSON (bad structure), the
 //!   last [`JSON_LOOKBACK`] raw bytes before the fault are emitted again as raw text,
 //!   followed by the rest of the body raw, so nothing escapes the detectors.
-//! * Untyped (no `Content-Type`, `text/plain`, `application/octet-stream`): as JSON when
-//!   the first byte past white space is `{` or `[`, else as raw text.
+//! * Untyped (no `Content-Type`, `text/plain`, `application/octet-stream`; also such a
+//!   multipart part): as JSON when the first byte past white space is `{` or `[`, else as
+//!   raw text.
 //! * Form: names are emitted with key `None`, values with key = decoded name.
 //! * Multipart: preamble and epilogue are raw text (key `None`); each part's header block is
 //!   raw text (key `None`); the part body has key = its `Content-Disposition` name, and is
@@ -155,10 +156,7 @@ impl BodyKind {
         let Some(ct) = content_type else {
             return BodyKind::Untyped;
         };
-        let mt = trim(ct.as_bytes().split(|&b| b == b';').next().unwrap_or(&[]));
-        if mt.eq_ignore_ascii_case(b"text/plain")
-            || mt.eq_ignore_ascii_case(b"application/octet-stream")
-        {
+        if generic_type(ct.as_bytes()) {
             return BodyKind::Untyped;
         }
         match media_class(ct.as_bytes()) {
@@ -2537,6 +2535,25 @@ enum Mode {
 /// Most leading white space an untyped body may have and still be read as JSON.
 const SNIFF_MAX_BLANK: usize = 4096;
 
+/// Decides whether an untyped text whose leading white space so far is `held` is JSON,
+/// given its next piece: `None` while only white space has come (then `data` joined
+/// `held`), else whether the first other byte opens an object or an array.
+fn sniff_json(held: &mut Vec<u8>, data: &[u8]) -> Option<bool> {
+    let blank = data
+        .iter()
+        .take_while(|&&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .count();
+    let within = held.len() + blank <= SNIFF_MAX_BLANK;
+    match data.get(blank) {
+        None if within => {
+            held.extend_from_slice(data);
+            None
+        }
+        Some(b'{' | b'[') => Some(within),
+        _ => Some(false),
+    }
+}
+
 impl Normaliser {
     fn new(kind: BodyKind, max_depth: u32) -> Self {
         let mode = match kind {
@@ -2573,17 +2590,8 @@ impl Normaliser {
 
     fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
         if let Mode::Sniff { held, max_depth } = &mut self.mode {
-            let blank = data
-                .iter()
-                .take_while(|&&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-                .count();
-            let json = match data.get(blank) {
-                None if held.len() + blank <= SNIFF_MAX_BLANK => {
-                    held.extend_from_slice(data);
-                    return Ok(());
-                }
-                Some(b'{' | b'[') => held.len() + blank <= SNIFF_MAX_BLANK,
-                _ => false,
+            let Some(json) = sniff_json(held, data) else {
+                return Ok(());
             };
             let held = std::mem::take(held);
             self.mode = if json {
@@ -3620,6 +3628,9 @@ enum MpPhase {
 
 enum PartBody {
     Text,
+    /// An untyped part (no `Content-Type`, `text/plain`, `application/octet-stream`: a
+    /// form field) before its first byte past white space; see [`BodyKind::Untyped`].
+    Sniff(Vec<u8>),
     Markup(Box<Entities>),
     Json(Box<Json>),
     Form(Box<Form>),
@@ -3672,22 +3683,20 @@ impl Part {
             em.value(bytes, None, sink);
             return Ok(());
         }
-        match self.qp.as_mut() {
-            Some(qp) => {
-                let decoded = qp.feed(bytes, false);
-                let r =
-                    Part::body_bytes(&mut self.body, self.named, &self.name, &decoded, em, sink);
-                qp.out = decoded;
+        match self.qp.as_mut().map(|qp| qp.feed(bytes, false)) {
+            Some(decoded) => {
+                let r = self.body_bytes(&decoded, em, sink);
+                if let Some(qp) = self.qp.as_mut() {
+                    qp.out = decoded;
+                }
                 r
             }
-            None => Part::body_bytes(&mut self.body, self.named, &self.name, bytes, em, sink),
+            None => self.body_bytes(bytes, em, sink),
         }
     }
 
     fn body_bytes(
-        body: &mut PartBody,
-        named: bool,
-        name: &[u8],
+        &mut self,
         bytes: &[u8],
         em: &mut Emitter,
         sink: &mut Sink<'_>,
@@ -3695,9 +3704,25 @@ impl Part {
         if bytes.is_empty() {
             return Ok(());
         }
-        let key = if named { Some(name) } else { None };
-        match body {
-            PartBody::Text => em.value(bytes, key, sink),
+        if let PartBody::Sniff(held) = &mut self.body {
+            let Some(json) = sniff_json(held, bytes) else {
+                return Ok(());
+            };
+            let held = std::mem::take(held);
+            self.body = if json {
+                PartBody::Json(Box::new(Json::new(self.max_depth, self.key())))
+            } else {
+                PartBody::Text
+            };
+            self.body_bytes(&held, em, sink)?;
+        }
+        let key = if self.named {
+            Some(self.name.as_slice())
+        } else {
+            None
+        };
+        match &mut self.body {
+            PartBody::Text | PartBody::Sniff(_) => em.value(bytes, key, sink),
             PartBody::Markup(m) => m.feed(bytes, key, em, sink),
             PartBody::Json(j) => j.feed(bytes, em, sink)?,
             PartBody::Form(f) => f.feed(bytes, em, sink),
@@ -3707,10 +3732,11 @@ impl Part {
     }
 
     fn end(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
-        if let Some(qp) = self.qp.as_mut() {
-            let decoded = qp.feed(&[], true);
-            let r = Part::body_bytes(&mut self.body, self.named, &self.name, &decoded, em, sink);
-            qp.out = decoded;
+        if let Some(decoded) = self.qp.as_mut().map(|qp| qp.feed(&[], true)) {
+            let r = self.body_bytes(&decoded, em, sink);
+            if let Some(qp) = self.qp.as_mut() {
+                qp.out = decoded;
+            }
             r?;
         }
         let key = if self.named {
@@ -3720,6 +3746,10 @@ impl Part {
         };
         match &mut self.body {
             PartBody::Text => em.end_value(key, sink),
+            PartBody::Sniff(held) => {
+                em.value(held, key, sink);
+                em.end_value(key, sink);
+            }
             PartBody::Markup(m) => m.finish(key, em, sink),
             PartBody::Json(j) => j.finish(em, sink),
             PartBody::Form(f) => f.finish(em, sink),
@@ -3754,6 +3784,7 @@ impl Part {
             (MediaClass::Message, _) if self.nest < MAX_MULTIPART_NEST => {
                 PartBody::Multipart(Box::new(Multipart::message(self.max_depth, self.nest + 1)))
             }
+            _ if h.untyped => PartBody::Sniff(Vec::new()),
             _ => PartBody::Text,
         };
     }
@@ -4115,6 +4146,13 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// Whether a `Content-Type` value says nothing of the structure: `text/plain`,
+/// `application/octet-stream`.
+fn generic_type(value: &[u8]) -> bool {
+    let mt = trim(value.split(|&b| b == b';').next().unwrap_or(&[]));
+    mt.eq_ignore_ascii_case(b"text/plain") || mt.eq_ignore_ascii_case(b"application/octet-stream")
+}
+
 fn media_class(value: &[u8]) -> MediaClass {
     let mt = trim(value.split(|&b| b == b';').next().unwrap_or(&[]));
     let mt = mt.to_ascii_lowercase();
@@ -4202,6 +4240,8 @@ struct PartHeaders {
     boundary: Option<Vec<u8>>,
     /// `Content-Transfer-Encoding: quoted-printable`.
     quoted_printable: bool,
+    /// No `Content-Type`, or a generic one (see [`BodyKind::Untyped`]).
+    untyped: bool,
 }
 
 /// Reads a part's header block. Folded lines (a line starting with white space continues
@@ -4212,6 +4252,7 @@ fn parse_part_headers(block: &[u8]) -> PartHeaders {
         class: MediaClass::Other,
         boundary: None,
         quoted_printable: false,
+        untyped: true,
     };
     let mut fields: Vec<Vec<u8>> = Vec::new();
     for line in block.split(|&b| b == b'\n') {
@@ -4232,6 +4273,7 @@ fn parse_part_headers(block: &[u8]) -> PartHeaders {
         } else if field.eq_ignore_ascii_case(b"content-type") {
             h.class = media_class(value);
             h.boundary = header_param(value, b"boundary");
+            h.untyped = generic_type(value);
         } else if field.eq_ignore_ascii_case(b"content-transfer-encoding") {
             h.quoted_printable = trim(value).eq_ignore_ascii_case(b"quoted-printable");
         }
@@ -5224,6 +5266,22 @@ mod tests {
             p.spelled_in_escapes(),
             "undecided: held back as JSON may need"
         );
+        // A form field holding JSON, as multipart forms send it (no type of its own).
+        let form = format!(
+            "--f\r\nContent-Disposition: form-data; name=\"meta\"\r\n\r\n{body}\r\n\
+             --f\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n[x\r\n--f--"
+        );
+        let got = norm(
+            BodyKind::Multipart {
+                boundary: b"f".to_vec(),
+            },
+            form.as_bytes(),
+        );
+        assert!(
+            got.contains("\nuid\n{uid=\u{968}\u{969}\u{96a}\u{96b}}\nn\n{n=1}"),
+            "{got:?}"
+        );
+        assert!(got.contains("{note=[x}"), "{got:?}");
     }
 
     #[test]

@@ -6246,32 +6246,42 @@ mod tests {
         .prop_map(|v| v.concat())
     }
 
-    /// Quoted-printable text: escapes, soft breaks (with padding), and broken escapes.
-    fn qp_body() -> impl Strategy<Value = Vec<u8>> {
+    /// Up to 30 pieces, each text matching `text` or one of `spellings`, concatenated.
+    fn spelled(
+        text: &'static str,
+        spellings: Vec<&'static str>,
+        more: impl Strategy<Value = Vec<u8>> + Clone + 'static,
+    ) -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(
             prop_oneof![
-                "[a-z0-9 .@]{0,20}".prop_map(String::into_bytes),
-                prop::sample::select(vec![
-                    "=\r\n",
-                    "=\n",
-                    "= \t\r\n",
-                    "=3D",
-                    "=40",
-                    "=e0=a5=a8",
-                    "=A",
-                    "=",
-                    "=4",
-                    "=\r",
-                    "=\rx",
-                    "=  x",
-                    "\r\n",
-                    "=\r\n--in\r\n",
-                ])
-                .prop_map(|s| s.as_bytes().to_vec()),
+                text.prop_map(String::into_bytes),
+                prop::sample::select(spellings).prop_map(|s| s.as_bytes().to_vec()),
+                more,
             ],
             0..30,
         )
         .prop_map(|v| v.concat())
+    }
+
+    /// Quoted-printable text: escapes, soft breaks (with padding), and broken escapes.
+    fn qp_body() -> impl Strategy<Value = Vec<u8>> {
+        let spellings = vec![
+            "=\r\n",
+            "=\n",
+            "= \t\r\n",
+            "=3D",
+            "=40",
+            "=e0=a5=a8",
+            "=A",
+            "=",
+            "=4",
+            "=\r",
+            "=\rx",
+            "=  x",
+            "\r\n",
+            "=\r\n--in\r\n",
+        ];
+        spelled("[a-z0-9 .@]{0,20}", spellings, Just(Vec::new()))
     }
 
     fn multipart_body() -> impl Strategy<Value = Vec<u8>> {
@@ -6333,31 +6343,26 @@ mod tests {
     }
 
     fn markup_body() -> impl Strategy<Value = Vec<u8>> {
-        prop::collection::vec(
-            prop_oneof![
-                "[<>/a-z =\"]{0,20}".prop_map(String::into_bytes),
-                prop::sample::select(vec![
-                    "&#64;",
-                    "&#x40;",
-                    "&#X2E;",
-                    "&commat;",
-                    "&amp;",
-                    "&#64",
-                    "&#",
-                    "&#x",
-                    "&",
-                    "&comm",
-                    "&#1114112;",
-                    "&#00000000000064;",
-                    "&nbsp;",
-                ])
-                .prop_map(|s| s.as_bytes().to_vec()),
-                "[0-9]{1,6}".prop_map(String::into_bytes),
-                prop::collection::vec(any::<u8>(), 0..8),
-            ],
-            0..30,
-        )
-        .prop_map(|v| v.concat())
+        let spellings = vec![
+            "&#64;",
+            "&#x40;",
+            "&#X2E;",
+            "&commat;",
+            "&amp;",
+            "&#64",
+            "&#",
+            "&#x",
+            "&",
+            "&comm",
+            "&#1114112;",
+            "&#00000000000064;",
+            "&nbsp;",
+        ];
+        let more = prop_oneof![
+            "[0-9]{1,6}".prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..8),
+        ];
+        spelled("[<>/a-z =\"]{0,20}", spellings, more)
     }
 
     fn any_body() -> impl Strategy<Value = (BodyKind, Vec<u8>)> {

@@ -4669,6 +4669,15 @@ mod tests {
         render(&one_shot(kind, body))
     }
 
+    /// The body cut in two at every offset normalises to `want`.
+    fn same_at_every_cut(kind: BodyKind, body: &[u8], want: &str) {
+        for cut in 0..=body.len() {
+            let (s, r) = run(kind.clone(), &[&body[..cut], &body[cut..]]);
+            assert_eq!(r, Ok(()));
+            assert_eq!(render(&s), want, "cut at {cut}");
+        }
+    }
+
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = GzEncoder::new(Vec::new(), Compression::default());
         e.write_all(data).unwrap();
@@ -5240,14 +5249,7 @@ mod tests {
         let body = "\n {\"uid\": \"\\u0968\\u0969\\u096a\\u096b\", \"n\": 1}";
         let want = "uid\n{uid=\u{968}\u{969}\u{96a}\u{96b}}\nn\n{n=1}";
         assert_eq!(norm(BodyKind::Untyped, body.as_bytes()), want);
-        for cut in 0..=body.len() {
-            let (s, r) = run(
-                BodyKind::Untyped,
-                &[&body.as_bytes()[..cut], &body.as_bytes()[cut..]],
-            );
-            assert_eq!(r, Ok(()));
-            assert_eq!(render(&s), want, "cut at {cut}");
-        }
+        same_at_every_cut(BodyKind::Untyped, body.as_bytes(), &want);
         // Anything else is text, as it was; so is white space alone, and JSON after more
         // white space than a body starts with.
         for text in ["plain text {x}", "  \r\n", "", "2345 6789 0124"] {
@@ -5310,14 +5312,7 @@ mod tests {
             "{got:?}"
         );
         assert!(got.contains("Subject: KYC"), "{got:?}");
-        for cut in 0..=body.len() {
-            let (s, r) = run(
-                BodyKind::Message,
-                &[&body.as_bytes()[..cut], &body.as_bytes()[cut..]],
-            );
-            assert_eq!(r, Ok(()));
-            assert_eq!(render(&s), got, "cut at {cut}");
-        }
+        same_at_every_cut(BodyKind::Message, body.as_bytes(), &got);
         // A single-part message, and one inside a multipart upload (a mail API's `message`
         // field of type message/rfc822).
         let single = "Subject: x\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nUID 2345 67=\n89 0124";
@@ -5375,14 +5370,7 @@ mod tests {
         let got = norm(kind.clone(), body.as_bytes());
         assert!(got.contains(&format!("is {uid} and {dev}.")), "{got:?}");
         assert!(!got.contains("=\r\n"), "{got:?}");
-        for cut in 0..=body.len() {
-            let (s, r) = run(
-                kind.clone(),
-                &[&body.as_bytes()[..cut], &body.as_bytes()[cut..]],
-            );
-            assert_eq!(r, Ok(()));
-            assert_eq!(render(&s), got, "cut at {cut}");
-        }
+        same_at_every_cut(kind.clone(), body.as_bytes(), &got);
         // Without the declaration the part is read as written.
         let plain = body.replace("Content-Transfer-Encoding: quoted-printable\r\n", "");
         let got = norm(kind.clone(), plain.as_bytes());

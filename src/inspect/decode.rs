@@ -5249,7 +5249,7 @@ mod tests {
         let body = "\n {\"uid\": \"\\u0968\\u0969\\u096a\\u096b\", \"n\": 1}";
         let want = "uid\n{uid=\u{968}\u{969}\u{96a}\u{96b}}\nn\n{n=1}";
         assert_eq!(norm(BodyKind::Untyped, body.as_bytes()), want);
-        same_at_every_cut(BodyKind::Untyped, body.as_bytes(), &want);
+        same_at_every_cut(BodyKind::Untyped, body.as_bytes(), want);
         // Anything else is text, as it was; so is white space alone, and JSON after more
         // white space than a body starts with.
         for text in ["plain text {x}", "  \r\n", "", "2345 6789 0124"] {

@@ -824,3 +824,17 @@ fn a_long_folded_identifier_is_found_across_scanner_syncs() {
         }
     }
 }
+
+/// An untyped JSON body gets field-name context: a date under `dob` is a date of birth
+/// there, and not in the same bytes declared as CSV.
+#[test]
+fn untyped_json_bodies_give_field_name_context() {
+    let ins = inspector();
+    let body = br#"{"name":"Asha","dob":"1990-01-31"}"#;
+    let mut none = HeaderMap::new();
+    none.insert("x-unrelated", "1".parse().unwrap());
+    let items = scan_chunked(&ins, &none, body, &[5]).unwrap();
+    assert_eq!(distinct_classes(&ins, &items), ["DOB"]);
+    let items = scan_chunked(&ins, &hdrs("text/csv", None), body, &[5]).unwrap();
+    assert!(items.is_empty(), "{items:?}");
+}

@@ -4116,7 +4116,9 @@ impl Multipart {
                 }
             }
             MpPhase::Epilogue => em.end_value(None, sink),
-            MpPhase::AfterDelim | MpPhase::Headers => em.boundary(),
+            // Header text may have left a base64 or percent run open: it ends here, and is
+            // read, rather than running on into what follows the part.
+            MpPhase::AfterDelim | MpPhase::Headers => em.end_value(None, sink),
         }
         Ok(())
     }
@@ -5342,6 +5344,28 @@ mod tests {
                 .repeat(300)
         );
         assert!(norm(BodyKind::Message, relayed.as_bytes()).contains("UID 2345 6789 0124"));
+    }
+
+    #[test]
+    fn a_header_block_cut_short_is_read_to_its_end() {
+        // A message, or a nested part, that ends inside its header block: what the header
+        // text left open (a base64 run, a percent run) is closed and read, not carried
+        // into the next part's bytes or dropped.
+        let pan = B64_ENGINE.encode("ABCPE1234F 2");
+        let got = norm(BodyKind::Message, format!("X-Ref: {pan}").as_bytes());
+        assert!(got.contains("ABCPE1234F 2"), "{got:?}");
+        let body = format!(
+            "--o\r\nContent-Type: multipart/mixed; boundary=i\r\n\r\n--i\r\nX: {}\r\n\
+             --o\r\nContent-Disposition: form-data; name=z\r\n\r\nz\r\n--o--",
+            pan.trim_end_matches('=')
+        );
+        let got = norm(
+            BodyKind::Multipart {
+                boundary: b"o".to_vec(),
+            },
+            body.as_bytes(),
+        );
+        assert!(got.contains("ABCPE1234F 2"), "{got:?}");
     }
 
     #[test]

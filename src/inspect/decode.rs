@@ -3683,16 +3683,26 @@ impl Part {
             em.value(bytes, None, sink);
             return Ok(());
         }
-        match self.qp.as_mut().map(|qp| qp.feed(bytes, false)) {
-            Some(decoded) => {
-                let r = self.body_bytes(&decoded, em, sink);
-                if let Some(qp) = self.qp.as_mut() {
-                    qp.out = decoded;
-                }
-                r
-            }
-            None => self.body_bytes(bytes, em, sink),
+        self.transfer_decoded(bytes, false, em, sink)
+    }
+
+    /// Hands the part's body bytes on, through its quoted-printable decoder when it has
+    /// one (`last` for the end of the part, which flushes what the decoder holds).
+    fn transfer_decoded(
+        &mut self,
+        bytes: &[u8],
+        last: bool,
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), DecodeError> {
+        let Some(decoded) = self.qp.as_mut().map(|qp| qp.feed(bytes, last)) else {
+            return self.body_bytes(bytes, em, sink);
+        };
+        let r = self.body_bytes(&decoded, em, sink);
+        if let Some(qp) = self.qp.as_mut() {
+            qp.out = decoded;
         }
+        r
     }
 
     fn body_bytes(
@@ -3732,12 +3742,8 @@ impl Part {
     }
 
     fn end(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
-        if let Some(decoded) = self.qp.as_mut().map(|qp| qp.feed(&[], true)) {
-            let r = self.body_bytes(&decoded, em, sink);
-            if let Some(qp) = self.qp.as_mut() {
-                qp.out = decoded;
-            }
-            r?;
+        if self.qp.is_some() {
+            self.transfer_decoded(&[], true, em, sink)?;
         }
         let key = if self.named {
             Some(self.name.as_slice())
@@ -4002,13 +4008,13 @@ impl Multipart {
     ) -> usize {
         let start = i;
         let mut done = false;
+        let cap = if self.single {
+            MAX_MESSAGE_HEADER
+        } else {
+            MAX_PART_HEADER
+        };
         while let Some(&c) = data.get(i) {
             i += 1;
-            let cap = if self.single {
-                MAX_MESSAGE_HEADER
-            } else {
-                MAX_PART_HEADER
-            };
             if self.hdr.len() < cap {
                 self.hdr.push(c);
             }

@@ -310,14 +310,24 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
         .chars()
         .map(|c| format!("\\u{:04x}", c as u32))
         .collect();
-    let req = Request::post(url("t=1"))
-        .body(Full::new(Bytes::from(format!(
-            r#"{{"naam": "Asha", "uid": "{escaped}"}}"#
-        ))))
-        .unwrap();
-    let (status, _, reply) = send(sima.info.proxy, req).await;
-    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
-    assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    // And a SOAP envelope posted the same way, its Devanagari digits written as
+    // character references, as an XML writer with an ASCII encoding writes them.
+    let referenced: String = hindi.chars().map(|c| format!("&#{};", c as u32)).collect();
+    for body in [
+        format!(r#"{{"naam": "Asha", "uid": "{escaped}"}}"#),
+        format!(
+            "<?xml version=\"1.0\" encoding=\"US-ASCII\"?>\n<soap:Envelope \
+             xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>\
+             <Verify><Uid>{referenced}</Uid></Verify></soap:Body></soap:Envelope>"
+        ),
+    ] {
+        let req = Request::post(url("t=1"))
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        let (status, _, reply) = send(sima.info.proxy, req).await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{body}");
+        assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    }
     assert!(us.requests().is_empty());
 
     // A gzip-compressed JSON body with a card number.

@@ -25,8 +25,8 @@
 //!   last [`JSON_LOOKBACK`] raw bytes before the fault are emitted again as raw text,
 //!   followed by the rest of the body raw, so nothing escapes the detectors.
 //! * Untyped (no `Content-Type`, `text/plain`, `application/octet-stream`; also such a
-//!   multipart part): as JSON when the first byte past white space is `{` or `[`, else as
-//!   raw text.
+//!   multipart part): as JSON when the first byte past white space is `{` or `[`, as
+//!   markup when it is `<`, else as raw text.
 //! * Form: names are emitted with key `None`, values with key = decoded name.
 //! * Multipart: preamble and epilogue are raw text (key `None`); each part's header block is
 //!   raw text (key `None`); the part body has key = its `Content-Disposition` name, and is
@@ -143,7 +143,8 @@ pub enum BodyKind {
     /// No `Content-Type`, or a generic one (`text/plain`, `application/octet-stream`):
     /// read as JSON when its first byte past white space opens an object or an array
     /// (Python's `requests.post(url, data=json.dumps(…))` sends no type, and escapes every
-    /// character outside ASCII as `\uXXXX`), as raw text otherwise.
+    /// character outside ASCII as `\uXXXX`), as [`BodyKind::Markup`] when it is `<` (an
+    /// XML or SOAP document posted the same way), as raw text otherwise.
     Untyped,
     /// Any other type: scanned as raw text.
     Text,
@@ -2535,10 +2536,21 @@ enum Mode {
 /// Most leading white space an untyped body may have and still be read as JSON.
 const SNIFF_MAX_BLANK: usize = 4096;
 
-/// Decides whether an untyped text whose leading white space so far is `held` is JSON,
-/// given its next piece: `None` while only white space has come (then `data` joined
-/// `held`), else whether the first other byte opens an object or an array.
-fn sniff_json(held: &mut Vec<u8>, data: &[u8]) -> Option<bool> {
+/// How an untyped body reads, judged by its first byte past white space.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sniffed {
+    /// `{` or `[`: JSON.
+    Json,
+    /// `<`: HTML or XML (`requests.post(url, data=soap_envelope)` sends no type either),
+    /// whose character references are read.
+    Markup,
+    Text,
+}
+
+/// Decides how an untyped text whose leading white space so far is `held` reads, given
+/// its next piece: `None` while only white space has come (then `data` joined `held`),
+/// else by the first other byte.
+fn sniff(held: &mut Vec<u8>, data: &[u8]) -> Option<Sniffed> {
     let blank = data
         .iter()
         .take_while(|&&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
@@ -2549,8 +2561,9 @@ fn sniff_json(held: &mut Vec<u8>, data: &[u8]) -> Option<bool> {
             held.extend_from_slice(data);
             None
         }
-        Some(b'{' | b'[') => Some(within),
-        _ => Some(false),
+        Some(b'{' | b'[') if within => Some(Sniffed::Json),
+        Some(b'<') if within => Some(Sniffed::Markup),
+        _ => Some(Sniffed::Text),
     }
 }
 
@@ -2590,14 +2603,14 @@ impl Normaliser {
 
     fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
         if let Mode::Sniff { held, max_depth } = &mut self.mode {
-            let Some(json) = sniff_json(held, data) else {
+            let Some(sniffed) = sniff(held, data) else {
                 return Ok(());
             };
             let held = std::mem::take(held);
-            self.mode = if json {
-                Mode::Json(Box::new(Json::new(*max_depth, None)))
-            } else {
-                Mode::Text
+            self.mode = match sniffed {
+                Sniffed::Json => Mode::Json(Box::new(Json::new(*max_depth, None))),
+                Sniffed::Markup => Mode::Markup(Box::default()),
+                Sniffed::Text => Mode::Text,
             };
             if !held.is_empty() {
                 self.feed(&held, sink)?;
@@ -3715,14 +3728,14 @@ impl Part {
             return Ok(());
         }
         if let PartBody::Sniff(held) = &mut self.body {
-            let Some(json) = sniff_json(held, bytes) else {
+            let Some(sniffed) = sniff(held, bytes) else {
                 return Ok(());
             };
             let held = std::mem::take(held);
-            self.body = if json {
-                PartBody::Json(Box::new(Json::new(self.max_depth, self.key())))
-            } else {
-                PartBody::Text
+            self.body = match sniffed {
+                Sniffed::Json => PartBody::Json(Box::new(Json::new(self.max_depth, self.key()))),
+                Sniffed::Markup => PartBody::Markup(Box::default()),
+                Sniffed::Text => PartBody::Text,
             };
             self.body_bytes(&held, em, sink)?;
         }
@@ -5258,19 +5271,33 @@ mod tests {
         let want = "uid\n{uid=\u{968}\u{969}\u{96a}\u{96b}}\nn\n{n=1}";
         assert_eq!(norm(BodyKind::Untyped, body.as_bytes()), want);
         same_at_every_cut(BodyKind::Untyped, body.as_bytes(), want);
-        // Anything else is text, as it was; so is white space alone, and JSON after more
-        // white space than a body starts with.
-        for text in ["plain text {x}", "  \r\n", "", "2345 6789 0124"] {
+        // A document that opens with `<` is markup (an XML envelope posted with no type):
+        // its character references are read.
+        let xml = "\r\n<?xml version=\"1.0\"?><uid>&#50;345&#x20;6789&nbsp;0124</uid>";
+        let want = norm(BodyKind::Markup, xml.as_bytes());
+        assert!(want.contains("<uid>2345 6789 0124</uid>"), "{want:?}");
+        assert_eq!(norm(BodyKind::Untyped, xml.as_bytes()), want);
+        same_at_every_cut(BodyKind::Untyped, xml.as_bytes(), &want);
+        // Anything else is text, as it was; so is white space alone, and JSON or markup
+        // after more white space than a body starts with.
+        for text in [
+            "plain text {x} <b>&#50;</b>",
+            "  \r\n",
+            "",
+            "2345 6789 0124",
+        ] {
             assert_eq!(
                 norm(BodyKind::Untyped, text.as_bytes()),
                 norm(BodyKind::Text, text.as_bytes())
             );
         }
-        let late = format!("{}{{\"a\":\"b\"}}", " ".repeat(SNIFF_MAX_BLANK + 1));
-        assert_eq!(
-            norm(BodyKind::Untyped, late.as_bytes()),
-            norm(BodyKind::Text, late.as_bytes())
-        );
+        for doc in ["{\"a\":\"b\"}", "<a>&#50;</a>"] {
+            let late = format!("{}{doc}", " ".repeat(SNIFF_MAX_BLANK + 1));
+            assert_eq!(
+                norm(BodyKind::Untyped, late.as_bytes()),
+                norm(BodyKind::Text, late.as_bytes())
+            );
+        }
         let p = Pipeline::from_headers(None, None, Limits::default()).unwrap();
         assert!(
             p.spelled_in_escapes(),
@@ -5279,7 +5306,8 @@ mod tests {
         // A form field holding JSON, as multipart forms send it (no type of its own).
         let form = format!(
             "--f\r\nContent-Disposition: form-data; name=\"meta\"\r\n\r\n{body}\r\n\
-             --f\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n[x\r\n--f--"
+             --f\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n[x\r\n\
+             --f\r\nContent-Disposition: form-data; name=\"doc\"\r\n\r\n<p>&#64;</p>\r\n--f--"
         );
         let got = norm(
             BodyKind::Multipart {
@@ -5292,6 +5320,7 @@ mod tests {
             "{got:?}"
         );
         assert!(got.contains("{note=[x}"), "{got:?}");
+        assert!(got.contains("{doc=<p>@</p>}"), "{got:?}");
     }
 
     #[test]
@@ -6389,7 +6418,10 @@ mod tests {
             json_body().prop_map(|b| (BodyKind::Json, b)),
             form_body().prop_map(|b| (BodyKind::Form, b)),
             text_body().prop_map(|b| (BodyKind::Text, b)),
-            (" {0,3}", prop_oneof![json_body(), text_body()])
+            (
+                " {0,3}",
+                prop_oneof![json_body(), markup_body(), text_body()]
+            )
                 .prop_map(|(blank, b)| (BodyKind::Untyped, [blank.as_bytes(), &b].concat())),
             // A base64 email in text (a mail API's `raw`), long enough to stream or not.
             (qp_body(), 0usize..3000, text_body(), any::<bool>()).prop_map(

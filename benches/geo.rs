@@ -8,8 +8,7 @@ use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sima::config::GeoOverride;
-use sima::geo::{Country, GeoDb, Locator};
+use sima::geo::{Country, GeoDb, GeoOverride, Locator};
 
 fn locator(overrides: Vec<GeoOverride>) -> Locator {
     Locator::new(overrides, GeoDb::embedded().expect("embedded database"))

@@ -202,7 +202,7 @@ impl Reloader {
                 }
                 let hash = snap.policy.hash.clone();
                 tracing::info!(trigger, policy = %snap.policy.name, policy.hash = %hash, geo.build_epoch = snap.geo.info().build_epoch, "reloaded policy and geo database");
-                metrics.set_snapshot(&snap);
+                metrics.set_loaded(&snap.policy, &snap.geo, &snap.inspector);
                 self.shared.snapshot.store(Arc::new(snap));
                 metrics.reloads.with_label_values(&["success"]).inc();
                 let now = unix_now();
@@ -308,7 +308,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new(
         option_env!("SIMA_GIT_SHA").unwrap_or("unknown"),
     )?);
-    metrics.set_snapshot(&snapshot);
+    metrics.set_loaded(&snapshot.policy, &snapshot.geo, &snapshot.inspector);
 
     let fingerprinter = crate::audit::Fingerprinter::load_or_create(&config.audit.key_file)?;
     let (audit, audit_task) = crate::audit::AuditWriter::start(crate::audit::AuditConfig {

@@ -162,29 +162,3 @@ pub enum GeoCommand {
         ips: Vec<String>,
     },
 }
-
-/// `YYYY-MM-DD` for a Unix time (UTC), without a date crate.
-pub fn ymd(epoch: u64) -> String {
-    let days = i64::try_from(epoch / 86_400).unwrap_or(0);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates() {
-        assert_eq!(super::ymd(0), "1970-01-01");
-        assert_eq!(super::ymd(1_700_000_000), "2023-11-14");
-        assert_eq!(super::ymd(951_782_400), "2000-02-29");
-    }
-}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::geo::Country;
+use crate::geo::{Country, GeoOverride};
 
 /// Proxy listener when the config names none: loopback only, the port squid made familiar.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
@@ -223,15 +223,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// A network declared to be in a country, overriding the database (and the address guard).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GeoOverride {
-    /// The declared network.
-    pub net: IpNet,
-    /// The country it is declared to be in.
-    pub country: Country,
 }
 
 /// Geolocation settings.

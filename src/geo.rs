@@ -6,9 +6,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config::GeoOverride;
 use crate::guard;
 
 /// The database compiled into the binary: ip-location-db "geo-whois-asn-country"
@@ -21,6 +21,15 @@ CACCCDCFCGCHCICKCLCMCNCOCRCUCVCWCXCYCZDEDJDKDMDODZECEEEGEHERESETFIFJFKFMFOFRGAGB
 HKHMHNHRHTHUIDIEILIMINIOIQIRISITJEJMJOJPKEKGKHKIKMKNKPKRKWKYKZLALBLCLILKLRLSLTLULVLYMAMCMDMEMFMGMHMKMLMMMNMOMPMQMRMSMTMUMVMWMXMYMZ\
 NANCNENFNGNINLNONPNRNUNZOMPAPEPFPGPHPKPLPMPNPRPSPTPWPYQARERORSRURWSASBSCSDSESGSHSISJSKSLSMSNSOSRSSSTSVSXSYSZ\
 TCTDTFTGTHTJTKTLTMTNTOTRTTTVTWTZUAUGUMUSUYUZVAVCVEVGVIVNVUWFWSYEYTZAZMZW";
+
+/// A network declared to be in a country, overriding the database (and the address guard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoOverride {
+    /// The declared network.
+    pub net: IpNet,
+    /// The country it is declared to be in.
+    pub country: Country,
+}
 
 /// An ISO 3166-1 alpha-2 country code, upper case.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -27,6 +27,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod check;
+pub mod civil;
 pub mod cli;
 pub mod coarse;
 pub mod config;

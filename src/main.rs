@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use sima::app;
-use sima::cli::{self, AuditCommand, CheckArgs, Cli, Command, GeoCommand, PolicyCommand, RunArgs};
+use sima::cli::{AuditCommand, CheckArgs, Cli, Command, GeoCommand, PolicyCommand, RunArgs};
 use sima::config::Config;
 use sima::shutdown::{Signal, Signals};
 use sima::telemetry;
@@ -109,10 +109,10 @@ fn run(args: RunArgs) -> ExitCode {
             policy = %i.policy_name,
             policy.hash = %i.policy_hash,
             geo.database_type = %i.geo.database_type,
-            geo.build_date = %cli::ymd(i.geo.build_epoch),
+            geo.build_date = %sima::civil::ymd(i.geo.build_epoch),
             geo.origin = %i.geo.origin,
             "sima {} listening on {} (admin {}); policy {} ({}); geo database {} built {} ({})",
-            sima::VERSION, i.proxy, i.admin, i.policy_name, i.policy_hash, i.geo.database_type, cli::ymd(i.geo.build_epoch), i.geo.origin
+            sima::VERSION, i.proxy, i.admin, i.policy_name, i.policy_hash, i.geo.database_type, sima::civil::ymd(i.geo.build_epoch), i.geo.origin
         );
         loop {
             match signals.next().await {
@@ -155,7 +155,7 @@ fn check_config(config: &Config) -> ExitCode {
         Ok(g) => println!(
             "geo: ok: {} built {} ({})",
             g.info().database_type,
-            cli::ymd(g.info().build_epoch),
+            sima::civil::ymd(g.info().build_epoch),
             g.info().origin
         ),
         Err(e) => {

@@ -456,28 +456,29 @@ impl Metrics {
             .inc();
     }
 
-    /// Publishes what a snapshot holds: policy info, geo build time, detection series.
-    pub fn set_snapshot(&self, snap: &crate::proxy::Snapshot) {
-        self.set_policy(&snap.policy.name, &snap.policy.hash);
-        self.set_geo_build(snap.geo.info().build_epoch);
+    /// Publishes what a loaded configuration holds: policy info, geo build time, detection
+    /// series.
+    pub fn set_loaded(
+        &self,
+        policy: &crate::policy::Policy,
+        geo: &crate::geo::Locator,
+        inspector: &crate::inspect::Inspector,
+    ) {
+        self.set_policy(&policy.name, &policy.hash);
+        self.set_geo_build(geo.info().build_epoch);
         self.geo_info.reset();
-        let origin = if snap.geo.info().origin == "embedded" {
+        let origin = if geo.info().origin == "embedded" {
             "embedded"
         } else {
             "file"
         };
         self.geo_info
-            .with_label_values(&[&snap.geo.info().database_type, origin])
+            .with_label_values(&[&geo.info().database_type, origin])
             .set(1);
-        let classes: Vec<&str> = snap
-            .inspector
-            .detector()
-            .classes()
-            .map(|(_, n)| n)
-            .collect();
+        let classes: Vec<&str> = inspector.detector().classes().map(|(_, n)| n).collect();
         self.precreate_classes(&classes);
         self.expired_exceptions
-            .set(i64::try_from(snap.policy.expired.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(policy.expired.len()).unwrap_or(i64::MAX));
     }
 
     /// Sets the active policy info series (and drops the previous one).

@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::policy::{Confidence as PolicyConfidence, DataSeen};
-
 pub mod decode;
 pub mod detect;
 mod fold;
@@ -34,6 +32,16 @@ pub const DEFAULT_HOLD_BACK: usize = 16 * 1024;
 pub const JSON_HOLD_BACK: usize = 40 * 1024;
 /// Findings kept per request for explanations (counts are always exact).
 pub const MAX_ITEMS: usize = 256;
+
+/// One data class seen in the request, with the highest confidence seen for it: what the
+/// policy decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataSeen {
+    /// Index into the class table the policy was compiled against.
+    pub class: u16,
+    /// Highest confidence among its findings.
+    pub confidence: Confidence,
+}
 
 /// Where in the request a finding was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -167,7 +175,7 @@ impl Report {
             Some((_, _, n)) => *n += 1,
             None => self.counts.push((f.class, location, 1)),
         }
-        let conf = policy_confidence(f.confidence);
+        let conf = f.confidence;
         match self.seen.iter_mut().find(|s| s.class == f.class.0) {
             Some(s) if s.confidence >= conf => {}
             Some(s) => {
@@ -213,14 +221,6 @@ impl Report {
             .collect();
         v.sort();
         v
-    }
-}
-
-fn policy_confidence(c: Confidence) -> PolicyConfidence {
-    match c {
-        Confidence::Low => PolicyConfidence::Low,
-        Confidence::Medium => PolicyConfidence::Medium,
-        Confidence::High => PolicyConfidence::High,
     }
 }
 

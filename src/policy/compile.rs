@@ -111,7 +111,7 @@ pub fn today() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    crate::cli::ymd(secs)
+    crate::civil::ymd(secs)
 }
 
 /// Parses one file.

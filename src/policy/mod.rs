@@ -5,6 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::geo::Country;
+/// What inspection hands the policy: classes seen, each with its best confidence.
+pub use crate::inspect::{detect::Confidence, DataSeen};
 
 /// An `Arc<str>` for a string literal, allocated once per call site: decisions built on
 /// every request share their text instead of allocating it.
@@ -124,26 +126,6 @@ pub const ALL_REASONS: [Reason; 19] = [
     Reason::ProxyAuth,
     Reason::AuditUnavailable,
 ];
-
-/// How sure a detector is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Confidence {
-    /// Shape only.
-    Low,
-    /// Shape plus context, or a shape that rarely occurs by chance.
-    Medium,
-    /// Validated (check digit) or unambiguous.
-    High,
-}
-
-/// One data class seen in the request, with the highest confidence seen for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataSeen {
-    /// Index into the class table the policy was compiled against.
-    pub class: u16,
-    /// Highest confidence among its findings.
-    pub confidence: Confidence,
-}
 
 /// What is known about the personal data a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,17 +295,6 @@ impl Reason {
             Reason::Internal => "internal",
             Reason::ProxyAuth => "proxy_auth",
             Reason::AuditUnavailable => "audit_unavailable",
-        }
-    }
-}
-
-impl Confidence {
-    /// Label.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Confidence::Low => "low",
-            Confidence::Medium => "medium",
-            Confidence::High => "high",
         }
     }
 }

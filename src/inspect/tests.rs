@@ -601,6 +601,14 @@ fn url_query_and_headers_are_inspected() {
         .map(|(_, _, n)| n)
         .sum();
     assert_eq!(pan_count, 1, "proxy-authorization must not be scanned");
+
+    // Any other `Proxy-*` header is forwarded like the rest, so it is read like the rest.
+    let mut h = HeaderMap::new();
+    h.insert("proxy-note", aadhaar().parse().unwrap());
+    h.insert("proxy-connection", "keep-alive".parse().unwrap());
+    let mut r = Report::default();
+    ins.inspect_head("/", None, &h, &mut r);
+    assert_eq!(r.class_names(ins.detector()), ["AADHAAR"]);
 }
 
 #[test]

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 
 /// A Verhoeff-valid Aadhaar number, computed rather than hard-coded.
 fn aadhaar() -> String {
@@ -659,5 +659,41 @@ async fn inspect_always_counts_findings_without_changing_verdicts() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"sima_detections_total{data_class="AADHAAR",decision="deny"} 0"#));
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_body_in_a_transfer_coding_besides_chunked_is_refused() {
+    // `Transfer-Encoding: gzip, chunked`: the body would be de-chunked and passed on still
+    // gzip-coded, with no label saying so, and never inspected. It gets 501.
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(format!(r#"{{"uid":"{}"}}"#, aadhaar()).as_bytes())
+        .unwrap();
+    let gz = gz.finish().unwrap();
+    let mut req = format!(
+        "POST http://{}/kyc HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: gzip, chunked\r\n\r\n{:x}\r\n",
+        us.addr,
+        us.addr,
+        gz.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&gz);
+    req.extend_from_slice(b"\r\n0\r\n\r\n");
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(&req).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&got);
+    assert!(head.starts_with("HTTP/1.1 501"), "{head}");
+    assert!(us.requests().is_empty(), "the upstream got the request");
     sima.shutdown().await;
 }

@@ -27,6 +27,30 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("proxy-authorization"),
 ];
 
+/// The request's `Transfer-Encoding`, when it names a coding other than `chunked`
+/// (`gzip, chunked`). hyper reads such a body by its final `chunked` and hands on the bytes
+/// still gzip-coded, and the header goes as hop-by-hop: the body would be forwarded
+/// compressed, unlabelled and uninspected. RFC 9112 §6.1: such a request gets 501.
+pub fn unsupported_transfer_coding(headers: &HeaderMap) -> Option<String> {
+    let mut all = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    all.peek()?;
+    let mut chunked = 0;
+    let mut other = false;
+    let mut text = Vec::new();
+    for v in all {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        for coding in v.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if coding.eq_ignore_ascii_case("chunked") {
+                chunked += 1;
+            } else {
+                other = true;
+            }
+        }
+        text.push(v.into_owned());
+    }
+    (other || chunked != 1).then(|| text.join(", "))
+}
+
 /// Removes hop-by-hop headers: the fixed set plus every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names present; a removal (a hashed lookup) only for those found.
@@ -111,6 +135,26 @@ pub fn add_forwarded(headers: &mut HeaderMap, mode: ForwardedMode, client: IpAdd
 mod tests {
     use super::*;
 
+    #[test]
+    fn transfer_codings_other_than_chunked_are_named() {
+        let te = |vals: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(TRANSFER_ENCODING, v.parse().unwrap());
+            }
+            unsupported_transfer_coding(&h)
+        };
+        assert_eq!(te(&[]), None);
+        assert_eq!(te(&["chunked"]), None);
+        assert_eq!(te(&["Chunked"]), None);
+        assert_eq!(te(&["gzip, chunked"]).as_deref(), Some("gzip, chunked"));
+        assert_eq!(te(&["gzip", "chunked"]).as_deref(), Some("gzip, chunked"));
+        assert_eq!(
+            te(&["chunked, chunked"]).as_deref(),
+            Some("chunked, chunked")
+        );
+        assert_eq!(te(&["identity"]).as_deref(), Some("identity"));
+    }
     #[test]
     fn strips_fixed_set_and_connection_tokens() {
         let mut h = HeaderMap::new();

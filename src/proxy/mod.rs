@@ -317,6 +317,9 @@ async fn serve(
     ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, ProxyError> {
+    if let Some(te) = forward::unsupported_transfer_coding(req.headers()) {
+        return Err(ProxyError::TransferCoding(te));
+    }
     // 1. client identity and target
     if snapshot.policy.has_clients() {
         let creds = proxy_credentials(req.headers())?;

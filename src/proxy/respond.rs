@@ -43,6 +43,9 @@ pub enum ProxyError {
     /// Malformed request.
     #[error("{0}")]
     BadRequest(String),
+    /// A request body in a transfer coding other than `chunked` (RFC 9112 §6.1: 501).
+    #[error("Transfer-Encoding {0:?} is not supported: only chunked is; send gzip and the like as Content-Encoding, which Sima decodes to inspect")]
+    TransferCoding(String),
     /// Unusable request target.
     #[error(transparent)]
     BadTarget(#[from] TargetError),
@@ -128,7 +131,9 @@ impl ProxyError {
     /// The closed reason label.
     pub fn reason(&self) -> Reason {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::BadTarget(_) => Reason::BadRequest,
+            ProxyError::BadRequest(_)
+            | ProxyError::BadTarget(_)
+            | ProxyError::TransferCoding(_) => Reason::BadRequest,
             ProxyError::NoRoute { .. } => Reason::NoRoute,
             ProxyError::Resolve(ResolveError::Timeout { .. }) => Reason::ResolveTimeout,
             ProxyError::Resolve(_) => Reason::ResolveFailed,
@@ -163,6 +168,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::BadTarget(_) | ProxyError::NoRoute { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            ProxyError::TransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Resolve(ResolveError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Resolve(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ForbiddenAddress { .. } | ProxyError::ProxyLoop { .. } => {

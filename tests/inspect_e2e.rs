@@ -150,6 +150,29 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
     assert_eq!(json(&body)["data_classes"], serde_json::json!(["PAN"]));
 
+    // A return URL that carries an address, `urlencode`d into a redirect parameter: its
+    // `@` arrives as `%2540`, in the query of an authorisation request and in the form
+    // body of the token request.
+    let ret = "https%3A%2F%2Fapp.example.in%2Fdone%3Femail%3Dasha.verma%2540example.in";
+    let (status, _, body) = get(
+        sima.info.proxy,
+        &url(&format!("client_id=7&redirect_uri={ret}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["EMAIL"]));
+    let (status, _, body) = send(
+        sima.info.proxy,
+        post(
+            url("token=1"),
+            "application/x-www-form-urlencoded",
+            format!("grant_type=authorization_code&code=x1&redirect_uri={ret}"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["EMAIL"]));
+
     let req = Request::get(url("x=1"))
         .header("x-gstin", "27AAPFU0939F1ZV")
         .body(Full::new(Bytes::new()))

@@ -749,7 +749,12 @@ impl Inspector {
         } else if raw.iter().any(|&b| b == b'%' || b == b'+') {
             // Most paths carry no escapes: scan them in place rather than through a copy.
             decode::percent_decode_form(raw, &mut decoded);
-            self.scan_one(&decoded, None, Location::Url, report);
+            if decode::escaped_twice(&decoded) {
+                decode::normalise_as_body(&decoded, &mut norm);
+                self.scan_one(&norm, None, Location::Url, report);
+            } else {
+                self.scan_one(&decoded, None, Location::Url, report);
+            }
         } else {
             self.scan_one(raw, None, Location::Url, report);
         }
@@ -806,7 +811,10 @@ impl Inspector {
         norm: &mut Vec<u8>,
         report: &mut Report,
     ) {
-        if decode::normalise_value(text, norm) {
+        if decode::escaped_twice(text) {
+            decode::normalise_as_body(text, norm);
+            self.scan_one(norm, key, loc, report);
+        } else if decode::normalise_value(text, norm) {
             self.scan_one(norm, key, loc, report);
         } else {
             self.scan_one(text, key, loc, report);

@@ -297,6 +297,70 @@ fn percent_escaped_identifiers_in_json_and_text_are_found() {
     }
 }
 
+#[test]
+fn urls_encoded_twice_are_decoded_twice() {
+    // `urlencode` of a return URL that carries an address and a phone number: the address's
+    // `@` arrives as `%2540`. Read in the query, a header, a JSON field, a form and text.
+    let ins = inspector();
+    let ret = "https%3A%2F%2Fapp.example.in%2Fw%3Fphone%3D9876543210%26email%3Dasha%2540example.in";
+    let count = |r: &Report, class: ClassId| -> u32 {
+        r.counts()
+            .iter()
+            .filter(|(c, _, _)| *c == class)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let mut r = Report::default();
+    ins.inspect_head(
+        "/oauth",
+        Some(&format!("redirect_uri={ret}")),
+        &HeaderMap::new(),
+        &mut r,
+    );
+    assert_eq!(r.class_names(ins.detector()), ["EMAIL", "IN_PHONE"]);
+    assert_eq!(count(&r, ClassId::IN_PHONE), 1, "the phone is read once");
+    let mut h = HeaderMap::new();
+    h.insert("x-return-to", ret.parse().unwrap());
+    let mut r = Report::default();
+    ins.inspect_head("/", None, &h, &mut r);
+    assert_eq!(r.class_names(ins.detector()), ["EMAIL", "IN_PHONE"]);
+    // Three layers (`%252540`), the most read.
+    let mut r = Report::default();
+    ins.inspect_head(
+        "/",
+        Some("next=%252Fw%253Femail%253Dasha%252540example.in"),
+        &HeaderMap::new(),
+        &mut r,
+    );
+    assert_eq!(r.class_names(ins.detector()), ["EMAIL"]);
+    let mut r = Report::default();
+    ins.inspect_head("/cb/asha%2540example.in", None, &HeaderMap::new(), &mut r);
+    assert_eq!(r.class_names(ins.detector()), ["EMAIL"], "a path");
+    for (ct, body) in [
+        ("application/json", format!(r#"{{"redirect_uri":"{ret}"}}"#)),
+        (
+            "application/x-www-form-urlencoded",
+            format!("state=x&redirect_uri={}", ret.replace('%', "%25")),
+        ),
+        ("text/plain", format!("GET /oauth?redirect_uri={ret} 302")),
+    ] {
+        let items = scan_chunked(&ins, &hdrs(ct, None), body.as_bytes(), &[7, 60]).unwrap();
+        assert_eq!(
+            distinct_classes(&ins, &items),
+            ["EMAIL", "IN_PHONE"],
+            "{ct}"
+        );
+        assert_eq!(
+            class_names(&ins, &items)
+                .iter()
+                .filter(|c| **c == "IN_PHONE")
+                .count(),
+            1,
+            "{ct}: the phone is read once"
+        );
+    }
+}
+
 /// Raw base64 with its own `+` in a long percent run (a `%` before it in the same run of
 /// URL text): past 4 KiB the run goes on decoded, and its base64 still decodes.
 #[test]

@@ -69,10 +69,12 @@ impl Form {
             return;
         }
         if self.in_value {
+            // Through the percent layer again: a value that is a URL (an OAuth
+            // `redirect_uri`) carries its own escapes, `asha%40example.in`, under the form's.
             if self.refs.decode(&self.scratch, false) {
-                em.text(&self.refs.out, Some(&self.key), sink);
+                em.value(&self.refs.out, Some(&self.key), sink);
             } else {
-                em.text(&self.scratch, Some(&self.key), sink);
+                em.value(&self.scratch, Some(&self.key), sink);
             }
         } else {
             em.put(&self.scratch, None, sink);
@@ -84,7 +86,7 @@ impl Form {
         self.flush(em, sink);
         if self.in_value {
             if self.refs.finish() {
-                em.text(&self.refs.out, Some(&self.key), sink);
+                em.value(&self.refs.out, Some(&self.key), sink);
             }
             em.end_value(Some(&self.key), sink);
         } else {

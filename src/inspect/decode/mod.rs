@@ -867,14 +867,23 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
     inserted
 }
 
-/// The body pipeline's reading of `value` as one text value, into `out`.
+/// Whether a value of the head still holds a percent escape once its own encoding is
+/// undone: a URL or address encoded twice (`redirect_uri=…%3Femail%3Dasha%2540example.in`),
+/// to be read with [`normalise_as_body`], which decodes such pieces again.
+pub fn escaped_twice(value: &[u8]) -> bool {
+    memchr::memchr(b'%', value).is_some() && has_escape(value)
+}
+
+/// The body pipeline's reading of `value` as one text value, into `out`: base64 and hex
+/// runs decoded, and the pieces of percent-escaped runs that decoding changes inserted
+/// decoded, as in raw text.
 #[cold]
 #[inline(never)]
-fn normalise_as_body(value: &[u8], out: &mut Vec<u8>) {
+pub fn normalise_as_body(value: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let mut em = Emitter::default();
     let mut sink = |seg: Segment<'_>, _| out.extend_from_slice(seg.text);
-    em.text(value, None, &mut sink);
+    em.value(value, None, &mut sink);
     em.end_value(None, &mut sink);
     em.flush(false, &mut sink);
 }

@@ -422,22 +422,12 @@ impl Pct {
     /// Decodes the pieces of `run` between URL delimiters that decoding changes into
     /// `decoded`, a separator between them; true when there is any. The other pieces are
     /// in the stream as they are already: inserting them again would count what they hold
-    /// twice (`msg=Hi%21&phone=…`).
+    /// twice (`msg=Hi%21&phone=…`). A decoded piece that still holds escapes (a URL
+    /// encoded twice) has its own changed pieces decoded in turn (see [`changed_pieces`]).
     pub(super) fn decode_pieces(&mut self) -> bool {
         self.decoded.clear();
         for piece in self.run.split(|&c| pct_delimiter(c)) {
-            if !piece.iter().any(|&c| c == b'%' || c == b'+') {
-                continue;
-            }
-            let before = self.decoded.len();
-            if before > 0 {
-                self.decoded.push(SEPARATOR);
-            }
-            let mark = self.decoded.len();
-            percent_decode_form(piece, &mut self.decoded);
-            if self.decoded.get(mark..) == Some(piece) {
-                self.decoded.truncate(before);
-            }
+            changed_pieces(piece, &mut self.decoded, PCT_AGAIN);
         }
         !self.decoded.is_empty()
     }
@@ -449,6 +439,45 @@ impl Pct {
         self.tail.clear();
         self.carry.clear();
     }
+}
+
+/// How many more times a decoded piece that still holds escapes is decoded. A URL inside a
+/// URL parameter is encoded twice (`redirect_uri=…%3Femail%3Dasha%2540example.in`:
+/// `urlencode` of a return URL that carries an address); a third layer is rarer, and each
+/// is bounded by the run's length.
+pub(super) const PCT_AGAIN: u8 = 2;
+
+/// Appends `piece` percent-decoded (`+` as a space) to `out`, after a separator when `out`
+/// holds text, if decoding changes it; then, if the decoded text still holds an escape,
+/// its own pieces between URL delimiters that decoding changes, `again` more levels deep.
+pub(super) fn changed_pieces(piece: &[u8], out: &mut Vec<u8>, again: u8) {
+    if !piece.iter().any(|&c| c == b'%' || c == b'+') {
+        return;
+    }
+    let before = out.len();
+    if before > 0 {
+        out.push(SEPARATOR);
+    }
+    let mark = out.len();
+    percent_decode_form(piece, out);
+    if out.get(mark..) == Some(piece) {
+        out.truncate(before);
+        return;
+    }
+    if again > 0 && has_escape(out.get(mark..).unwrap_or(&[])) {
+        let decoded = out.get(mark..).unwrap_or(&[]).to_vec();
+        for inner in decoded.split(|&c| pct_delimiter(c)) {
+            changed_pieces(inner, out, again - 1);
+        }
+    }
+}
+
+/// Whether `s` holds a percent escape (`%` and two hex digits).
+pub(super) fn has_escape(s: &[u8]) -> bool {
+    memchr::memchr_iter(b'%', s).any(|k| {
+        s.get(k + 1..k + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// The line widths of wrapped base64: MIME (RFC 2045, Python's `base64.encodebytes`,

@@ -934,11 +934,24 @@ fn percent_escapes_in_text_and_json_decoded_after_their_run() {
         norm(BodyKind::Text, b"?msg=Hi%21+there&phone=9876543210&x=1 "),
         "?msg=Hi%21+there&phone=9876543210&x=1 \nHi! there"
     );
-    // A run without a valid escape adds nothing; nor do form values (decoded already).
+    // A run without a valid escape adds nothing. A form value, decoded by the form, that
+    // still holds escapes (a URL in a form field: `redirect_uri` of an OAuth token request)
+    // is read decoded once more, as text is.
     assert_eq!(norm(BodyKind::Text, b"100%zz a%"), "100%zz a%");
     assert_eq!(
         norm(BodyKind::Form, b"e=asha%2540example.in"),
-        "e\n{e=asha%40example.in}"
+        "e\n{e=asha%40example.in}\n{e=asha@example.in}"
+    );
+    assert_eq!(norm(BodyKind::Form, b"d=50%25+off"), "d\n{d=50% off}");
+    // A URL encoded twice in text: the pieces the second decoding changes are inserted
+    // after the first's, and nothing unchanged is inserted again.
+    assert_eq!(
+        norm(
+            BodyKind::Text,
+            b"r=https%3A%2F%2Fa.in%2F%3Fp%3D9876543210%26e%3Da%2540b.in "
+        ),
+        "r=https%3A%2F%2Fa.in%2F%3Fp%3D9876543210%26e%3Da%2540b.in \n\
+         https://a.in/?p=9876543210&e=a%40b.in\na@b.in"
     );
     // Base64 inside the decoded text is decoded too.
     use base64::engine::general_purpose::STANDARD;

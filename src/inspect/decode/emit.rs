@@ -128,19 +128,9 @@ impl Emitter {
         }
     }
 
-    /// Appends value text, scanning it for base64 runs.
-    ///
-    /// Only runs of at least [`BASE64_MIN_RUN`] bytes can be decoded, and every run ends at
-    /// a byte outside the base64 alphabet (a *stop*, after which no run is open). So where
-    /// no run is open, a stretch that reaches a stop within `BASE64_MIN_RUN` bytes holds no
-    /// candidate and is skipped without looking at each byte: if the byte
-    /// `BASE64_MIN_RUN - 1` ahead is a stop, nothing before it can start a long enough run;
-    /// otherwise the scan resumes after the last stop before it. Everything else (an open
-    /// run, a window without a stop, the tail of `bytes`) goes byte by byte.
-    ///
-    /// Run bytes are not copied one by one either: the run is tracked by counters and its
-    /// start in `bytes` (`run_from`), and copied into `b64.run` only when it may be decoded
-    /// (it ends here as a candidate) or when it goes on past the end of `bytes`.
+    /// [`Emitter::text_to`] of a whole piece, after joining wrapped base64 lines: what the
+    /// skipping is tested against [`Emitter::text_bytewise`] through.
+    #[cfg(test)]
     pub(super) fn text(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
         self.joined(bytes, false, |em, text| em.text_to(text, key, false, sink));
     }
@@ -157,6 +147,19 @@ impl Emitter {
         }
     }
 
+    /// Appends value text, scanning it for base64 runs.
+    ///
+    /// Only runs of at least [`BASE64_MIN_RUN`] bytes can be decoded, and every run ends at
+    /// a byte outside the base64 alphabet (a *stop*, after which no run is open). So where
+    /// no run is open, a stretch that reaches a stop within `BASE64_MIN_RUN` bytes holds no
+    /// candidate and is skipped without looking at each byte: if the byte
+    /// `BASE64_MIN_RUN - 1` ahead is a stop, nothing before it can start a long enough run;
+    /// otherwise the scan resumes after the last stop before it. Everything else (an open
+    /// run, a window without a stop, the tail of `bytes`) goes byte by byte.
+    ///
+    /// Run bytes are not copied one by one either: the run is tracked by counters and its
+    /// start in `bytes` (`run_from`), and copied into `b64.run` only when it may be decoded
+    /// (it ends here as a candidate) or when it goes on past the end of `bytes`.
     pub(super) fn text_to(
         &mut self,
         bytes: &[u8],
@@ -272,7 +275,7 @@ impl Emitter {
         }
     }
 
-    /// The plain byte-by-byte form of [`Emitter::text`], kept as the reference its
+    /// The plain byte-by-byte form of [`Emitter::text_to`], kept as the reference its
     /// skipping is tested against.
     #[cfg(test)]
     pub(super) fn text_bytewise(&mut self, bytes: &[u8], key: Option<&[u8]>, sink: &mut Sink<'_>) {
@@ -528,7 +531,8 @@ impl Emitter {
     }
 
     /// Appends value text that may hold percent escapes (JSON strings, text bodies,
-    /// multipart text; not form values, which come decoded): [`Emitter::text`], and for
+    /// multipart text, form values once the form's own escapes are undone):
+    /// [`Emitter::text_to`], and for
     /// each run of URL text holding an escape, the decoded text of its pieces (between URL
     /// delimiters) that decoding changes, inserted after the run's stop, between
     /// separators, with the same key. So `asha%40example.in` in a callback

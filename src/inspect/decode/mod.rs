@@ -47,13 +47,16 @@
 //!   it and the rest of the run stay raw characters. There is no cap on inserts per body (a
 //!   cap would let a thousand decoys carry the real data past it): decoded text is at most
 //!   three quarters of the raw bytes, and the body's size is capped already.
-//! * Percent escapes in raw text, JSON string values, multipart text parts and part headers
-//!   (form values are decoded already): a run of URL text (no white space, control byte, quote or angle
+//! * Percent escapes in raw text, JSON string values, multipart text parts, part headers
+//!   and form values (once the form's own escapes are undone: a URL in a form field keeps
+//!   its own): a run of URL text (no white space, control byte, quote or angle
 //!   bracket) holding a `%` is decoded (`%XX` and `+` as a space) from the last URL
 //!   delimiter (`& = ? ; , :`) within 1,024 bytes before its first `%`: the pieces between
 //!   delimiters that decoding changes are inserted after the run's stop (or at the end of
 //!   the value), between separators, with the key of the text it came from, and their
-//!   base64 runs are decoded in turn. The raw bytes stay in the stream. A run that reaches
+//!   base64 runs are decoded in turn, and so, up to [`PCT_AGAIN`] more times, are the
+//!   changed pieces of a decoded piece that still holds escapes (a URL encoded twice). The
+//!   raw bytes stay in the stream. A run that reaches
 //!   4,096 bytes from there is decoded as it streams: at 4,096 bytes the changed pieces
 //!   before its last delimiter are inserted, then the piece in progress decoded (`+` kept,
 //!   for the base64 it may hold), and the rest of the run's bytes are replaced by their

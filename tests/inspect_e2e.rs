@@ -351,6 +351,18 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
         assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{body}");
         assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
     }
+    // The same JSON typed as a form, as `curl -d` and PHP's curl send it.
+    let (status, _, reply) = send(
+        sima.info.proxy,
+        post(
+            url("t=2"),
+            "application/x-www-form-urlencoded",
+            format!(r#"{{"naam": "Asha", "uid": "{escaped}"}}"#),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
     assert!(us.requests().is_empty());
 
     // A gzip-compressed JSON body with a card number.

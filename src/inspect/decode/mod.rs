@@ -135,7 +135,8 @@ pub struct Segment<'a> {
 pub enum BodyKind {
     /// Any `*/json`, `*+json` or other media type whose subtype mentions `json` (NDJSON too).
     Json,
-    /// `application/x-www-form-urlencoded`.
+    /// `application/x-www-form-urlencoded`; read as JSON when its first byte past white
+    /// space opens an object or an array (`curl -d '{…}'` and PHP's curl send JSON so typed).
     Form,
     /// `multipart/*` with a usable `boundary` parameter.
     Multipart {
@@ -573,18 +574,21 @@ enum Mode {
     Json(Box<Json>),
     Form(Box<Form>),
     Multipart(Box<Multipart>),
-    /// [`BodyKind::Untyped`] before its first byte past white space (the white space so
-    /// far is held, up to [`SNIFF_MAX_BLANK`] bytes).
+    /// [`BodyKind::Untyped`] or [`BodyKind::Form`] before its first byte past white space
+    /// (the white space so far is held, up to [`SNIFF_MAX_BLANK`] bytes).
     Sniff {
         held: Vec<u8>,
         max_depth: u32,
+        /// Declared a form: read as one unless it opens as JSON.
+        form: bool,
     },
 }
 
 /// Most leading white space an untyped body may have and still be read as JSON.
 const SNIFF_MAX_BLANK: usize = 4096;
 
-/// How an untyped body reads, judged by its first byte past white space.
+/// How an untyped body (or one typed as a form) reads, judged by its first byte past
+/// white space.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sniffed {
     /// `{` or `[`: JSON.
@@ -619,7 +623,12 @@ impl Normaliser {
     fn new(kind: BodyKind, max_depth: u32) -> Self {
         let mode = match kind {
             BodyKind::Json => Mode::Json(Box::new(Json::new(max_depth, None))),
-            BodyKind::Form => Mode::Form(Box::default()),
+            // `curl -d '{…}'` and PHP's curl send JSON typed as a form.
+            BodyKind::Form => Mode::Sniff {
+                held: Vec::new(),
+                max_depth,
+                form: true,
+            },
             BodyKind::Multipart { boundary } => {
                 Mode::Multipart(Box::new(Multipart::new(&boundary, max_depth, 0)))
             }
@@ -628,6 +637,7 @@ impl Normaliser {
             BodyKind::Untyped => Mode::Sniff {
                 held: Vec::new(),
                 max_depth,
+                form: false,
             },
             BodyKind::Text => Mode::Text,
         };
@@ -650,13 +660,19 @@ impl Normaliser {
     }
 
     fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
-        if let Mode::Sniff { held, max_depth } = &mut self.mode {
+        if let Mode::Sniff {
+            held,
+            max_depth,
+            form,
+        } = &mut self.mode
+        {
             let Some(sniffed) = sniff(held, data) else {
                 return Ok(());
             };
             let held = std::mem::take(held);
             self.mode = match sniffed {
                 Sniffed::Json => Mode::Json(Box::new(Json::new(*max_depth, None))),
+                _ if *form => Mode::Form(Box::default()),
                 Sniffed::Markup => Mode::Markup(Box::default()),
                 Sniffed::Text => Mode::Text,
             };
@@ -687,10 +703,16 @@ impl Normaliser {
         let em = &mut self.em;
         match &mut self.mode {
             Mode::Text => em.end_value(None, sink),
-            Mode::Sniff { held, .. } => {
-                // Nothing but white space: text.
-                em.value(held, None, sink);
-                em.end_value(None, sink);
+            Mode::Sniff { held, form, .. } => {
+                // Nothing but white space: text, or a form's first name.
+                if *form {
+                    let mut f = Form::default();
+                    f.feed(held, em, sink);
+                    f.finish(em, sink);
+                } else {
+                    em.value(held, None, sink);
+                    em.end_value(None, sink);
+                }
             }
             Mode::Markup(m) => m.finish(None, em, sink),
             Mode::Json(j) => j.finish(em, sink),

@@ -688,6 +688,18 @@ fn quoted_printable_decoding() {
 }
 
 #[test]
+fn form_bodies_that_open_as_json_are_read_as_json() {
+    // `curl -d "$(python3 -c 'import json; …')"` and PHP's curl type JSON as a form.
+    let body = "\n{\"uid\": \"\\u0968\\u0969\\u096a\\u096b\", \"n\": 1}";
+    let want = "uid\n{uid=\u{968}\u{969}\u{96a}\u{96b}}\nn\n{n=1}";
+    assert_eq!(norm(BodyKind::Form, body.as_bytes()), want);
+    same_at_every_cut(BodyKind::Form, body.as_bytes(), want);
+    // A form is read as a form, however it starts.
+    assert_eq!(norm(BodyKind::Form, b"a=1&b={x}"), "a\n{a=1}\nb\n{b={x}}");
+    assert_eq!(norm(BodyKind::Form, b" <a>=%40"), " <a>\n{ <a>=@}");
+}
+
+#[test]
 fn untyped_bodies_that_open_as_json_are_read_as_json() {
     // `requests.post(url, data=json.dumps(…))`: no type, and Devanagari digits as
     // `\u` escapes (json.dumps's ensure_ascii).
@@ -1853,6 +1865,8 @@ fn any_body() -> impl Strategy<Value = (BodyKind, Vec<u8>)> {
         markup_body().prop_map(|b| (BodyKind::Markup, b)),
         json_body().prop_map(|b| (BodyKind::Json, b)),
         form_body().prop_map(|b| (BodyKind::Form, b)),
+        // JSON sent typed as a form (`curl -d '{…}'`).
+        json_body().prop_map(|b| (BodyKind::Form, b)),
         text_body().prop_map(|b| (BodyKind::Text, b)),
         (
             " {0,3}",

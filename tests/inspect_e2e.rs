@@ -150,6 +150,27 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
     assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
     assert_eq!(json(&body)["data_classes"], serde_json::json!(["PAN"]));
 
+    // A document stored under the identifier: an object-store PUT, a form upload's
+    // file name.
+    let req = Request::put(format!("http://{}/bucket/kyc/ABCPE1234F.pdf", us.addr))
+        .body(Full::new(Bytes::from_static(b"%PDF-1.7")))
+        .unwrap();
+    let (status, _, body) = send(sima.info.proxy, req).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["PAN"]));
+    let (status, _, body) = send(
+        sima.info.proxy,
+        post(
+            url("upload=1"),
+            "multipart/form-data; boundary=b0",
+            "--b0\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"aadhaar_234123412346.jpg\"\r\n\
+             Content-Type: image/jpeg\r\n\r\nJFIF\r\n--b0--\r\n",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["AADHAAR"]));
+
     // A return URL that carries an address, `urlencode`d into a redirect parameter: its
     // `@` arrives as `%2540`, in the query of an authorisation request and in the form
     // body of the token request.

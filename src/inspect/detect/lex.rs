@@ -190,6 +190,14 @@ impl Cands {
     pub(super) fn is_empty(&self) -> bool {
         self.n == 0
     }
+
+    /// Every candidate needs context from here on: the span is admitted by a looser
+    /// boundary (see [`word_joined`]) only when a key or keyword names its class.
+    pub(super) fn need_context(&mut self) {
+        for c in self.a.iter_mut() {
+            c.needs_ctx = true;
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -335,6 +343,48 @@ pub(super) fn left_ok(t: &[u8], s: usize, sep: u8) -> bool {
         b' ' => !(sep == b' ' && is_digit(bb)),
         _ => true,
     }
+}
+
+/// Is the candidate at `s` joined by `-` or `_` to a word of letters before it
+/// (`pan_ABCPE…`, `aadhaar_2345….jpg`)? A file or a key may be named so; so is many an id
+/// (`txn_2345…`, `ref-ABCPE…`), which is why such a span is reported only when that word,
+/// or a key, names its class (a UUID group, whose head holds a digit, never is).
+#[inline]
+pub(super) fn word_joined(t: &[u8], s: usize) -> bool {
+    if !matches!(before(t, s, 1), b'-' | b'_') {
+        return false;
+    }
+    let mut i = s - 1;
+    let mut n = 0;
+    while i > 0 && is_alnum(t[i - 1]) {
+        if !is_alpha(t[i - 1]) {
+            return false;
+        }
+        i -= 1;
+        n += 1;
+        if n == 64 {
+            break;
+        }
+    }
+    n >= 2
+}
+
+/// Is the candidate ending at `e` followed by a file extension (`ABCPE1234F.pdf`,
+/// `2345….jpg`): a `.` and a letter?
+#[inline]
+pub(super) fn ext_after(t: &[u8], e: usize) -> bool {
+    byte_at(t, e) == b'.' && is_alpha(byte_at(t, e + 1))
+}
+
+/// Is the number ending at `e` written as a float with nothing after the point but one
+/// zero (`234567890124.0`: pandas writes an integer column that has gaps so, and
+/// `json.dumps` of a float)?
+#[inline]
+pub(super) fn point_zero(t: &[u8], e: usize) -> bool {
+    byte_at(t, e) == b'.'
+        && byte_at(t, e + 1) == b'0'
+        && !is_alnum(byte_at(t, e + 2))
+        && byte_at(t, e + 2) != b'.'
 }
 
 /// Is the run at `s` the national part after a non-Indian country code
@@ -494,11 +544,10 @@ pub(super) fn skip_plain_token(t: &[u8], p: usize) -> Option<usize> {
         return Some(p + k);
     }
     if pb == b'-' && is_alnum(before(t, p, 2)) {
-        // `x-123…`: no identifier starts after a hyphen-joined token, except
-        // a driving licence after a two-letter state code (`HR-06…`).
-        let dl_head =
-            is_alpha(before(t, p, 2)) && is_alpha(before(t, p, 3)) && !is_alnum(before(t, p, 4));
-        if !dl_head {
+        // `x-123…`: no identifier starts after a hyphen-joined token (a date part, a UUID
+        // group), except a driving licence after a two-letter state code (`HR-06…`) and a
+        // strong one after a word of letters (`kyc-2345…`).
+        if is_digit(before(t, p, 2)) || !word_joined(t, p) {
             return Some(alnum_run_end(t, p + 1).0);
         }
     }

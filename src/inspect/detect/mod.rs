@@ -21,11 +21,17 @@
 //! # Boundaries
 //!
 //! An identifier is never reported inside a longer alphanumeric run, next to
-//! `_` or `@`, hyphen-joined to another alphanumeric token (UUID groups,
-//! product codes), or dot-joined to a digit (decimals, version numbers). For
+//! `@`, hyphen-joined to another alphanumeric token (UUID groups, product
+//! codes), or dot-joined to a digit (decimals, version numbers). For
 //! space/hyphen grouped forms (`2345 6789 0124`) a neighbouring digit group
 //! joined by the *same* separator rejects the match, so the tail of a
-//! space-grouped card number is not an Aadhaar.
+//! space-grouped card number is not an Aadhaar. Files are named by
+//! identifiers, so a `.` and a letter after one (`ABCPE1234F.pdf`) ends it
+//! (not for the context-needing classes), and a checksummed number may end in
+//! a float's `.0` (`234123412346.0`; a phone only under a key naming phones).
+//! A checksummed number, PAN or GSTIN joined by `_` or `-` to a word of
+//! letters (`aadhaar_2345….jpg`, `pan_ABCPE1234F`) is reported only when that
+//! word, or the key, names its class: `txn_2345…` and `ref-ABCPE…` are ids.
 //!
 //! # Confidence
 //!
@@ -869,7 +875,11 @@ impl Detector {
             let mut start = s;
             match shape {
                 Shape::Card | Shape::Card16 | Shape::Aadhaar => {
-                    if plus || !same || !left_ok(t, s, first_sep) || !right_ok(t, end, first_sep) {
+                    // Also as a file names one (`2345 6789 0124.pdf`, `aadhaar_2345…`).
+                    let strict_left = left_ok(t, s, first_sep);
+                    let left = strict_left || word_joined(t, s);
+                    let right = right_ok(t, end, first_sep) || ext_after(t, end);
+                    if plus || !same || !left || !right {
                         continue;
                     }
                     if shape != Shape::Aadhaar && card_valid(d) {
@@ -882,6 +892,9 @@ impl Detector {
                             ClassId::AADHAAR_VID
                         };
                         cands.push(class, Confidence::High, false);
+                    }
+                    if !strict_left {
+                        cands.need_context();
                     }
                 }
                 Shape::Abha => {
@@ -896,7 +909,7 @@ impl Detector {
                     cands.push(ClassId::ABHA, Confidence::High, false);
                 }
                 Shape::Phone91 | Shape::Phone0 | Shape::Phone => {
-                    if !right_ok(t, end, last_sep) {
+                    if !right_ok(t, end, last_sep) && !ext_after(t, end) {
                         continue;
                     }
                     let national = match shape {
@@ -933,7 +946,15 @@ impl Detector {
     /// A run of 9 to 19 digits with nothing grouped around it.
     fn plain_digits(&self, cx: &Ctx<'_>, s: usize, e: usize, out: &mut Vec<Finding>) {
         let t = cx.text;
-        if !right_ok(t, e, 0) {
+        // Strict boundaries admit every class. A file extension after the number admits
+        // all but the context-needing ones; a float's `.0` (see [`point_zero`]) the
+        // checksummed ones, and a phone under a key that names phones (`"mobile":
+        // 9876543210.0`), since a bare amount may read `7500000000.0`; a word joined
+        // before it (see [`word_joined`]) the checksummed ones, with context.
+        let strict_right = right_ok(t, e, 0);
+        let ext = !strict_right && ext_after(t, e);
+        let zero = !strict_right && !ext && point_zero(t, e);
+        if !(strict_right || ext || zero) {
             return;
         }
         let d = &t[s..e];
@@ -951,21 +972,24 @@ impl Detector {
             }
             return;
         }
-        if !left_ok(t, s, 0) || foreign_prefix(t, s) {
+        let strict_left = left_ok(t, s, 0);
+        if !(strict_left || word_joined(t, s)) || foreign_prefix(t, s) {
             return;
         }
+        let strict = strict_left && strict_right;
+        let phone = strict_left && (strict_right || ext || cx.key.has(ClassId::IN_PHONE));
         match len {
-            10 if matches!(d[0], b'6'..=b'9') => {
+            10 if phone && matches!(d[0], b'6'..=b'9') => {
                 cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
             }
-            11 if d[0] == b'0' && matches!(d[1], b'6'..=b'9') => {
+            11 if phone && d[0] == b'0' && matches!(d[1], b'6'..=b'9') => {
                 cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
             }
             12 => {
                 if aadhaar_like_valid(d) {
                     cands.push(ClassId::AADHAAR, Confidence::High, false);
                 }
-                if d.starts_with(b"91") && matches!(d[2], b'6'..=b'9') {
+                if phone && d.starts_with(b"91") && matches!(d[2], b'6'..=b'9') {
                     cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
                 }
             }
@@ -978,12 +1002,15 @@ impl Detector {
             if len == 16 && aadhaar_like_valid(d) {
                 cands.push(ClassId::AADHAAR_VID, Confidence::High, false);
             }
-            if len == 14 {
+            if strict && len == 14 {
                 cands.push(ClassId::ABHA, Confidence::Low, true);
             }
         }
-        if len <= 18 {
+        if strict && len <= 18 {
             cands.push(ClassId::BANK_ACCOUNT, Confidence::Low, true);
+        }
+        if !strict_left {
+            cands.need_context();
         }
         self.report(cx, out, s, e, cands.as_slice());
     }
@@ -1044,7 +1071,19 @@ impl Detector {
             }
             _ => return e,
         }
-        if !cands.is_empty() && left_ok(t, s, 0) && right_ok(t, e, 0) {
+        if cands.is_empty() {
+            return e;
+        }
+        // PAN and GSTIN also as a file names them (`ABCPE1234F.pdf`, and with context
+        // `pan_ABCPE1234F`); the others only between strict boundaries.
+        let strong = matches!(r.len(), 10 | 15) && !cands.as_slice().iter().any(|c| c.needs_ctx);
+        let strict_left = left_ok(t, s, 0);
+        let left = strict_left || (strong && word_joined(t, s));
+        let right = right_ok(t, e, 0) || (strong && ext_after(t, e));
+        if !strict_left {
+            cands.need_context();
+        }
+        if left && right {
             self.report(cx, out, s, e, cands.as_slice());
         }
         e

@@ -234,6 +234,48 @@ fn aadhaar_near_misses() {
 }
 
 #[test]
+fn identifiers_that_name_a_file_or_sit_in_a_float_are_found() {
+    // Files named by the identifier (an S3 key, a multipart filename), a float column.
+    let a = "234123412346";
+    let card = "4111111111111111";
+    for (text, value, class, key) in [
+        ("kyc/ABCPE1234F.pdf", "ABCPE1234F", "PAN", None),
+        ("234123412346.jpg", a, "AADHAAR", None),
+        ("scan 2341 2341 2346.png", "2341 2341 2346", "AADHAAR", None),
+        ("aadhaar_234123412346.jpg", a, "AADHAAR", None),
+        ("uid-234123412346", a, "AADHAAR", None),
+        ("pan_ABCPE1234F.pdf", "ABCPE1234F", "PAN", None),
+        (
+            "GSTIN-27AAPFU0939F1ZV.xml",
+            "27AAPFU0939F1ZV",
+            "GSTIN",
+            None,
+        ),
+        ("stmt/4111111111111111.txt", card, "CARD", None),
+        ("9876543210.pdf", "9876543210", "IN_PHONE", None),
+        ("234123412346.0", a, "AADHAAR", None),
+        ("9876543210.0", "9876543210", "IN_PHONE", Some("mobile")),
+        ("file_234123412346", a, "AADHAAR", Some("aadhaar")),
+    ] {
+        one(text, value, class, key);
+    }
+    // The same shapes where they are ids, amounts or versions: not reported.
+    for (text, key) in [
+        ("txn_234123412346", None),
+        ("txn_234123412346.pdf", None),
+        ("invoice-ABCPE1234F", None),
+        ("550e8400-e29b-41d4-abcd-234123412346", None),
+        ("7500000000.0", None),
+        ("ORD-9876543210", Some("mobile")),
+        ("234123412346.5", None),
+        ("234123412346.0.1", None),
+        ("v234123412346.pdf", None),
+    ] {
+        none(text, key);
+    }
+}
+
+#[test]
 fn aadhaar_palindrome_is_rejected_even_when_verhoeff_valid() {
     let pal = (200_000u32..1_000_000)
         .map(|h| {

@@ -564,7 +564,8 @@ pub(super) fn media_class(value: &[u8]) -> MediaClass {
         return MediaClass::Message;
     }
     let subtype = mt.splitn(2, |&b| b == b'/').nth(1).unwrap_or(&[]);
-    if memchr::memmem::find(subtype, b"json").is_some() {
+    // `application/csp-report` is JSON too (browsers' Content Security Policy reports).
+    if memchr::memmem::find(subtype, b"json").is_some() || subtype == b"csp-report" {
         return MediaClass::Json;
     }
     if subtype == b"html" || subtype == b"xml" || subtype.ends_with(b"+xml") {

@@ -603,9 +603,10 @@ enum Sniffed {
 /// its next piece: `None` while only white space has come (then `data` joined `held`),
 /// else by the first other byte.
 fn sniff(held: &mut Vec<u8>, data: &[u8]) -> Option<Sniffed> {
+    // A UTF-8 byte order mark counts as white space.
     let blank = data
         .iter()
-        .take_while(|&&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .take_while(|&&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | 0xef | 0xbb | 0xbf))
         .count();
     let within = held.len() + blank <= SNIFF_MAX_BLANK;
     match data.get(blank) {

@@ -205,6 +205,7 @@ fn body_kind_from_content_type() {
         (Some("Application/JSON; charset=utf-8"), BodyKind::Json),
         (Some("application/vnd.api+json"), BodyKind::Json),
         (Some("application/x-ndjson"), BodyKind::Json),
+        (Some("application/csp-report"), BodyKind::Json),
         (
             Some("application/x-www-form-urlencoded; charset=UTF-8"),
             BodyKind::Form,
@@ -685,6 +686,18 @@ fn quoted_printable_decoding() {
     // Padding longer than a line is text, not a soft break.
     let long = format!("a={}\r\nb", " ".repeat(QP_MAX_PAD + 1));
     assert_eq!(qp(long.as_bytes()), long);
+}
+
+#[test]
+fn a_byte_order_mark_before_json_is_white_space() {
+    let body = "{\"uid\": \"\\u0968\\u0969\", \"n\": 1}";
+    let want = norm(BodyKind::Json, body.as_bytes());
+    assert!(want.contains("{uid=\u{968}\u{969}}"), "{want:?}");
+    let with_bom = format!("\u{feff}{body}");
+    for kind in [BodyKind::Json, BodyKind::Untyped, BodyKind::Form] {
+        assert_eq!(norm(kind.clone(), with_bom.as_bytes()), want);
+        same_at_every_cut(kind, with_bom.as_bytes(), &want);
+    }
 }
 
 #[test]

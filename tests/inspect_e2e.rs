@@ -753,3 +753,23 @@ async fn a_body_in_a_transfer_coding_besides_chunked_is_refused() {
     assert!(us.requests().is_empty(), "the upstream got the request");
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_host_named_by_an_identifier_is_read() {
+    // In `Host`, and, where a request carries none (HTTP/1.0), in its absolute URI.
+    let us = upstream("127.0.0.3", "usa").await;
+    let host = "9876543210.tenant.test";
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}resolver:\n  nameservers: []\n  static_hosts:\n    {host}: [127.0.0.3]\n"
+    )))
+    .await;
+    let uri = format!("http://{host}:{}/profile", us.addr.port());
+    let (status, _, body) = get(sima.info.proxy, &uri).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["IN_PHONE"]));
+    let reply = raw_exchange(sima.info.proxy, &format!("GET {uri} HTTP/1.0\r\n\r\n")).await;
+    assert!(reply.starts_with("HTTP/1.0 451"), "{reply}");
+    assert!(reply.contains("IN_PHONE"), "{reply}");
+    assert!(us.requests().is_empty());
+    sima.shutdown().await;
+}

@@ -801,6 +801,12 @@ impl Inspector {
         }
     }
 
+    /// Scans a destination host name that the request carries outside its headers (an
+    /// absolute URI without `Host`): a tenant's subdomain may be named by an identifier.
+    pub fn inspect_host(&self, host: &str, report: &mut Report) {
+        self.scan_one(host.as_bytes(), None, Location::Url, report);
+    }
+
     /// Scans one value of the head, with the decoded text of the base64 runs in it (see
     /// [`decode::normalise_value`]); `norm` is scratch space.
     fn scan_value(

@@ -666,6 +666,17 @@ fn url_query_and_headers_are_inspected() {
         .sum();
     assert_eq!(pan_count, 1, "proxy-authorization must not be scanned");
 
+    // A host named by an identifier, in the `Host` header or (h2) outside the headers.
+    let mut h = HeaderMap::new();
+    h.insert("host", "9876543210.tenant.example:8443".parse().unwrap());
+    let mut r = Report::default();
+    ins.inspect_head("/", None, &h, &mut r);
+    assert_eq!(r.class_names(ins.detector()), ["IN_PHONE"]);
+    let mut r = Report::default();
+    ins.inspect_host("abcpe1234f.kyc.example", &mut r);
+    ins.inspect_host("api.partner.example", &mut r);
+    assert_eq!(r.class_names(ins.detector()), ["PAN"]);
+
     // Any other `Proxy-*` header is forwarded like the rest, so it is read like the rest.
     let mut h = HeaderMap::new();
     h.insert("proxy-note", aadhaar().parse().unwrap());

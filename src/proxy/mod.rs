@@ -521,6 +521,13 @@ async fn serve(
             &parts.headers,
             &mut report,
         );
+        if !parts.headers.contains_key(http::header::HOST) {
+            // An absolute URI with no `Host` header (HTTP/1.0, a client that leaves it out)
+            // names the host only there: read it as `Host` is (`9876543210.tenant.example`).
+            if let Some(a) = parts.uri.authority() {
+                inspector.inspect_host(a.host(), &mut report);
+            }
+        }
         let prepared = if http_body::Body::is_end_stream(&body) {
             // Nothing to read: decided now, with no shared judge for a body to carry.
             inspected::decide_bodiless(&judge, inspector, &report)

@@ -773,3 +773,132 @@ async fn a_host_named_by_an_identifier_is_read() {
     assert!(us.requests().is_empty());
     sima.shutdown().await;
 }
+
+/// A CSV export of `rows` rows of pseudo-random ids (gzip cannot shrink them much), with a
+/// row carrying `planted` after `at` rows when given.
+fn export_csv(rows: usize, planted: Option<(&str, usize)>) -> Vec<u8> {
+    let mut out = b"id,ref\n".to_vec();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..rows {
+        if let Some((p, _)) = planted.filter(|&(_, at)| at == i) {
+            out.extend_from_slice(format!("asha,{p}\n").as_bytes());
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(format!("user-{i},x{x:016x}\n").as_bytes());
+    }
+    out
+}
+
+fn gzipped(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_files_put_without_a_content_encoding_are_read_decompressed() {
+    // `aws s3 cp users.csv.gz s3://…`: the file goes as it is, typed `application/gzip`
+    // or not at all, with no Content-Encoding for anything else to open it by.
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let a = aadhaar();
+    let url = format!("http://{}/bucket/exports/users.csv.gz", us.addr);
+    for ct in [
+        Some("application/gzip"),
+        Some("application/octet-stream"),
+        None,
+    ] {
+        let mut req = Request::put(&url);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let body = gzipped(&export_csv(200, Some((&a, 150))));
+        let (status, _, reply) = send(
+            sima.info.proxy,
+            req.body(Full::new(Bytes::from(body))).unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct:?}");
+        assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    }
+    assert!(us.requests().is_empty());
+    // A clean export passes, byte for byte.
+    let clean = gzipped(&export_csv(200, None));
+    let req = Request::put(&url)
+        .header("content-type", "application/gzip")
+        .body(Full::new(Bytes::from(clean.clone())))
+        .unwrap();
+    assert_eq!(send(sima.info.proxy, req).await.0, StatusCode::OK);
+    assert_eq!(us.requests()[0].body, clean);
+    // A file that says it is gzip and is not cannot be inspected: refused.
+    let mut broken = clean.clone();
+    broken.truncate(clean.len() / 2);
+    let req = Request::put(&url)
+        .header("content-type", "application/gzip")
+        .body(Full::new(Bytes::from(broken)))
+        .unwrap();
+    let (status, headers, _) = send(sima.info.proxy, req).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(headers["sima-reason"], "uninspectable");
+    assert_eq!(us.requests().len(), 1);
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_large_gzip_file_streams_and_stops_before_the_identifier_leaves() {
+    let (addr, seen) = raw_recorder("127.0.0.3").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let a = aadhaar();
+    // About 330 KiB compressed, past the 64 KiB read whole; the row late in the file.
+    let gz = gzipped(&export_csv(20_000, Some((&a, 17_000))));
+    assert!(gz.len() > 256 << 10, "{}", gz.len());
+    let req = Request::put(format!("http://{addr}/bucket/users.csv.gz"))
+        .header("content-type", "application/gzip")
+        .body(chunked_body(&gz, 4096))
+        .unwrap();
+    let resp = send_streaming(sima.info.proxy, req).await;
+    assert_eq!(resp.status(), StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    let got = recorded(&seen, 1).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the upload began before the identifier was read"
+    );
+    let raw = &got[0];
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    // De-chunk what arrived and decompress as much of it as decodes: the identifier is
+    // not in it.
+    let mut body = Vec::new();
+    let mut rest = &raw[head_end..];
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let Ok(n) = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap_or("x"), 16)
+        else {
+            break;
+        };
+        let data = &rest[eol + 2..];
+        if n == 0 || data.len() < n {
+            body.extend_from_slice(&data[..n.min(data.len())]);
+            break;
+        }
+        body.extend_from_slice(&data[..n]);
+        rest = &data[n..];
+        rest = rest.strip_prefix(b"\r\n").unwrap_or(rest);
+    }
+    assert!(
+        !body.is_empty() && body.len() < gz.len(),
+        "{} of {}",
+        body.len(),
+        gz.len()
+    );
+    let mut text = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(&body[..]);
+    let _ = std::io::Read::read_to_end(&mut dec, &mut text);
+    assert!(text.len() > 100_000, "{}", text.len());
+    assert!(
+        !String::from_utf8_lossy(&text).contains(&a),
+        "the identifier reached the upstream"
+    );
+    sima.shutdown().await;
+}

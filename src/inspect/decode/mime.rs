@@ -101,14 +101,14 @@ impl Part {
             return Ok(());
         }
         if let PartBody::Sniff(held) = &mut self.body {
-            let Some(sniffed) = sniff(held, bytes) else {
+            let Some(sniffed) = sniff(held, bytes, false) else {
                 return Ok(());
             };
             let held = std::mem::take(held);
             self.body = match sniffed {
                 Sniffed::Json => PartBody::Json(Box::new(Json::new(self.max_depth, self.key()))),
                 Sniffed::Markup => PartBody::Markup(Box::default()),
-                Sniffed::Text => PartBody::Text,
+                Sniffed::Gzip | Sniffed::Text => PartBody::Text,
             };
             self.body_bytes(&held, em, sink)?;
         }
@@ -545,10 +545,17 @@ pub(super) fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// Whether a `Content-Type` value says nothing of the structure: `text/plain`,
-/// `application/octet-stream`.
+/// `application/octet-stream`, and gzip's types (a compressed file, of any content).
 pub(super) fn generic_type(value: &[u8]) -> bool {
     let mt = trim(value.split(|&b| b == b';').next().unwrap_or(&[]));
-    mt.eq_ignore_ascii_case(b"text/plain") || mt.eq_ignore_ascii_case(b"application/octet-stream")
+    [
+        &b"text/plain"[..],
+        b"application/octet-stream",
+        b"application/gzip",
+        b"application/x-gzip",
+    ]
+    .iter()
+    .any(|t| mt.eq_ignore_ascii_case(t))
 }
 
 pub(super) fn media_class(value: &[u8]) -> MediaClass {

@@ -26,7 +26,8 @@
 //!   followed by the rest of the body raw, so nothing escapes the detectors.
 //! * Untyped (no `Content-Type`, `text/plain`, `application/octet-stream`; also such a
 //!   multipart part): as JSON when the first byte past white space is `{` or `[`, as
-//!   markup when it is `<`, else as raw text.
+//!   markup when it is `<`, else as raw text. An untyped body (not a part) that starts
+//!   with gzip's magic bytes is decompressed first and its content read as untyped.
 //! * Form: names are emitted with key `None`, values with key = decoded name.
 //! * Multipart: preamble and epilogue are raw text (key `None`); each part's header block is
 //!   raw text (key `None`); the part body has key = its `Content-Disposition` name, and is
@@ -155,7 +156,9 @@ pub enum BodyKind {
     /// read as JSON when its first byte past white space opens an object or an array
     /// (Python's `requests.post(url, data=json.dumps(…))` sends no type, and escapes every
     /// character outside ASCII as `\uXXXX`), as [`BodyKind::Markup`] when it is `<` (an
-    /// XML or SOAP document posted the same way), as raw text otherwise.
+    /// XML or SOAP document posted the same way), as raw text otherwise; a body that starts
+    /// with gzip's magic bytes is a gzip file, decompressed and read as untyped in turn
+    /// (`application/gzip` is untyped too).
     Untyped,
     /// Any other type: scanned as raw text.
     Text,
@@ -363,7 +366,7 @@ impl Pipeline {
             .collect();
         Ok(Pipeline {
             stages,
-            norm: Normaliser::new(kind, limits.max_depth),
+            norm: Normaliser::new(kind, &limits),
             limits,
             raw_in: 0,
             decoded: 0,
@@ -451,7 +454,10 @@ impl Pipeline {
 
     /// Length of the normalised stream handed to the sink so far (the next segment's offset).
     pub fn emitted_bytes(&self) -> u64 {
-        self.norm.em.emitted
+        match &self.norm.mode {
+            Mode::Gunzip(g) => g.inner.em.emitted,
+            _ => self.norm.em.emitted,
+        }
     }
 
     fn usable(&self) -> Result<(), DecodeError> {
@@ -469,7 +475,7 @@ impl Pipeline {
         result: Result<(), DecodeError>,
         sink: &mut Sink<'_>,
     ) -> Result<(), DecodeError> {
-        self.norm.em.flush(false, sink);
+        self.norm.flush(sink);
         if let Err(e) = &result {
             self.failed = Some(e.clone());
         }
@@ -574,14 +580,56 @@ enum Mode {
     Json(Box<Json>),
     Form(Box<Form>),
     Multipart(Box<Multipart>),
+    /// An untyped body that is a gzip file.
+    Gunzip(Box<Gunzip>),
     /// [`BodyKind::Untyped`] or [`BodyKind::Form`] before its first byte past white space
     /// (the white space so far is held, up to [`SNIFF_MAX_BLANK`] bytes).
     Sniff {
         held: Vec<u8>,
-        max_depth: u32,
+        limits: Limits,
         /// Declared a form: read as one unless it opens as JSON.
         form: bool,
+        /// May be a gzip file (an untyped body, not already inside one).
+        gzip: bool,
     },
+}
+
+/// An untyped body that starts with gzip's magic bytes: a file (`export.csv.gz`) put to
+/// object storage as `application/gzip` or `application/octet-stream`, with no
+/// `Content-Encoding`, so the receiver stores the compressed file as it is and nothing
+/// would have read what it holds. Decompressed as it streams, within the body's limits,
+/// and read as an untyped body in turn; a corrupt or truncated one is an error (the body
+/// is uninspectable).
+struct Gunzip {
+    dec: GzipDec,
+    inner: Normaliser,
+    limits: Limits,
+    raw: u64,
+    out: u64,
+}
+
+impl Gunzip {
+    fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
+        self.raw = self.raw.saturating_add(data.len() as u64);
+        let Gunzip {
+            dec,
+            inner,
+            limits,
+            raw,
+            out,
+        } = self;
+        let mut forward = |piece: &[u8]| {
+            *out = out.saturating_add(piece.len() as u64);
+            check_limits(limits, *out, *raw)?;
+            inner.feed(piece, sink)
+        };
+        dec.push(data, &mut forward)
+    }
+
+    fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
+        self.dec.finish()?;
+        self.inner.finish(sink)
+    }
 }
 
 /// Most leading white space an untyped body may have and still be read as JSON.
@@ -591,6 +639,8 @@ const SNIFF_MAX_BLANK: usize = 4096;
 /// white space.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sniffed {
+    /// Gzip's magic bytes `1f 8b` first (where `gzip` is allowed).
+    Gzip,
     /// `{` or `[`: JSON.
     Json,
     /// `<`: HTML or XML (`requests.post(url, data=soap_envelope)` sends no type either),
@@ -601,8 +651,21 @@ enum Sniffed {
 
 /// Decides how an untyped text whose leading white space so far is `held` reads, given
 /// its next piece: `None` while only white space has come (then `data` joined `held`),
-/// else by the first other byte.
-fn sniff(held: &mut Vec<u8>, data: &[u8]) -> Option<Sniffed> {
+/// else by the first other byte; with `gzip`, a body whose first two bytes are gzip's
+/// magic is [`Sniffed::Gzip`] (a lone first `1f` is held until the next byte comes).
+fn sniff(held: &mut Vec<u8>, data: &[u8], gzip: bool) -> Option<Sniffed> {
+    if gzip {
+        match (held.as_slice(), data) {
+            (_, []) => return None,
+            ([], [0x1f]) => {
+                held.push(0x1f);
+                return None;
+            }
+            ([], [0x1f, 0x8b, ..]) | ([0x1f], [0x8b, ..]) => return Some(Sniffed::Gzip),
+            ([0x1f], _) => return Some(Sniffed::Text),
+            _ => {}
+        }
+    }
     // A UTF-8 byte order mark counts as white space.
     let blank = data
         .iter()
@@ -621,14 +684,16 @@ fn sniff(held: &mut Vec<u8>, data: &[u8]) -> Option<Sniffed> {
 }
 
 impl Normaliser {
-    fn new(kind: BodyKind, max_depth: u32) -> Self {
+    fn new(kind: BodyKind, limits: &Limits) -> Self {
+        let max_depth = limits.max_depth;
         let mode = match kind {
             BodyKind::Json => Mode::Json(Box::new(Json::new(max_depth, None))),
             // `curl -d '{…}'` and PHP's curl send JSON typed as a form.
             BodyKind::Form => Mode::Sniff {
                 held: Vec::new(),
-                max_depth,
+                limits: *limits,
                 form: true,
+                gzip: false,
             },
             BodyKind::Multipart { boundary } => {
                 Mode::Multipart(Box::new(Multipart::new(&boundary, max_depth, 0)))
@@ -637,8 +702,9 @@ impl Normaliser {
             BodyKind::Message => Mode::Multipart(Box::new(Multipart::message(max_depth, 0))),
             BodyKind::Untyped => Mode::Sniff {
                 held: Vec::new(),
-                max_depth,
+                limits: *limits,
                 form: false,
+                gzip: true,
             },
             BodyKind::Text => Mode::Text,
         };
@@ -663,16 +729,31 @@ impl Normaliser {
     fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
         if let Mode::Sniff {
             held,
-            max_depth,
+            limits,
             form,
+            gzip,
         } = &mut self.mode
         {
-            let Some(sniffed) = sniff(held, data) else {
+            let Some(sniffed) = sniff(held, data, *gzip) else {
                 return Ok(());
             };
             let held = std::mem::take(held);
             self.mode = match sniffed {
-                Sniffed::Json => Mode::Json(Box::new(Json::new(*max_depth, None))),
+                Sniffed::Gzip => {
+                    let mut inner = Normaliser::new(BodyKind::Untyped, limits);
+                    // One layer: a gzip inside the gzip is read as its bytes are.
+                    if let Mode::Sniff { gzip, .. } = &mut inner.mode {
+                        *gzip = false;
+                    }
+                    Mode::Gunzip(Box::new(Gunzip {
+                        dec: GzipDec::new(),
+                        inner,
+                        limits: *limits,
+                        raw: 0,
+                        out: 0,
+                    }))
+                }
+                Sniffed::Json => Mode::Json(Box::new(Json::new(limits.max_depth, None))),
                 _ if *form => Mode::Form(Box::default()),
                 Sniffed::Markup => Mode::Markup(Box::default()),
                 Sniffed::Text => Mode::Text,
@@ -697,6 +778,15 @@ impl Normaliser {
                 Ok(())
             }
             Mode::Multipart(m) => m.feed(data, em, sink),
+            Mode::Gunzip(g) => g.feed(data, sink),
+        }
+    }
+
+    /// Hands on what the emitter holds (and, in a gzip file, the inner reading's).
+    fn flush(&mut self, sink: &mut Sink<'_>) {
+        self.em.flush(false, sink);
+        if let Mode::Gunzip(g) = &mut self.mode {
+            g.inner.flush(sink);
         }
     }
 
@@ -719,6 +809,7 @@ impl Normaliser {
             Mode::Json(j) => j.finish(em, sink),
             Mode::Form(f) => f.finish(em, sink),
             Mode::Multipart(m) => m.finish(em, sink)?,
+            Mode::Gunzip(g) => g.finish(sink)?,
         }
         Ok(())
     }

@@ -689,6 +689,62 @@ fn quoted_printable_decoding() {
 }
 
 #[test]
+fn untyped_gzip_files_are_read_decompressed() {
+    // An export put to object storage as a `.gz` file, typed as the file is or not at all:
+    // no `Content-Encoding`, so nothing else would open it.
+    let json = "{\"uid\": \"\\u0968\\u0969\", \"n\": 1}";
+    let want = norm(BodyKind::Json, json.as_bytes());
+    let gz = gzip(json.as_bytes());
+    for ct in [
+        None,
+        Some("application/gzip"),
+        Some("application/octet-stream"),
+    ] {
+        assert_eq!(BodyKind::from_content_type(ct), BodyKind::Untyped, "{ct:?}");
+    }
+    assert_eq!(norm(BodyKind::Untyped, &gz), want);
+    same_at_every_cut(BodyKind::Untyped, &gz, &want);
+    let (s, r) = run(BodyKind::Untyped, &split(&gz, &[1]));
+    assert_eq!((render(&s), r), (want.clone(), Ok(())));
+    // A CSV inside: text, as an untyped body is.
+    let csv = "name,uid\nAsha,2345 6789 0124\n";
+    assert_eq!(
+        norm(BodyKind::Untyped, &gzip(csv.as_bytes())),
+        norm(BodyKind::Text, csv.as_bytes())
+    );
+    // Only an untyped body is opened (a declared text type is text), one layer deep.
+    assert_ne!(norm(BodyKind::Text, &gz), want);
+    let twice = gzip(&gz);
+    assert_eq!(norm(BodyKind::Untyped, &twice), norm(BodyKind::Text, &gz));
+    // A truncated or corrupt one is an error: the body cannot be inspected.
+    let (_, r) = run(BodyKind::Untyped, &[&gz[..gz.len() - 4]]);
+    assert!(matches!(r, Err(DecodeError::Corrupt(_))), "{r:?}");
+    let mut bad = gz.clone();
+    bad[12] ^= 0xff;
+    let (_, r) = run(BodyKind::Untyped, &[&bad]);
+    assert!(r.is_err(), "{r:?}");
+    // A bomb passes no limit.
+    let bomb = gzip(&vec![b'a'; 4 << 20]);
+    let limits = Limits {
+        max_decoded_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let (_, r) = run_with(&[], BodyKind::Untyped, limits, &[&bomb]);
+    assert!(matches!(r, Err(DecodeError::TooLarge { .. })), "{r:?}");
+    let (_, r) = run(BodyKind::Untyped, &[&bomb]);
+    assert!(matches!(r, Err(DecodeError::RatioExceeded { .. })), "{r:?}");
+    // One byte of gzip's magic alone, or a first byte that only looks like it, is text.
+    assert_eq!(
+        norm(BodyKind::Untyped, b"\x1f"),
+        norm(BodyKind::Text, b"\x1f")
+    );
+    assert_eq!(
+        norm(BodyKind::Untyped, b"\x1fx 2345"),
+        norm(BodyKind::Text, b"\x1fx 2345")
+    );
+}
+
+#[test]
 fn a_byte_order_mark_before_json_is_white_space() {
     let body = "{\"uid\": \"\\u0968\\u0969\", \"n\": 1}";
     let want = norm(BodyKind::Json, body.as_bytes());
@@ -1880,6 +1936,8 @@ fn any_body() -> impl Strategy<Value = (BodyKind, Vec<u8>)> {
         form_body().prop_map(|b| (BodyKind::Form, b)),
         // JSON sent typed as a form (`curl -d '{…}'`).
         json_body().prop_map(|b| (BodyKind::Form, b)),
+        // A gzip file sent untyped (an export put to object storage).
+        prop_oneof![json_body(), text_body()].prop_map(|b| (BodyKind::Untyped, gzip(&b))),
         text_body().prop_map(|b| (BodyKind::Text, b)),
         (
             " {0,3}",

@@ -902,3 +902,50 @@ async fn a_large_gzip_file_streams_and_stops_before_the_identifier_leaves() {
     );
     sima.shutdown().await;
 }
+
+#[tokio::test]
+async fn bodies_in_utf16_and_latin1_are_read() {
+    // .NET's Encoding.Unicode writes UTF-16 with a byte order mark; a Latin-1 client writes
+    // its no-break space as 0xA0.
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let a = aadhaar();
+    let url = format!("http://{}/v1/customers", us.addr);
+    let utf16 = |text: &str| -> Vec<u8> {
+        let mut out = vec![0xff, 0xfe];
+        for u in text.encode_utf16() {
+            out.extend_from_slice(&u.to_le_bytes());
+        }
+        out
+    };
+    let spaced = format!("{} {} {}", &a[..4], &a[4..8], &a[8..]);
+    let mut latin = b"name: Asha\nuid: ".to_vec();
+    latin.extend_from_slice(spaced.replace(' ', "\u{a0}").as_bytes());
+    // As Latin-1: each no-break space one byte.
+    let latin: Vec<u8> = String::from_utf8(latin)
+        .unwrap()
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect();
+    for (ct, body) in [
+        (
+            "application/json",
+            utf16(&format!(r#"{{"name":"Asha","uid":"{a}"}}"#)),
+        ),
+        ("text/plain; charset=iso-8859-1", latin),
+    ] {
+        let (status, _, reply) = send(sima.info.proxy, post(url.clone(), ct, body)).await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");
+        assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    }
+    assert!(us.requests().is_empty());
+    let clean = utf16(r#"{"name":"Asha","city":"Pune"}"#);
+    let (status, _, _) = send(
+        sima.info.proxy,
+        post(url.clone(), "application/json", clean.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(us.requests()[0].body, clean, "forwarded as sent");
+    sima.shutdown().await;
+}

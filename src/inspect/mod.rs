@@ -882,11 +882,12 @@ impl BodyScan {
     /// Raw bytes to hold back while streaming this body, for a configured `hold_back`: more
     /// for a body whose text may be spelled in escapes, JSON or markup (see [`JSON_HOLD_BACK`]).
     pub fn hold_back(&self, hold_back: usize) -> usize {
-        if self.pipeline.spelled_in_escapes() {
+        let chars = if self.pipeline.spelled_in_escapes() {
             hold_back.max(JSON_HOLD_BACK)
         } else {
             hold_back
-        }
+        };
+        chars.saturating_mul(self.pipeline.raw_bytes_per_char())
     }
 
     /// Feeds raw body bytes; findings are final up to the hold window.

@@ -19,6 +19,9 @@ pub(super) enum Codec {
     Deflate(Box<DeflateDec>),
     Br(Box<BrDec>),
     Zstd(Box<ZstdDec>),
+    /// Not a content coding: the body's character set, transcoded to UTF-8 after every
+    /// content coding is undone.
+    Charset(Box<Transcode>),
 }
 
 impl Codec {
@@ -38,6 +41,7 @@ impl Codec {
             Codec::Deflate(d) => d.push(input, out),
             Codec::Br(d) => d.push(input, out),
             Codec::Zstd(d) => d.push(input, out),
+            Codec::Charset(t) => t.push(input, out),
         }
     }
 
@@ -47,6 +51,7 @@ impl Codec {
             Codec::Deflate(d) => d.finish(),
             Codec::Br(d) => d.finish(),
             Codec::Zstd(d) => d.finish(out),
+            Codec::Charset(t) => t.finish(out),
         }
     }
 }

@@ -82,6 +82,7 @@
 
 use base64::Engine as _;
 
+mod charset;
 mod codec;
 mod emit;
 mod form;
@@ -92,7 +93,7 @@ mod runs;
 #[cfg(test)]
 mod tests;
 
-use {codec::*, emit::*, form::*, json::*, markup::*, mime::*, runs::*};
+use {charset::*, codec::*, emit::*, form::*, json::*, markup::*, mime::*, runs::*};
 
 /// The byte inserted between neighbouring values of the normalised stream.
 pub const SEPARATOR: u8 = b'\n';
@@ -382,8 +383,22 @@ impl Pipeline {
     pub fn spelled_in_escapes(&self) -> bool {
         matches!(
             self.norm.mode,
-            Mode::Json(_) | Mode::Multipart(_) | Mode::Markup(_) | Mode::Sniff { .. }
+            Mode::Json(_)
+                | Mode::Multipart(_)
+                | Mode::Markup(_)
+                | Mode::Sniff { .. }
+                | Mode::Gunzip(_)
         )
+    }
+
+    /// Raw bytes a character of the body's text takes at most: 2 for a body decoded from
+    /// UTF-16 (declared, or marked by its byte order mark among the bytes fed so far), else 1
+    /// (a window that must hold so many characters of text holds this many times the bytes).
+    pub fn raw_bytes_per_char(&self) -> usize {
+        match self.stages.last().map(|s| &s.codec) {
+            Some(Codec::Charset(t)) if t.wide() => 2,
+            _ => 1,
+        }
     }
 
     /// Convenience constructor from the raw `Content-Type` and `Content-Encoding` values.
@@ -396,7 +411,17 @@ impl Pipeline {
             Some(v) => parse_content_encoding(v)?,
             None => Vec::new(),
         };
-        Pipeline::new(codings, BodyKind::from_content_type(content_type), limits)
+        let kind = BodyKind::from_content_type(content_type);
+        let charset = content_type.and_then(|ct| header_param(ct.as_bytes(), b"charset"));
+        let sniff_bom = !matches!(kind, BodyKind::Multipart { .. } | BodyKind::Message);
+        let mut p = Pipeline::new(codings, kind, limits)?;
+        if let Some(t) = transcoder(charset.as_deref(), sniff_bom) {
+            p.stages.push(Stage {
+                codec: Codec::Charset(Box::new(t)),
+                produced: 0,
+            });
+        }
+        Ok(p)
     }
 
     /// Feed raw bytes; calls `sink` with zero or more normalised segments. Segments are contiguous pieces of the normalised stream. Text belonging to one JSON string / form value / multipart part may be split over several calls to sink, but each segment carries its key and offsets are consistent (see the module docs). Everything produced is handed to `sink` before this returns, also when it returns an error.

@@ -744,6 +744,103 @@ fn untyped_gzip_files_are_read_decompressed() {
     );
 }
 
+/// The stream of `chunks` read as a body with these headers, rendered.
+fn read_as(ct: Option<&str>, chunks: &[&[u8]]) -> (String, usize) {
+    let mut p = Pipeline::from_headers(ct, None, Limits::default()).unwrap();
+    let mut c = Collect::default();
+    for ch in chunks {
+        p.feed(ch, &mut |s| c.push(s)).unwrap();
+    }
+    let wide = p.raw_bytes_per_char();
+    p.finish(&mut |s| c.push(s)).unwrap();
+    (render(&c.runs), wide)
+}
+
+fn utf16(text: &str, le: bool, bom: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if bom {
+        out.extend_from_slice(if le { &[0xff, 0xfe] } else { &[0xfe, 0xff] });
+    }
+    for u in text.encode_utf16() {
+        out.extend_from_slice(&if le { u.to_le_bytes() } else { u.to_be_bytes() });
+    }
+    out
+}
+
+#[test]
+fn bodies_in_other_charsets_are_read_as_utf8() {
+    let json = "{\"naam\": \"आशा\", \"uid\": \"2345\u{a0}6789\u{a0}0124\"}";
+    let (want, _) = read_as(Some("application/json"), &[json.as_bytes()]);
+    assert!(want.contains("{uid=2345\u{a0}6789\u{a0}0124}"), "{want:?}");
+    // UTF-16 with a byte order mark and no charset (.NET's Encoding.Unicode), declared
+    // with or without one, either byte order; cut anywhere.
+    for (ct, body) in [
+        (Some("application/json"), utf16(json, true, true)),
+        (None, utf16(json, false, true)),
+        (
+            Some("application/json; charset=utf-16"),
+            utf16(json, true, true),
+        ),
+        (
+            Some("application/json; charset=UTF-16LE"),
+            utf16(json, true, false),
+        ),
+        (
+            Some("application/json; charset=\"utf-16be\""),
+            utf16(json, false, false),
+        ),
+    ] {
+        for cut in 0..=body.len() {
+            let (got, wide) = read_as(ct, &[&body[..cut], &body[cut..]]);
+            assert_eq!(got, want, "{ct:?} cut at {cut}");
+            assert_eq!(wide, 2, "two raw bytes a character: twice the hold-back");
+        }
+    }
+    // A single-byte charset: its no-break space (0xA0) is U+00A0, which folds to a space.
+    let latin = b"uid 2345\xa06789\xa00124, caf\xe9";
+    let (got, wide) = read_as(Some("text/plain; charset=ISO-8859-1"), &[latin]);
+    assert_eq!(got, "uid 2345\u{a0}6789\u{a0}0124, caf\u{e9}");
+    assert_eq!(wide, 1);
+    let (got, _) = read_as(Some("text/csv; charset=windows-1252"), &[b"98765\x9643210"]);
+    assert_eq!(got, "98765\u{2013}43210");
+    // UTF-8 labelled as Latin-1 (a framework's default label) stays UTF-8 until a byte
+    // UTF-8 cannot hold, however it is cut.
+    let mislabelled = "uid २३४५ ६७८९ ०१२४ then caf\u{e9}".as_bytes().to_vec();
+    let mut mixed = mislabelled.clone();
+    mixed.extend_from_slice(b" and \xa0 after");
+    let ct = Some("text/plain; charset=iso-8859-1");
+    for body in [&mislabelled, &mixed] {
+        let (want, _) = read_as(ct, &[body]);
+        assert!(
+            want.starts_with("uid २३४५ ६७८९ ०१२४ then caf\u{e9}"),
+            "{want:?}"
+        );
+        for cut in 0..=body.len() {
+            assert_eq!(
+                read_as(ct, &[&body[..cut], &body[cut..]]).0,
+                want,
+                "cut at {cut}"
+            );
+        }
+    }
+    assert!(read_as(ct, &[&mixed]).0.ends_with(" and \u{a0} after"));
+    // Labels that name no charset, or one browsers refuse, leave the bytes as they are;
+    // so does a multipart body (its parts may be binary).
+    for ct in [
+        "text/plain; charset=klingon",
+        "text/plain; charset=iso-2022-kr",
+    ] {
+        assert_eq!(
+            read_as(Some(ct), &[latin]).0,
+            read_as(Some("text/plain"), &[latin]).0
+        );
+    }
+    let form = b"--b\r\n\r\n\xff\xfe1\x002\x00\r\n--b--";
+    let (got, wide) = read_as(Some("multipart/form-data; boundary=b"), &[form]);
+    assert!(got.contains("1\u{0}2\u{0}"), "{got:?}");
+    assert_eq!(wide, 1);
+}
+
 #[test]
 fn a_byte_order_mark_before_json_is_white_space() {
     let body = "{\"uid\": \"\\u0968\\u0969\", \"n\": 1}";

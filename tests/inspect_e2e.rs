@@ -372,6 +372,27 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
         assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{body}");
         assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
     }
+    // The same event as a queue message's body (`json.dumps` twice: SQS's `MessageBody`),
+    // and base64 in a stream record's `Data` (Kinesis).
+    let event = format!(r#"{{"naam": "Asha", "uid": "{escaped}"}}"#);
+    for body in [
+        format!(
+            r#"{{"QueueUrl": "https://sqs.example/q", "MessageBody": {}}}"#,
+            serde_json::to_string(&event).unwrap()
+        ),
+        format!(
+            r#"{{"StreamName": "events", "Data": "{}"}}"#,
+            base64::engine::general_purpose::STANDARD.encode(&event)
+        ),
+    ] {
+        let (status, _, reply) = send(
+            sima.info.proxy,
+            post(url("q=1"), "application/x-amz-json-1.0", body.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{body}");
+        assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    }
     // The same JSON typed as a form, as `curl -d` and PHP's curl send it.
     let (status, _, reply) = send(
         sima.info.proxy,

@@ -116,7 +116,18 @@ pub(super) struct Json {
     pub(super) scratch: Vec<u8>,
     /// Character references in string values (HTML inside a JSON field).
     pub(super) refs: Refs,
+    /// How many more levels of JSON inside a string value are read as JSON.
+    pub(super) nest: u8,
+    /// The current string value's first text has been seen (and `inner` set or not).
+    pub(super) decided: bool,
+    /// The reading of the current string value as JSON, when it opens as JSON: a queue
+    /// message's body (`"MessageBody":"{\"uid\":\"\\u0968…\"}"`), an event's payload.
+    pub(super) inner: Option<Box<Normaliser>>,
 }
+
+/// Levels of JSON inside JSON string values read as JSON (an SNS notification's `Message`
+/// holding an SQS body holding an event is two).
+pub(super) const JSON_IN_STRING: u8 = 2;
 
 impl Json {
     pub(super) fn new(max_depth: u32, root_key: Option<&[u8]>) -> Self {
@@ -139,6 +150,9 @@ impl Json {
             tail: Vec::with_capacity(JSON_LOOKBACK),
             scratch: Vec::new(),
             refs: Refs::default(),
+            nest: JSON_IN_STRING,
+            decided: false,
+            inner: None,
         }
     }
 
@@ -354,6 +368,7 @@ impl Json {
         self.esc = Esc::None;
         self.high = None;
         self.st = JSt::Str;
+        self.decided = false;
     }
 
     /// Switches to raw text for the rest of the body, first re-emitting up to
@@ -543,9 +558,24 @@ impl Json {
                 .extend_from_slice(text.get(..room.min(text.len())).unwrap_or(&[]));
             em.put(text, None, sink);
         } else {
+            let key = key_at(&self.arena, self.cur_key());
+            if !self.decided {
+                self.decided = true;
+                if self.nest > 0 && matches!(text.first(), Some(b'{' | b'[')) {
+                    self.inner = Some(Box::new(Normaliser::json_in_string(self.nest - 1)));
+                }
+            }
+            if let Some(inner) = self.inner.as_deref_mut() {
+                // Its keys give context, its own escapes are undone; text that turns out
+                // not to be JSON is read raw by the inner tokenizer.
+                if em.through(inner, key, sink, |n, out| n.feed(text, out)) {
+                    return;
+                }
+                // Nested past the depth limit: the rest of the string as it is.
+                self.inner = None;
+            }
             // HTML in a JSON field (an email API's `"html"`) is read as its receiver reads
             // it, references undone: `asha&#64;example.in` is an address.
-            let key = key_at(&self.arena, self.cur_key());
             // `pct`: the quote search saw a `%` or `&` (or could not tell).
             if (pct || !self.refs.carry.is_empty()) && self.refs.decode(text, last) {
                 em.value_to(&self.refs.out, key, last, true, sink);
@@ -566,7 +596,9 @@ impl Json {
             self.st = JSt::Colon;
         } else {
             let key = key_at(&self.arena, self.cur_key());
-            if self.refs.finish() {
+            if let Some(mut inner) = self.inner.take() {
+                em.through(&mut inner, key, sink, |n, out| n.finish(out));
+            } else if self.refs.finish() {
                 em.value_to(&self.refs.out, key, true, true, sink);
             }
             em.end_value(key, sink);

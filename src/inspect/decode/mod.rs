@@ -739,11 +739,33 @@ impl Normaliser {
         }
     }
 
+    /// The reading of a JSON string value that opens as JSON, as JSON, `nest` levels more.
+    fn json_in_string(nest: u8) -> Self {
+        let mut json = Json::new(JSON_NESTED_DEPTH, None);
+        json.nest = nest;
+        Normaliser {
+            mode: Mode::Json(Box::new(json)),
+            em: Emitter {
+                nested: true,
+                ..Emitter::default()
+            },
+        }
+    }
+
     /// The reading of text decoded from a base64 or hex run, whose first piece is `first`,
-    /// when it starts as a MIME message.
+    /// when it starts as a MIME message, or opens as JSON (Kinesis's `Data`, a JWT's
+    /// claims, a base64 `state`): read as JSON, its `\u` escapes are undone and its keys
+    /// give their values context.
     fn nested(first: &[u8]) -> Option<Self> {
-        looks_like_mime(first).then(|| Normaliser {
-            mode: Mode::Multipart(Box::new(Multipart::message(JSON_NESTED_DEPTH, 0))),
+        let mode = if opens_as_json(first) {
+            Mode::Json(Box::new(Json::new(JSON_NESTED_DEPTH, None)))
+        } else if looks_like_mime(first) {
+            Mode::Multipart(Box::new(Multipart::message(JSON_NESTED_DEPTH, 0)))
+        } else {
+            return None;
+        };
+        Some(Normaliser {
+            mode,
             em: Emitter {
                 nested: true,
                 ..Emitter::default()
@@ -838,6 +860,16 @@ impl Normaliser {
         }
         Ok(())
     }
+}
+
+/// Whether decoded text opens as a JSON object or array: `{` or `[` first, past white
+/// space.
+fn opens_as_json(text: &[u8]) -> bool {
+    matches!(
+        text.iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')),
+        Some(b'{' | b'[')
+    )
 }
 
 /// JSON nesting limit inside a decoded message (its JSON parts are small documents).
@@ -994,8 +1026,10 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
             engine.decode_vec(run, out).is_ok()
         };
         if decoded && mostly_printable(out.get(mark + 1..).unwrap_or(&[])) {
-            if looks_like_mime(out.get(mark + 1..).unwrap_or(&[])) {
-                // Base64 of an email in a header: read it as a body would be.
+            let text = out.get(mark + 1..).unwrap_or(&[]);
+            if opens_as_json(text) || looks_like_mime(text) {
+                // Base64 of JSON (a JWT's claims) or of an email in a header: read it as a
+                // body would be.
                 normalise_as_body(value, out);
                 return true;
             }

@@ -842,6 +842,36 @@ fn bodies_in_other_charsets_are_read_as_utf8() {
 }
 
 #[test]
+fn json_inside_a_string_or_base64_is_read_as_json() {
+    // `json.dumps` of a message whose body is `json.dumps` of an event: the inner `\u`
+    // escapes arrive as `\\u0968` and come out of the outer string as `\u0968`.
+    let event = r#"{"uid": "\u0968\u0969", "n": 1}"#;
+    let quoted = |s: &str| serde_json::to_string(s).unwrap();
+    let sqs = format!(r#"{{"QueueUrl": "q", "MessageBody": {}}}"#, quoted(event));
+    let got = norm(BodyKind::Json, sqs.as_bytes());
+    assert!(got.contains("{uid=\u{968}\u{969}}"), "{got:?}");
+    assert!(got.contains("{n=1}"), "{got:?}");
+    same_at_every_cut(BodyKind::Json, sqs.as_bytes(), &got);
+    // An SNS notification carrying that message: two levels.
+    let sns = format!(r#"{{"Type": "Notification", "Message": {}}}"#, quoted(&sqs));
+    let got = norm(BodyKind::Json, sns.as_bytes());
+    assert!(got.contains("{uid=\u{968}\u{969}}"), "{got:?}");
+    // Base64 of JSON (a Kinesis record's `Data`).
+    use base64::engine::general_purpose::STANDARD;
+    let kinesis = format!(r#"{{"Data": "{}"}}"#, STANDARD.encode(event));
+    let got = norm(BodyKind::Json, kinesis.as_bytes());
+    assert!(got.contains("{uid=\u{968}\u{969}}"), "{got:?}");
+    // A string that only opens like JSON is read as the text it is.
+    let log = r#"{"line": "[INFO] user 9876543210 logged in {ok}"}"#;
+    let got = norm(BodyKind::Json, log.as_bytes());
+    assert!(
+        got.contains("INFO] user 9876543210 logged in {ok}"),
+        "{got:?}"
+    );
+    same_at_every_cut(BodyKind::Json, log.as_bytes(), &got);
+}
+
+#[test]
 fn a_byte_order_mark_before_json_is_white_space() {
     let body = "{\"uid\": \"\\u0968\\u0969\", \"n\": 1}";
     let want = norm(BodyKind::Json, body.as_bytes());
@@ -1270,7 +1300,7 @@ fn hex_like_runs_are_not_decoded() {
 fn hex_encoded_text_is_read_decoded() {
     // An app that hex-encodes a payload: its text is scanned too, in a body and in a
     // head value, upper or lower case. The raw digits stay in the stream.
-    let text = r#"{"email":"asha@example.in"}"#;
+    let text = "note for asha@example.in";
     let lower = hex::encode(text);
     let upper = lower.to_ascii_uppercase();
     for h in [&lower, &upper] {
@@ -1282,11 +1312,19 @@ fn hex_encoded_text_is_read_decoded() {
         assert!(normalise_value(format!("p {h} q").as_bytes(), &mut out));
         assert_eq!(String::from_utf8_lossy(&out), format!("p {h}\n{text}\n q"));
     }
+    // Decoded JSON is read as JSON: its keys give context, in a body and a head value.
+    let json = hex::encode(r#"{"email":"asha@example.in"}"#);
     let s = norm(
         BodyKind::Json,
-        format!(r#"{{"payload":"{lower}"}}"#).as_bytes(),
+        format!(r#"{{"payload":"{json}"}}"#).as_bytes(),
     );
-    assert!(s.contains(text), "{s}");
+    assert!(s.contains("{email=asha@example.in}"), "{s}");
+    let mut out = Vec::new();
+    assert!(normalise_value(format!("p {json} q").as_bytes(), &mut out));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        format!("p {json}\nemail\nasha@example.in\n q")
+    );
     // Hex that is not text stays as it is: a SHA-256, a UUID (dashes), a trace id, an
     // odd digit out.
     let not_text = [
@@ -2033,6 +2071,11 @@ fn any_body() -> impl Strategy<Value = (BodyKind, Vec<u8>)> {
         form_body().prop_map(|b| (BodyKind::Form, b)),
         // JSON sent typed as a form (`curl -d '{…}'`).
         json_body().prop_map(|b| (BodyKind::Form, b)),
+        // JSON inside a JSON string (a queue message's body).
+        json_body().prop_map(|b| {
+            let inner = serde_json::to_string(&String::from_utf8_lossy(&b)).unwrap();
+            (BodyKind::Json, format!(r#"{{"m": {inner}}}"#).into_bytes())
+        }),
         // A gzip file sent untyped (an export put to object storage).
         prop_oneof![json_body(), text_body()].prop_map(|b| (BodyKind::Untyped, gzip(&b))),
         text_body().prop_map(|b| (BodyKind::Text, b)),

@@ -11,7 +11,8 @@
 //!   (U+200B–U+200D), word joiner (U+2060), zero-width no-break space (U+FEFF): dropped,
 //!   so `2345<U+200B>6789` is read as `23456789`.
 //! * Digits of the Indian scripts (Devanagari `०`–`९`, Bengali, Gurmukhi, Gujarati, Odia,
-//!   Tamil, Telugu, Kannada, Malayalam): their ASCII.
+//!   Tamil, Telugu, Kannada, Malayalam) and of Urdu (Extended Arabic-Indic `۰`–`۹`, and the
+//!   Arabic-Indic `٠`–`٩`): their ASCII.
 //! * Of the fullwidth forms (U+FF01–U+FF5E, as East Asian input methods and some PDF
 //!   exports write them), digits, letters and the punctuation of an address or a number
 //!   (`＠ ． － ＿ ＋`): their ASCII, so `ＡＢＣＰＥ１２３４Ｆ` is a PAN.
@@ -57,6 +58,16 @@ fn look(s: &[u8]) -> Look {
             to: Some(b' '),
         },
         [0xc2, 0xad, ..] => Look::Fold { len: 2, to: None },
+        // Arabic-Indic (U+0660–U+0669) and Extended Arabic-Indic (U+06F0–U+06F9, Urdu's)
+        // digits.
+        [0xd9, b2 @ 0xa0..=0xa9, ..] => Look::Fold {
+            len: 2,
+            to: Some(b'0' + (b2 - 0xa0)),
+        },
+        [0xdb, b2 @ 0xb0..=0xb9, ..] => Look::Fold {
+            len: 2,
+            to: Some(b'0' + (b2 - 0xb0)),
+        },
         [0xe0, b1, b2, ..] if indic_digit_block(b1) && (0xa6..=0xaf).contains(&b2) => Look::Fold {
             len: 3,
             to: Some(b'0' + (b2 - 0xa6)),
@@ -227,6 +238,9 @@ mod tests {
                 "ABCPE1234F asha_v.v@okaxis +91-1",
             ),
             ("a\u{3000}b\u{205f}c", "a b c"),
+            // Urdu's digits, and the Arabic-Indic ones.
+            ("آدھار ۲۳۴۵ ۶۷۸۹ ۰۱۲۴", "آدھار 2345 6789 0124"),
+            ("٩٨٧٦٥ ٤٣٢١٠", "98765 43210"),
         ];
         for (text, want) in cases {
             assert_eq!(folded(text), want, "{text:?}");
@@ -265,7 +279,8 @@ mod tests {
             pieces in prop::collection::vec(
                 prop::sample::select(vec![
                     "2345", "\u{a0}", "\u{202f}", "\u{2013}", "\u{200b}", "\u{ad}", "२३", "০",
-                    "１", "＠", "Ｚ", "ｚ", "．", "（", "x", " ", "-", "é", "“", "—", "न",
+                    "１", "＠", "Ｚ", "ｚ", "．", "（", "x", " ", "-", "é", "“", "—", "न", "۲",
+                    "٩", "ھ",
                 ]),
                 0..30,
             ),

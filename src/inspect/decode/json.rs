@@ -558,22 +558,16 @@ impl Json {
                 .extend_from_slice(text.get(..room.min(text.len())).unwrap_or(&[]));
             em.put(text, None, sink);
         } else {
-            let key = key_at(&self.arena, self.cur_key());
             if !self.decided {
                 self.decided = true;
                 if self.nest > 0 && matches!(text.first(), Some(b'{' | b'[')) {
                     self.inner = Some(Box::new(Normaliser::json_in_string(self.nest - 1)));
                 }
             }
-            if let Some(inner) = self.inner.as_deref_mut() {
-                // Its keys give context, its own escapes are undone; text that turns out
-                // not to be JSON is read raw by the inner tokenizer.
-                if em.through(inner, key, sink, |n, out| n.feed(text, out)) {
-                    return;
-                }
-                // Nested past the depth limit: the rest of the string as it is.
-                self.inner = None;
+            if self.inner.is_some() && self.feed_inner(text, em, sink) {
+                return;
             }
+            let key = key_at(&self.arena, self.cur_key());
             // HTML in a JSON field (an email API's `"html"`) is read as its receiver reads
             // it, references undone: `asha&#64;example.in` is an address.
             // `pct`: the quote search saw a `%` or `&` (or could not tell).
@@ -583,6 +577,29 @@ impl Json {
                 em.value_to(text, key, last, pct, sink);
             }
         }
+    }
+
+    /// Feeds text of the current string value to its reading as JSON: its keys give
+    /// context, its own escapes are undone, and text that turns out not to be JSON is read
+    /// raw by the inner tokenizer. False when that reading fails (nested past the depth
+    /// limit): the rest of the string is then read as it is.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn feed_inner(
+        &mut self,
+        text: &[u8],
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> bool {
+        let key = key_at(&self.arena, self.cur_key());
+        let Some(inner) = self.inner.as_deref_mut() else {
+            return false;
+        };
+        if em.through(inner, key, sink, |n, out| n.feed(text, out)) {
+            return true;
+        }
+        self.inner = None;
+        false
     }
 
     pub(super) fn end_string(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) {

@@ -1026,10 +1026,11 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
             engine.decode_vec(run, out).is_ok()
         };
         if decoded && mostly_printable(out.get(mark + 1..).unwrap_or(&[])) {
-            let text = out.get(mark + 1..).unwrap_or(&[]);
-            if opens_as_json(text) || looks_like_mime(text) {
-                // Base64 of JSON (a JWT's claims) or of an email in a header: read it as a
-                // body would be.
+            // Base64 of an email in a header: read it as a body would be. Decoded JSON (a
+            // JWT's claims) stays text here, unlike in a body: a head value is scanned
+            // under its own name, so its keys could give no context, and tokenising every
+            // bearer token cost more than the rest of the head's scan.
+            if looks_like_mime(out.get(mark + 1..).unwrap_or(&[])) {
                 normalise_as_body(value, out);
                 return true;
             }

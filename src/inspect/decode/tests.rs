@@ -1319,11 +1319,12 @@ fn hex_encoded_text_is_read_decoded() {
         format!(r#"{{"payload":"{json}"}}"#).as_bytes(),
     );
     assert!(s.contains("{email=asha@example.in}"), "{s}");
+    // In a head value it stays text (scanned under the value's own name all the same).
     let mut out = Vec::new();
     assert!(normalise_value(format!("p {json} q").as_bytes(), &mut out));
     assert_eq!(
         String::from_utf8_lossy(&out),
-        format!("p {json}\nemail\nasha@example.in\n q")
+        format!("p {json}\n{{\"email\":\"asha@example.in\"}}\n q")
     );
     // Hex that is not text stays as it is: a SHA-256, a UUID (dashes), a trace id, an
     // odd digit out.
@@ -2228,12 +2229,14 @@ proptest! {
             prop::sample::select(b"aZ09+/-_=Q ,.;\xc3".to_vec()),
             0..300,
         ),
-        runs in proptest::collection::vec("[ -~]{10,60}", 0..4),
+        runs in proptest::collection::vec("[!-Z\\\\-z|-~][ -~]{9,59}", 0..4),
         encoding in 0usize..3,
     ) {
         // Noise with base64 of text spliced in: the head's normalisation gives the
         // stream the body pipeline gives for the same text, or says there is nothing
-        // to decode when that stream is the text itself.
+        // to decode when that stream is the text itself. (Decoded text that opens as
+        // JSON is tokenised in a body and not in the head: see
+        // `hex_encoded_text_is_read_decoded`.)
         let mut v = noise;
         for (i, r) in runs.iter().enumerate() {
             let enc = match encoding {

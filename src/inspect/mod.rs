@@ -766,10 +766,12 @@ impl Inspector {
         }
         for (name, value) in headers {
             let n = name.as_str();
-            if matches!(
-                n,
-                "proxy-authorization" | "proxy-authenticate" | "proxy-connection"
-            ) {
+            if n.starts_with("proxy-")
+                && matches!(
+                    n,
+                    "proxy-authorization" | "proxy-authenticate" | "proxy-connection"
+                )
+            {
                 // Hop-by-hop, for Sima itself: never forwarded. Any other `Proxy-*` header
                 // (`Proxy-Note`) is an end-to-end header like the rest and goes upstream.
                 continue;

@@ -545,9 +545,15 @@ pub(super) fn skip_plain_token(t: &[u8], p: usize) -> Option<usize> {
     }
     if pb == b'-' && is_alnum(before(t, p, 2)) {
         // `x-123…`: no identifier starts after a hyphen-joined token (a date part, a UUID
-        // group), except a driving licence after a two-letter state code (`HR-06…`) and a
-        // strong one after a word of letters (`kyc-2345…`).
-        if is_digit(before(t, p, 2)) || !word_joined(t, p) {
+        // group, `ORD-2024`), except a driving licence after a two-letter state code
+        // (`HR-06…`) and a long number after a word of letters (`aadhaar-2345…`, see
+        // [`word_joined`]).
+        let dl_head =
+            is_alpha(before(t, p, 2)) && is_alpha(before(t, p, 3)) && !is_alnum(before(t, p, 4));
+        // Only a run of 8 digits or more, or one that goes on into letters (a GSTIN), can
+        // be one after a word.
+        let short = k < 8 && next & C_ALPHA == 0;
+        if !dl_head && (short || is_digit(before(t, p, 2)) || !word_joined(t, p)) {
             return Some(alnum_run_end(t, p + 1).0);
         }
     }

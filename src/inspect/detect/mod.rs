@@ -875,9 +875,10 @@ impl Detector {
             let mut start = s;
             match shape {
                 Shape::Card | Shape::Card16 | Shape::Aadhaar => {
-                    // Also as a file names one (`2345 6789 0124.pdf`, `aadhaar_2345…`).
+                    // Also as a file names one (`2345 6789 0124.pdf`, `aadhaar_2345…`; not
+                    // after `word-`, which the shortcut passes over for a short first group).
                     let strict_left = left_ok(t, s, first_sep);
-                    let left = strict_left || word_joined(t, s);
+                    let left = strict_left || (before(t, s, 1) == b'_' && word_joined(t, s));
                     let right = right_ok(t, end, first_sep) || ext_after(t, end);
                     if plus || !same || !left || !right {
                         continue;

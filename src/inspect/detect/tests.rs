@@ -273,6 +273,20 @@ fn identifiers_that_name_a_file_or_sit_in_a_float_are_found() {
     ] {
         none(text, key);
     }
+    // The shortcut past `word-` agrees with the full scan.
+    for text in [
+        "aadhaar-2341 2341 2346",
+        "vid-2341-2341-2341-2346",
+        "ORD-2024-123456",
+        "uid-234123412346",
+        "GSTIN-27AAPFU0939F1ZV",
+        "HR-0619850034761",
+    ] {
+        for key in [None, Some(&b"vid"[..]), Some(b"aadhaar")] {
+            let (fast, slow) = scan_both(text.as_bytes(), key);
+            assert_eq!(fast, slow, "{text:?} {key:?}");
+        }
+    }
 }
 
 #[test]

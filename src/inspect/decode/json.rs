@@ -200,15 +200,6 @@ impl Json {
                         i += 1;
                         continue;
                     }
-                    if matches!(c, 0xef | 0xbb | 0xbf)
-                        && self.st == JSt::Value
-                        && self.frames.is_empty()
-                    {
-                        // A UTF-8 byte order mark before the document (Windows tools,
-                        // .NET's `Encoding.UTF8`): white space to the parsers that accept it.
-                        i += 1;
-                        continue;
-                    }
                     // A string or number just begun is read on at once, rather than after
                     // another round through the state dispatch (the next iteration would
                     // do the same).
@@ -223,6 +214,16 @@ impl Json {
                             if self.st == JSt::Num {
                                 i = self.number(data, i, em, sink);
                             }
+                        }
+                        Step::Invalid
+                            if matches!(c, 0xef | 0xbb | 0xbf)
+                                && self.st == JSt::Value
+                                && self.frames.is_empty() =>
+                        {
+                            // A UTF-8 byte order mark before the document (Windows tools,
+                            // .NET's `Encoding.UTF8`): white space to the parsers that
+                            // accept it.
+                            i += 1;
                         }
                         Step::Invalid => self.fallback(data, i, em, sink),
                     }

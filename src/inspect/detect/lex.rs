@@ -349,7 +349,7 @@ pub(super) fn left_ok(t: &[u8], s: usize, sep: u8) -> bool {
 /// (`pan_ABCPE…`, `aadhaar_2345….jpg`)? A file or a key may be named so; so is many an id
 /// (`txn_2345…`, `ref-ABCPE…`), which is why such a span is reported only when that word,
 /// or a key, names its class (a UUID group, whose head holds a digit, never is).
-#[inline]
+#[inline(never)]
 pub(super) fn word_joined(t: &[u8], s: usize) -> bool {
     if !matches!(before(t, s, 1), b'-' | b'_') {
         return false;

@@ -548,12 +548,13 @@ pub(super) fn skip_plain_token(t: &[u8], p: usize) -> Option<usize> {
         // group, `ORD-2024`), except a driving licence after a two-letter state code
         // (`HR-06…`) and a long number after a word of letters (`aadhaar-2345…`, see
         // [`word_joined`]).
-        let dl_head =
-            is_alpha(before(t, p, 2)) && is_alpha(before(t, p, 3)) && !is_alnum(before(t, p, 4));
+        if !(is_alpha(before(t, p, 2)) && is_alpha(before(t, p, 3))) {
+            return Some(alnum_run_end(t, p + 1).0);
+        }
         // Only a run of 8 digits or more, or one that goes on into letters (a GSTIN), can
-        // be one after a word.
-        let short = k < 8 && next & C_ALPHA == 0;
-        if !dl_head && (short || is_digit(before(t, p, 2)) || !word_joined(t, p)) {
+        // be one after a longer word.
+        let dl_head = !is_alnum(before(t, p, 4));
+        if !dl_head && ((k < 8 && next & C_ALPHA == 0) || !word_joined(t, p)) {
             return Some(alnum_run_end(t, p + 1).0);
         }
     }

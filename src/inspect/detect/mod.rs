@@ -947,16 +947,8 @@ impl Detector {
     /// A run of 9 to 19 digits with nothing grouped around it.
     fn plain_digits(&self, cx: &Ctx<'_>, s: usize, e: usize, out: &mut Vec<Finding>) {
         let t = cx.text;
-        // Strict boundaries admit every class. A file extension after the number admits
-        // all but the context-needing ones; a float's `.0` (see [`point_zero`]) the
-        // checksummed ones, and a phone under a key that names phones (`"mobile":
-        // 9876543210.0`), since a bare amount may read `7500000000.0`; a word joined
-        // before it (see [`word_joined`]) the checksummed ones, with context.
-        let strict_right = right_ok(t, e, 0);
-        let ext = !strict_right && ext_after(t, e);
-        let zero = !strict_right && !ext && point_zero(t, e);
-        if !(strict_right || ext || zero) {
-            return;
+        if !right_ok(t, e, 0) {
+            return self.loose_digits(cx, s, e, out);
         }
         let d = &t[s..e];
         let len = d.len();
@@ -973,11 +965,67 @@ impl Detector {
             }
             return;
         }
+        if !left_ok(t, s, 0) {
+            return self.loose_digits(cx, s, e, out);
+        }
+        if foreign_prefix(t, s) {
+            return;
+        }
+        match len {
+            10 if matches!(d[0], b'6'..=b'9') => {
+                cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
+            }
+            11 if d[0] == b'0' && matches!(d[1], b'6'..=b'9') => {
+                cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
+            }
+            12 => {
+                if aadhaar_like_valid(d) {
+                    cands.push(ClassId::AADHAAR, Confidence::High, false);
+                }
+                if d.starts_with(b"91") && matches!(d[2], b'6'..=b'9') {
+                    cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
+                }
+            }
+            _ => {}
+        }
+        if len >= 13 {
+            if card_valid(d) {
+                cands.push(ClassId::CARD, Confidence::High, false);
+            }
+            if len == 16 && aadhaar_like_valid(d) {
+                cands.push(ClassId::AADHAAR_VID, Confidence::High, false);
+            }
+            if len == 14 {
+                cands.push(ClassId::ABHA, Confidence::Low, true);
+            }
+        }
+        if len <= 18 {
+            cands.push(ClassId::BANK_ACCOUNT, Confidence::Low, true);
+        }
+        self.report(cx, out, s, e, cands.as_slice());
+    }
+
+    /// [`Detector::plain_digits`] for a run whose boundaries are not both strict. A file
+    /// extension after it admits all but the context-needing classes; a float's `.0` (see
+    /// [`point_zero`]) the checksummed ones, and a phone under a key that names phones
+    /// (`"mobile": 9876543210.0`), since a bare amount may read `7500000000.0`; a word
+    /// joined before it (see [`word_joined`]) the checksummed ones, with context.
+    #[cold]
+    #[inline(never)]
+    fn loose_digits(&self, cx: &Ctx<'_>, s: usize, e: usize, out: &mut Vec<Finding>) {
+        let t = cx.text;
+        let strict_right = right_ok(t, e, 0);
+        let ext = !strict_right && ext_after(t, e);
+        if !(strict_right || ext || point_zero(t, e)) || before(t, s, 1) == b'+' {
+            return;
+        }
         let strict_left = left_ok(t, s, 0);
         if !(strict_left || word_joined(t, s)) || foreign_prefix(t, s) {
             return;
         }
-        let strict = strict_left && strict_right;
+        let d = &t[s..e];
+        let len = d.len();
+        let mut cands = Cands::default();
         let phone = strict_left && (strict_right || ext || cx.key.has(ClassId::IN_PHONE));
         match len {
             10 if phone && matches!(d[0], b'6'..=b'9') => {
@@ -1003,12 +1051,6 @@ impl Detector {
             if len == 16 && aadhaar_like_valid(d) {
                 cands.push(ClassId::AADHAAR_VID, Confidence::High, false);
             }
-            if strict && len == 14 {
-                cands.push(ClassId::ABHA, Confidence::Low, true);
-            }
-        }
-        if strict && len <= 18 {
-            cands.push(ClassId::BANK_ACCOUNT, Confidence::Low, true);
         }
         if !strict_left {
             cands.need_context();
@@ -1075,19 +1117,34 @@ impl Detector {
         if cands.is_empty() {
             return e;
         }
-        // PAN and GSTIN also as a file names them (`ABCPE1234F.pdf`, and with context
-        // `pan_ABCPE1234F`); the others only between strict boundaries.
-        let strong = matches!(r.len(), 10 | 15) && !cands.as_slice().iter().any(|c| c.needs_ctx);
+        if left_ok(t, s, 0) && right_ok(t, e, 0) {
+            self.report(cx, out, s, e, cands.as_slice());
+        } else if matches!(r.len(), 10 | 15) && !cands.as_slice().iter().any(|c| c.needs_ctx) {
+            self.loose_mixed(cx, s, e, cands, out);
+        }
+        e
+    }
+
+    /// A PAN or GSTIN whose boundaries are not both strict: also as a file names it
+    /// (`ABCPE1234F.pdf`), and with context after a word (`pan_ABCPE1234F`).
+    #[cold]
+    #[inline(never)]
+    fn loose_mixed(
+        &self,
+        cx: &Ctx<'_>,
+        s: usize,
+        e: usize,
+        mut cands: Cands,
+        out: &mut Vec<Finding>,
+    ) {
+        let t = cx.text;
         let strict_left = left_ok(t, s, 0);
-        let left = strict_left || (strong && word_joined(t, s));
-        let right = right_ok(t, e, 0) || (strong && ext_after(t, e));
         if !strict_left {
             cands.need_context();
         }
-        if left && right {
+        if (strict_left || word_joined(t, s)) && (right_ok(t, e, 0) || ext_after(t, e)) {
             self.report(cx, out, s, e, cands.as_slice());
         }
-        e
     }
 
     // -- '@' forms ---------------------------------------------------------

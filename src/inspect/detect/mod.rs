@@ -971,33 +971,9 @@ impl Detector {
         if foreign_prefix(t, s) {
             return;
         }
-        match len {
-            10 if matches!(d[0], b'6'..=b'9') => {
-                cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
-            }
-            11 if d[0] == b'0' && matches!(d[1], b'6'..=b'9') => {
-                cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
-            }
-            12 => {
-                if aadhaar_like_valid(d) {
-                    cands.push(ClassId::AADHAAR, Confidence::High, false);
-                }
-                if d.starts_with(b"91") && matches!(d[2], b'6'..=b'9') {
-                    cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
-                }
-            }
-            _ => {}
-        }
-        if len >= 13 {
-            if card_valid(d) {
-                cands.push(ClassId::CARD, Confidence::High, false);
-            }
-            if len == 16 && aadhaar_like_valid(d) {
-                cands.push(ClassId::AADHAAR_VID, Confidence::High, false);
-            }
-            if len == 14 {
-                cands.push(ClassId::ABHA, Confidence::Low, true);
-            }
+        number_cands(d, true, &mut cands);
+        if len == 14 {
+            cands.push(ClassId::ABHA, Confidence::Low, true);
         }
         if len <= 18 {
             cands.push(ClassId::BANK_ACCOUNT, Confidence::Low, true);
@@ -1024,34 +1000,9 @@ impl Detector {
             return;
         }
         let d = &t[s..e];
-        let len = d.len();
         let mut cands = Cands::default();
         let phone = strict_left && (strict_right || ext || cx.key.has(ClassId::IN_PHONE));
-        match len {
-            10 if phone && matches!(d[0], b'6'..=b'9') => {
-                cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
-            }
-            11 if phone && d[0] == b'0' && matches!(d[1], b'6'..=b'9') => {
-                cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
-            }
-            12 => {
-                if aadhaar_like_valid(d) {
-                    cands.push(ClassId::AADHAAR, Confidence::High, false);
-                }
-                if phone && d.starts_with(b"91") && matches!(d[2], b'6'..=b'9') {
-                    cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
-                }
-            }
-            _ => {}
-        }
-        if len >= 13 {
-            if card_valid(d) {
-                cands.push(ClassId::CARD, Confidence::High, false);
-            }
-            if len == 16 && aadhaar_like_valid(d) {
-                cands.push(ClassId::AADHAAR_VID, Confidence::High, false);
-            }
-        }
+        number_cands(d, phone, &mut cands);
         if !strict_left {
             cands.need_context();
         }
@@ -1241,5 +1192,37 @@ impl Detector {
             }
         }
         any
+    }
+}
+
+/// The classes a plain run of digits `d` may be by its length and check digits: a mobile
+/// (with `phone`), Aadhaar, card, Virtual ID.
+#[inline(always)]
+fn number_cands(d: &[u8], phone: bool, cands: &mut Cands) {
+    let len = d.len();
+    match len {
+        10 if phone && matches!(d[0], b'6'..=b'9') => {
+            cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
+        }
+        11 if phone && d[0] == b'0' && matches!(d[1], b'6'..=b'9') => {
+            cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
+        }
+        12 => {
+            if aadhaar_like_valid(d) {
+                cands.push(ClassId::AADHAAR, Confidence::High, false);
+            }
+            if phone && d.starts_with(b"91") && matches!(d[2], b'6'..=b'9') {
+                cands.push(ClassId::IN_PHONE, Confidence::Medium, false);
+            }
+        }
+        _ => {}
+    }
+    if len >= 13 {
+        if card_valid(d) {
+            cands.push(ClassId::CARD, Confidence::High, false);
+        }
+        if len == 16 && aadhaar_like_valid(d) {
+            cands.push(ClassId::AADHAAR_VID, Confidence::High, false);
+        }
     }
 }

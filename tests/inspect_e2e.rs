@@ -384,6 +384,11 @@ async fn identifiers_in_query_headers_and_encoded_bodies_are_found() {
             r#"{{"StreamName": "events", "Data": "{}"}}"#,
             base64::engine::general_purpose::STANDARD.encode(&event)
         ),
+        // The same record gzipped first, as compressed log records travel.
+        format!(
+            r#"{{"StreamName": "logs", "Data": "{}"}}"#,
+            base64::engine::general_purpose::STANDARD.encode(gzipped(event.as_bytes()))
+        ),
     ] {
         let (status, _, reply) = send(
             sima.info.proxy,

@@ -142,9 +142,31 @@ impl B64 {
         }
         if piece {
             text_piece(&self.decoded)
+        } else if self.decoded.starts_with(&[0x1f, 0x8b]) {
+            self.gunzip()
         } else {
             mostly_printable(&self.decoded)
         }
+    }
+
+    /// A whole short run that decodes to gzip (a compressed log record in a JSON field, as
+    /// CloudWatch Logs subscriptions and telemetry SDKs send it): its text instead, up to
+    /// [`GUNZIP_MAX`] bytes of it, when it is text. A run over [`BASE64_MAX_RUN`]
+    /// characters, decoded as it streams, is not opened.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn gunzip(&mut self) -> bool {
+        use std::io::Read as _;
+        let mut out = Vec::new();
+        let read = flate2::read::MultiGzDecoder::new(self.decoded.as_slice())
+            .take(GUNZIP_MAX)
+            .read_to_end(&mut out);
+        // A corrupt stream's text before the fault is read all the same.
+        if (read.is_err() && out.is_empty()) || !mostly_printable(&out) {
+            return false;
+        }
+        self.decoded = out;
+        true
     }
 
     /// Decodes the characters in `run` (a whole short run, or one block of a long run) into
@@ -440,6 +462,10 @@ impl Pct {
         self.carry.clear();
     }
 }
+
+/// Most text read from gzip inside one short base64 run (a run of 4,096 characters holds
+/// 3 KiB of gzip: a log batch of a few dozen KiB; a bomb is read this far).
+pub(super) const GUNZIP_MAX: u64 = 256 * 1024;
 
 /// How many more times a decoded piece that still holds escapes is decoded. A URL inside a
 /// URL parameter is encoded twice (`redirect_uri=…%3Femail%3Dasha%2540example.in`:

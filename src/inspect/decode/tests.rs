@@ -861,6 +861,20 @@ fn json_inside_a_string_or_base64_is_read_as_json() {
     let kinesis = format!(r#"{{"Data": "{}"}}"#, STANDARD.encode(event));
     let got = norm(BodyKind::Json, kinesis.as_bytes());
     assert!(got.contains("{uid=\u{968}\u{969}}"), "{got:?}");
+    // Base64 of gzip of JSON (a compressed log record: CloudWatch Logs, telemetry SDKs).
+    let gz = STANDARD.encode(gzip(event.as_bytes()));
+    let got = norm(
+        BodyKind::Json,
+        format!(r#"{{"records": [{{"data": "{gz}"}}]}}"#).as_bytes(),
+    );
+    assert!(got.contains("{uid=\u{968}\u{969}}"), "{got:?}");
+    // Gzip that is not text, or not gzip after its magic, stays as it was.
+    let binary = STANDARD.encode(gzip(&[0u8, 1, 2, 3, 0xff, 0xfe, 0, 0, 7, 9, 200, 201]));
+    let body = format!(r#"{{"data": "{binary}"}}"#);
+    assert_eq!(
+        norm(BodyKind::Json, body.as_bytes()),
+        format!("data\n{{data={binary}}}")
+    );
     // A string that only opens like JSON is read as the text it is.
     let log = r#"{"line": "[INFO] user 9876543210 logged in {ok}"}"#;
     let got = norm(BodyKind::Json, log.as_bytes());

@@ -11,17 +11,14 @@ use super::*;
 /// parameter; `sniff_bom` asks for a UTF-16 byte order mark to be looked for when none is
 /// declared (text kinds; never a multipart body, whose parts may be binary).
 pub(super) fn transcoder(charset: Option<&[u8]>, sniff_bom: bool) -> Option<Transcode> {
-    let declared = charset
-        .and_then(Encoding::for_label)
-        // UTF-8 needs nothing; the replacement encoding (labels of encodings browsers
-        // refuse) would turn the whole body into one U+FFFD: read such bytes as they are.
-        .filter(|e| *e != UTF_8 && *e != REPLACEMENT);
-    match declared {
+    let named = charset.and_then(Encoding::for_label);
+    // UTF-8 needs nothing; the replacement encoding (labels of encodings browsers refuse)
+    // would turn the whole body into one U+FFFD: read such bytes as they are.
+    match named.filter(|e| *e != UTF_8 && *e != REPLACEMENT) {
         Some(e) if e.is_ascii_compatible() => Some(Transcode::new(State::Utf8Until(e))),
         Some(e) => Some(Transcode::new(State::Decode(e.new_decoder()))),
-        None if sniff_bom && charset.is_none_or(|c| Encoding::for_label(c).is_none()) => {
-            Some(Transcode::new(State::Bom))
-        }
+        // No charset named (none given, or a label that names none): look for a mark.
+        None if sniff_bom && named.is_none() => Some(Transcode::new(State::Bom)),
         None => None,
     }
 }

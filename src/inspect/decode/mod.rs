@@ -1048,7 +1048,7 @@ pub fn normalise_value(value: &[u8], out: &mut Vec<u8>) -> bool {
 /// undone: a URL or address encoded twice (`redirect_uri=…%3Femail%3Dasha%2540example.in`),
 /// to be read with [`normalise_as_body`], which decodes such pieces again.
 pub fn escaped_twice(value: &[u8]) -> bool {
-    memchr::memchr(b'%', value).is_some() && has_escape(value)
+    has_escape(value)
 }
 
 /// The body pipeline's reading of `value` as one text value, into `out`: base64 and hex

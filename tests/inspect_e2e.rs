@@ -975,3 +975,175 @@ async fn bodies_in_utf16_and_latin1_are_read() {
     assert_eq!(us.requests()[0].body, clean, "forwarded as sent");
     sima.shutdown().await;
 }
+
+/// A zip file of `(name, content)` entries, deflated, written as a streaming writer writes
+/// it (sizes in a descriptor after each entry's data) or as a file.
+fn zipped(entries: &[(&str, &[u8])], stream: bool) -> Vec<u8> {
+    use zip::write::SimpleFileOptions;
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    if stream {
+        let mut z = zip::ZipWriter::new_stream(Vec::new());
+        for (name, content) in entries {
+            z.start_file(*name, opts).unwrap();
+            z.write_all(content).unwrap();
+        }
+        z.finish().unwrap().into_inner()
+    } else {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, content) in entries {
+            z.start_file(*name, opts).unwrap();
+            z.write_all(content).unwrap();
+        }
+        z.finish().unwrap().into_inner()
+    }
+}
+
+/// The parts of a minimal `.xlsx` whose one shared string is `cell`.
+fn xlsx(cell: &str, stream: bool) -> Vec<u8> {
+    let strings = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<sst xmlns=\"http://schemas.openxmlformats.org/spreadsheetml/2006/main\" count=\"2\" uniqueCount=\"2\"><si><t>name</t></si><si><t>{cell}</t></si></sst>"
+    );
+    zipped(
+        &[
+            ("[Content_Types].xml", b"<?xml version=\"1.0\"?><Types/>"),
+            (
+                "xl/worksheets/sheet1.xml",
+                b"<worksheet><sheetData><row r=\"1\"><c r=\"A1\" t=\"s\"><v>0</v></c><c r=\"B1\" t=\"s\"><v>1</v></c></row></sheetData></worksheet>",
+            ),
+            ("xl/sharedStrings.xml", strings.as_bytes()),
+        ],
+        stream,
+    )
+}
+
+const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+#[tokio::test]
+async fn spreadsheets_and_zip_files_are_read() {
+    // A spreadsheet of customers uploaded to a foreign service: as the file itself (typed
+    // as it is, or as bytes), or as a form's file field, as a browser or `curl -F` sends it.
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let a = aadhaar();
+    let url = format!("http://{}/upload", us.addr);
+    for (ct, stream) in [
+        (Some(XLSX), false),
+        (Some("application/octet-stream"), true),
+        (Some("application/zip"), true),
+        (None, false),
+    ] {
+        let mut req = Request::put(&url);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let body = Bytes::from(xlsx(&a, stream));
+        let (status, _, reply) = send(sima.info.proxy, req.body(Full::new(body)).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct:?}");
+        assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    }
+    let form = |file: &[u8], ct: &str| {
+        let mut b = b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nQ3 list\r\n\
+            --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"customers.xlsx\"\r\n"
+            .to_vec();
+        b.extend_from_slice(format!("Content-Type: {ct}\r\n\r\n").as_bytes());
+        b.extend_from_slice(file);
+        b.extend_from_slice(b"\r\n--XyZ--\r\n");
+        b
+    };
+    let (status, _, reply) = send(
+        sima.info.proxy,
+        post(
+            url.clone(),
+            "multipart/form-data; boundary=XyZ",
+            form(&xlsx(&a, false), XLSX),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    // A gzip file in a form field, the same.
+    let gz = gzipped(&export_csv(200, Some((&a, 150))));
+    let (status, _, _) = send(
+        sima.info.proxy,
+        post(
+            url.clone(),
+            "multipart/form-data; boundary=XyZ",
+            form(&gz, "application/gzip"),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert!(us.requests().is_empty());
+    // A clean spreadsheet passes, byte for byte, as a file and in a form.
+    let clean = xlsx("Asha Verma", false);
+    let req = Request::put(&url)
+        .header("content-type", XLSX)
+        .body(Full::new(Bytes::from(clean.clone())))
+        .unwrap();
+    assert_eq!(send(sima.info.proxy, req).await.0, StatusCode::OK);
+    assert_eq!(us.requests()[0].body, clean);
+    let body = form(&clean, XLSX);
+    let req = post(
+        url.clone(),
+        "multipart/form-data; boundary=XyZ",
+        body.clone(),
+    );
+    assert_eq!(send(sima.info.proxy, req).await.0, StatusCode::OK);
+    assert_eq!(us.requests()[1].body, body);
+    // A zip cut short, inside an entry's data, cannot be inspected: refused.
+    let last = clean.windows(4).rposition(|w| w == b"PK\x03\x04").unwrap();
+    let req = Request::put(&url)
+        .header("content-type", XLSX)
+        .body(Full::new(Bytes::from(clean[..last + 60].to_vec())))
+        .unwrap();
+    let (status, headers, _) = send(sima.info.proxy, req).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(headers["sima-reason"], "uninspectable");
+    assert_eq!(us.requests().len(), 2);
+    sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_large_zip_file_streams_and_stops_before_the_identifier_leaves() {
+    let (addr, seen) = raw_recorder("127.0.0.3").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let a = aadhaar();
+    // About 330 KiB compressed, past the 64 KiB read whole; the row late in the file.
+    let name = "exports/users.csv";
+    let z = zipped(&[(name, &export_csv(20_000, Some((&a, 17_000))))], true);
+    assert!(z.len() > 256 << 10, "{}", z.len());
+    let req = Request::put(format!("http://{addr}/bucket/users.zip"))
+        .header("content-type", "application/zip")
+        .body(chunked_body(&z, 4096))
+        .unwrap();
+    let resp = send_streaming(sima.info.proxy, req).await;
+    assert_eq!(resp.status(), StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    let got = recorded(&seen, 1).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "the upload began before the identifier was read"
+    );
+    let body = dechunk(&got[0]);
+    // The entry's data starts past its local header, file name and extra field.
+    let data = 30
+        + usize::from(u16::from_le_bytes([z[26], z[27]]))
+        + usize::from(u16::from_le_bytes([z[28], z[29]]));
+    assert!(
+        body.len() > data && body.len() < z.len(),
+        "{} of {}",
+        body.len(),
+        z.len()
+    );
+    assert_eq!(body[..data], z[..data]);
+    // Inflate as much of the entry as arrived: the identifier is not in it.
+    let mut text = Vec::new();
+    let mut dec = flate2::read::DeflateDecoder::new(&body[data..]);
+    let _ = std::io::Read::read_to_end(&mut dec, &mut text);
+    assert!(text.len() > 100_000, "{}", text.len());
+    assert!(
+        !String::from_utf8_lossy(&text).contains(&a),
+        "the identifier reached the upstream"
+    );
+    sima.shutdown().await;
+}

@@ -21,6 +21,9 @@ pub(super) struct Emitter {
     pub(super) inner: Option<Box<Normaliser>>,
     /// This emitter reads decoded text already: what it decodes goes in as it is.
     pub(super) nested: bool,
+    /// Bytes decompressed from the gzip and zip files read into this stream so far (see
+    /// [`Archive`]): what the body's limits count for all of them together.
+    pub(super) unpacked: u64,
 }
 
 impl Emitter {
@@ -452,9 +455,13 @@ impl Emitter {
             self.put(text, key, sink);
             return;
         };
-        let mut ok = self.through(&mut inner, key, sink, |n, out| n.feed(text, out));
+        let mut ok = self
+            .through(&mut inner, key, sink, |n, out| n.feed(text, out))
+            .is_ok();
         if ok && last {
-            ok = self.through(&mut inner, key, sink, |n, out| n.finish(out));
+            ok = self
+                .through(&mut inner, key, sink, |n, out| n.finish(out))
+                .is_ok();
         }
         if !ok {
             // Only JSON nested past the depth limit fails; the text goes in as it is.
@@ -468,7 +475,8 @@ impl Emitter {
     #[inline(never)]
     pub(super) fn end_decoded(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
         if let Some(mut inner) = self.inner.take() {
-            self.through(&mut inner, key, sink, |n, out| n.finish(out));
+            // JSON too deep for its reading was put in as text already.
+            let _ = self.through(&mut inner, key, sink, |n, out| n.finish(out));
         }
     }
 
@@ -481,13 +489,13 @@ impl Emitter {
         key: Option<&[u8]>,
         sink: &mut Sink<'_>,
         f: impl FnOnce(&mut Normaliser, &mut Sink<'_>) -> Result<(), DecodeError>,
-    ) -> bool {
+    ) -> Result<(), DecodeError> {
         let mut out = |seg: Segment<'_>, _run_ends: bool| {
             self.put(seg.text, seg.key.or(key), sink);
         };
-        let ok = f(inner, &mut out).is_ok();
+        let r = f(inner, &mut out);
         inner.em.flush(false, &mut out);
-        ok
+        r
     }
 
     pub(super) fn close_run(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {

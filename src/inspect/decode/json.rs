@@ -596,7 +596,10 @@ impl Json {
         let Some(inner) = self.inner.as_deref_mut() else {
             return false;
         };
-        if em.through(inner, key, sink, |n, out| n.feed(text, out)) {
+        if em
+            .through(inner, key, sink, |n, out| n.feed(text, out))
+            .is_ok()
+        {
             return true;
         }
         self.inner = None;
@@ -615,7 +618,8 @@ impl Json {
         } else {
             let key = key_at(&self.arena, self.cur_key());
             if let Some(mut inner) = self.inner.take() {
-                em.through(&mut inner, key, sink, |n, out| n.finish(out));
+                // Only nesting past its reading's depth fails, and its text is in already.
+                let _ = em.through(&mut inner, key, sink, |n, out| n.finish(out));
             } else if self.refs.finish() {
                 em.value_to(&self.refs.out, key, true, true, sink);
             }

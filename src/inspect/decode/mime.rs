@@ -22,6 +22,9 @@ pub(super) enum PartBody {
     Form(Box<Form>),
     /// A nested `multipart/*` (an email's `multipart/alternative` inside `mixed`).
     Multipart(Box<Multipart>),
+    /// An untyped part that is a gzip or zip file (`curl -F file=@users.csv.gz`, a
+    /// spreadsheet uploaded through a form).
+    Archive(Box<Archive>),
 }
 
 pub(super) struct Part {
@@ -30,20 +33,24 @@ pub(super) struct Part {
     pub(super) qp: Option<Box<Qp>>,
     pub(super) name: Vec<u8>,
     pub(super) named: bool,
-    pub(super) max_depth: u32,
+    pub(super) limits: Limits,
     /// How many multipart bodies enclose this part's body.
     pub(super) nest: u32,
+    /// An untyped part that is a gzip or zip file is opened: not in text decoded from a
+    /// base64 run, where a few KiB could otherwise unpack into many MiB per run.
+    pub(super) archives: bool,
 }
 
 impl Part {
-    pub(super) fn new(max_depth: u32, nest: u32) -> Self {
+    pub(super) fn new(limits: Limits, nest: u32) -> Self {
         Part {
             body: PartBody::Text,
             qp: None,
             name: Vec::new(),
             named: false,
-            max_depth,
+            limits,
             nest,
+            archives: true,
         }
     }
 
@@ -101,14 +108,17 @@ impl Part {
             return Ok(());
         }
         if let PartBody::Sniff(held) = &mut self.body {
-            let Some(sniffed) = sniff(held, bytes, false) else {
+            let Some(sniffed) = sniff(held, bytes, self.archives) else {
                 return Ok(());
             };
             let held = std::mem::take(held);
+            let limits = &self.limits;
             self.body = match sniffed {
-                Sniffed::Json => PartBody::Json(Box::new(Json::new(self.max_depth, self.key()))),
+                Sniffed::Json => PartBody::Json(Box::new(Json::new(limits.max_depth, self.key()))),
                 Sniffed::Markup => PartBody::Markup(Box::default()),
-                Sniffed::Gzip | Sniffed::Text => PartBody::Text,
+                Sniffed::Gzip => PartBody::Archive(Box::new(Archive::gzip(limits))),
+                Sniffed::Zip => PartBody::Archive(Box::new(Archive::zip(limits))),
+                Sniffed::Text => PartBody::Text,
             };
             self.body_bytes(&held, em, sink)?;
         }
@@ -123,6 +133,7 @@ impl Part {
             PartBody::Json(j) => j.feed(bytes, em, sink)?,
             PartBody::Form(f) => f.feed(bytes, em, sink),
             PartBody::Multipart(m) => m.feed(bytes, em, sink)?,
+            PartBody::Archive(a) => a.feed(bytes, key, em, sink)?,
         }
         Ok(())
     }
@@ -146,6 +157,7 @@ impl Part {
             PartBody::Json(j) => j.finish(em, sink),
             PartBody::Form(f) => f.finish(em, sink),
             PartBody::Multipart(m) => m.finish(em, sink)?,
+            PartBody::Archive(a) => a.finish(key, em, sink)?,
         }
         em.boundary();
         Ok(())
@@ -164,17 +176,21 @@ impl Part {
         self.qp = h.quoted_printable.then(Box::default);
         self.body = match (h.class, h.boundary) {
             (MediaClass::Json, _) => {
-                PartBody::Json(Box::new(Json::new(self.max_depth, self.key())))
+                PartBody::Json(Box::new(Json::new(self.limits.max_depth, self.key())))
             }
             (MediaClass::Form, _) => PartBody::Form(Box::default()),
             (MediaClass::Markup, _) => PartBody::Markup(Box::default()),
             (MediaClass::Multipart, Some(b))
                 if !b.is_empty() && b.len() <= MAX_BOUNDARY && self.nest < MAX_MULTIPART_NEST =>
             {
-                PartBody::Multipart(Box::new(Multipart::new(&b, self.max_depth, self.nest + 1)))
+                let mut m = Multipart::new(&b, self.limits, self.nest + 1);
+                m.part.archives = self.archives;
+                PartBody::Multipart(Box::new(m))
             }
             (MediaClass::Message, _) if self.nest < MAX_MULTIPART_NEST => {
-                PartBody::Multipart(Box::new(Multipart::message(self.max_depth, self.nest + 1)))
+                let mut m = Multipart::message(self.limits, self.nest + 1);
+                m.part.archives = self.archives;
+                PartBody::Multipart(Box::new(m))
             }
             _ if h.untyped => PartBody::Sniff(Vec::new()),
             _ => PartBody::Text,
@@ -297,7 +313,7 @@ pub(super) struct Multipart {
 }
 
 impl Multipart {
-    pub(super) fn new(boundary: &[u8], max_depth: u32, nest: u32) -> Self {
+    pub(super) fn new(boundary: &[u8], limits: Limits, nest: u32) -> Self {
         let mut delim = b"\r\n--".to_vec();
         delim.extend_from_slice(boundary);
         let mut fail = vec![0usize; delim.len()];
@@ -322,14 +338,14 @@ impl Multipart {
             after: 0,
             hdr: Vec::new(),
             hdr_last: 0x0d0a,
-            part: Part::new(max_depth, nest),
+            part: Part::new(limits, nest),
             single: false,
         }
     }
 
     /// A parser for a whole message: its header block, then its body as one part.
-    pub(super) fn message(max_depth: u32, nest: u32) -> Self {
-        let mut m = Multipart::new(b"", max_depth, nest);
+    pub(super) fn message(limits: Limits, nest: u32) -> Self {
+        let mut m = Multipart::new(b"", limits, nest);
         m.single = true;
         m.matched = 0;
         m.virt = 0;
@@ -545,17 +561,29 @@ pub(super) fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// Whether a `Content-Type` value says nothing of the structure: `text/plain`,
-/// `application/octet-stream`, and gzip's types (a compressed file, of any content).
+/// `application/octet-stream`, and the types of compressed files, gzip's and zip's (the
+/// office formats built on zip among them), of any content.
 pub(super) fn generic_type(value: &[u8]) -> bool {
     let mt = trim(value.split(|&b| b == b';').next().unwrap_or(&[]));
+    let starts = |prefix: &[u8]| {
+        mt.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
     [
         &b"text/plain"[..],
         b"application/octet-stream",
         b"application/gzip",
         b"application/x-gzip",
+        b"application/zip",
+        b"application/x-zip-compressed",
     ]
     .iter()
     .any(|t| mt.eq_ignore_ascii_case(t))
+        // `.xlsx`, `.docx`, `.pptx` (and their macro-enabled kinds), `.ods`, `.odt`.
+        || starts(b"application/vnd.openxmlformats-officedocument.")
+        || starts(b"application/vnd.ms-excel.")
+        || starts(b"application/vnd.ms-word.")
+        || starts(b"application/vnd.oasis.opendocument.")
 }
 
 pub(super) fn media_class(value: &[u8]) -> MediaClass {

@@ -82,6 +82,7 @@
 
 use base64::Engine as _;
 
+mod archive;
 mod charset;
 mod codec;
 mod emit;
@@ -93,7 +94,7 @@ mod runs;
 #[cfg(test)]
 mod tests;
 
-use {charset::*, codec::*, emit::*, form::*, json::*, markup::*, mime::*, runs::*};
+use {archive::*, charset::*, codec::*, emit::*, form::*, json::*, markup::*, mime::*, runs::*};
 
 /// The byte inserted between neighbouring values of the normalised stream.
 pub const SEPARATOR: u8 = b'\n';
@@ -387,7 +388,7 @@ impl Pipeline {
                 | Mode::Multipart(_)
                 | Mode::Markup(_)
                 | Mode::Sniff { .. }
-                | Mode::Gunzip(_)
+                | Mode::Archive(_)
         )
     }
 
@@ -479,10 +480,7 @@ impl Pipeline {
 
     /// Length of the normalised stream handed to the sink so far (the next segment's offset).
     pub fn emitted_bytes(&self) -> u64 {
-        match &self.norm.mode {
-            Mode::Gunzip(g) => g.inner.em.emitted,
-            _ => self.norm.em.emitted,
-        }
+        self.norm.em.emitted
     }
 
     fn usable(&self) -> Result<(), DecodeError> {
@@ -605,8 +603,8 @@ enum Mode {
     Json(Box<Json>),
     Form(Box<Form>),
     Multipart(Box<Multipart>),
-    /// An untyped body that is a gzip file.
-    Gunzip(Box<Gunzip>),
+    /// An untyped body that is a gzip or zip file.
+    Archive(Box<Archive>),
     /// [`BodyKind::Untyped`] or [`BodyKind::Form`] before its first byte past white space
     /// (the white space so far is held, up to [`SNIFF_MAX_BLANK`] bytes).
     Sniff {
@@ -614,47 +612,9 @@ enum Mode {
         limits: Limits,
         /// Declared a form: read as one unless it opens as JSON.
         form: bool,
-        /// May be a gzip file (an untyped body, not already inside one).
-        gzip: bool,
+        /// May be a gzip or zip file (an untyped body, not already inside one).
+        archive: bool,
     },
-}
-
-/// An untyped body that starts with gzip's magic bytes: a file (`export.csv.gz`) put to
-/// object storage as `application/gzip` or `application/octet-stream`, with no
-/// `Content-Encoding`, so the receiver stores the compressed file as it is and nothing
-/// would have read what it holds. Decompressed as it streams, within the body's limits,
-/// and read as an untyped body in turn; a corrupt or truncated one is an error (the body
-/// is uninspectable).
-struct Gunzip {
-    dec: GzipDec,
-    inner: Normaliser,
-    limits: Limits,
-    raw: u64,
-    out: u64,
-}
-
-impl Gunzip {
-    fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {
-        self.raw = self.raw.saturating_add(data.len() as u64);
-        let Gunzip {
-            dec,
-            inner,
-            limits,
-            raw,
-            out,
-        } = self;
-        let mut forward = |piece: &[u8]| {
-            *out = out.saturating_add(piece.len() as u64);
-            check_limits(limits, *out, *raw)?;
-            inner.feed(piece, sink)
-        };
-        dec.push(data, &mut forward)
-    }
-
-    fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
-        self.dec.finish()?;
-        self.inner.finish(sink)
-    }
 }
 
 /// Most leading white space an untyped body may have and still be read as JSON.
@@ -664,8 +624,11 @@ const SNIFF_MAX_BLANK: usize = 4096;
 /// white space.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sniffed {
-    /// Gzip's magic bytes `1f 8b` first (where `gzip` is allowed).
+    /// Gzip's magic bytes `1f 8b` first (where archives are opened).
     Gzip,
+    /// A zip file's `PK\x03\x04` first (where archives are opened): a `.zip`, `.xlsx`,
+    /// `.docx` or `.odt` file.
+    Zip,
     /// `{` or `[`: JSON.
     Json,
     /// `<`: HTML or XML (`requests.post(url, data=soap_envelope)` sends no type either),
@@ -676,19 +639,29 @@ enum Sniffed {
 
 /// Decides how an untyped text whose leading white space so far is `held` reads, given
 /// its next piece: `None` while only white space has come (then `data` joined `held`),
-/// else by the first other byte; with `gzip`, a body whose first two bytes are gzip's
-/// magic is [`Sniffed::Gzip`] (a lone first `1f` is held until the next byte comes).
-fn sniff(held: &mut Vec<u8>, data: &[u8], gzip: bool) -> Option<Sniffed> {
-    if gzip {
-        match (held.as_slice(), data) {
-            (_, []) => return None,
-            ([], [0x1f]) => {
-                held.push(0x1f);
+/// else by the first other byte; with `archive`, a body whose first bytes are gzip's or
+/// zip's magic is [`Sniffed::Gzip`] or [`Sniffed::Zip`] (a first piece that is a prefix of
+/// a magic is held until the next piece tells).
+fn sniff(held: &mut Vec<u8>, data: &[u8], archive: bool) -> Option<Sniffed> {
+    if archive && !data.is_empty() {
+        // A magic opens the body: `held` is empty or a prefix of one.
+        let mut head = [0u8; 4];
+        let n = held.len().saturating_add(data.len()).min(head.len());
+        for (slot, &b) in head.iter_mut().zip(held.iter().chain(data)) {
+            *slot = b;
+        }
+        let head = head.get(..n).unwrap_or(&[]);
+        for (magic, kind) in [(GZIP_MAGIC, Sniffed::Gzip), (ZIP_MAGIC, Sniffed::Zip)] {
+            if head.starts_with(magic) {
+                return Some(kind);
+            }
+            if magic.starts_with(head) {
+                held.extend_from_slice(data);
                 return None;
             }
-            ([], [0x1f, 0x8b, ..]) | ([0x1f], [0x8b, ..]) => return Some(Sniffed::Gzip),
-            ([0x1f], _) => return Some(Sniffed::Text),
-            _ => {}
+        }
+        if matches!(held.first(), Some(0x1f | b'P')) {
+            return Some(Sniffed::Text);
         }
     }
     // A UTF-8 byte order mark counts as white space.
@@ -718,23 +691,32 @@ impl Normaliser {
                 held: Vec::new(),
                 limits: *limits,
                 form: true,
-                gzip: false,
+                archive: false,
             },
             BodyKind::Multipart { boundary } => {
-                Mode::Multipart(Box::new(Multipart::new(&boundary, max_depth, 0)))
+                Mode::Multipart(Box::new(Multipart::new(&boundary, *limits, 0)))
             }
             BodyKind::Markup => Mode::Markup(Box::default()),
-            BodyKind::Message => Mode::Multipart(Box::new(Multipart::message(max_depth, 0))),
-            BodyKind::Untyped => Mode::Sniff {
-                held: Vec::new(),
-                limits: *limits,
-                form: false,
-                gzip: true,
-            },
+            BodyKind::Message => Mode::Multipart(Box::new(Multipart::message(*limits, 0))),
+            BodyKind::Untyped => return Normaliser::untyped(limits, true),
             BodyKind::Text => Mode::Text,
         };
         Normaliser {
             mode,
+            em: Emitter::default(),
+        }
+    }
+
+    /// The reading of an untyped body; with `archive`, one that is a gzip or zip file is
+    /// opened (not inside one already: an archive is opened one layer deep).
+    fn untyped(limits: &Limits, archive: bool) -> Self {
+        Normaliser {
+            mode: Mode::Sniff {
+                held: Vec::new(),
+                limits: *limits,
+                form: false,
+                archive,
+            },
             em: Emitter::default(),
         }
     }
@@ -760,7 +742,14 @@ impl Normaliser {
         let mode = if opens_as_json(first) {
             Mode::Json(Box::new(Json::new(JSON_NESTED_DEPTH, None)))
         } else if looks_like_mime(first) {
-            Mode::Multipart(Box::new(Multipart::message(JSON_NESTED_DEPTH, 0)))
+            // Decoded text: a gzip or zip file in it is not opened (see `Part::archives`).
+            let limits = Limits {
+                max_depth: JSON_NESTED_DEPTH,
+                ..Limits::default()
+            };
+            let mut m = Multipart::message(limits, 0);
+            m.part.archives = false;
+            Mode::Multipart(Box::new(m))
         } else {
             return None;
         };
@@ -778,28 +767,16 @@ impl Normaliser {
             held,
             limits,
             form,
-            gzip,
+            archive,
         } = &mut self.mode
         {
-            let Some(sniffed) = sniff(held, data, *gzip) else {
+            let Some(sniffed) = sniff(held, data, *archive) else {
                 return Ok(());
             };
             let held = std::mem::take(held);
             self.mode = match sniffed {
-                Sniffed::Gzip => {
-                    let mut inner = Normaliser::new(BodyKind::Untyped, limits);
-                    // One layer: a gzip inside the gzip is read as its bytes are.
-                    if let Mode::Sniff { gzip, .. } = &mut inner.mode {
-                        *gzip = false;
-                    }
-                    Mode::Gunzip(Box::new(Gunzip {
-                        dec: GzipDec::new(),
-                        inner,
-                        limits: *limits,
-                        raw: 0,
-                        out: 0,
-                    }))
-                }
+                Sniffed::Gzip => Mode::Archive(Box::new(Archive::gzip(limits))),
+                Sniffed::Zip => Mode::Archive(Box::new(Archive::zip(limits))),
                 Sniffed::Json => Mode::Json(Box::new(Json::new(limits.max_depth, None))),
                 _ if *form => Mode::Form(Box::default()),
                 Sniffed::Markup => Mode::Markup(Box::default()),
@@ -825,16 +802,13 @@ impl Normaliser {
                 Ok(())
             }
             Mode::Multipart(m) => m.feed(data, em, sink),
-            Mode::Gunzip(g) => g.feed(data, sink),
+            Mode::Archive(a) => a.feed(data, None, em, sink),
         }
     }
 
-    /// Hands on what the emitter holds (and, in a gzip file, the inner reading's).
+    /// Hands on what the emitter holds.
     fn flush(&mut self, sink: &mut Sink<'_>) {
         self.em.flush(false, sink);
-        if let Mode::Gunzip(g) = &mut self.mode {
-            g.inner.flush(sink);
-        }
     }
 
     fn finish(&mut self, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
@@ -856,7 +830,7 @@ impl Normaliser {
             Mode::Json(j) => j.finish(em, sink),
             Mode::Form(f) => f.finish(em, sink),
             Mode::Multipart(m) => m.finish(em, sink)?,
-            Mode::Gunzip(g) => g.finish(sink)?,
+            Mode::Archive(a) => a.finish(None, em, sink)?,
         }
         Ok(())
     }

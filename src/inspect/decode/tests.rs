@@ -2093,6 +2093,17 @@ fn any_body() -> impl Strategy<Value = (BodyKind, Vec<u8>)> {
         }),
         // A gzip file sent untyped (an export put to object storage).
         prop_oneof![json_body(), text_body()].prop_map(|b| (BodyKind::Untyped, gzip(&b))),
+        // A zip file of two entries, stored or deflated, sized in its headers or after
+        // each entry's data (a spreadsheet, a zipped export).
+        (
+            prop_oneof![json_body(), markup_body()],
+            text_body(),
+            any::<(bool, bool, bool)>()
+        )
+            .prop_map(|(a, b, (deflated, stream, zip64))| {
+                let entries: &[(&str, &[u8], bool)] = &[("a", &a, deflated), ("b.csv", &b, true)];
+                (BodyKind::Untyped, zip_file(entries, stream, zip64))
+            }),
         text_body().prop_map(|b| (BodyKind::Text, b)),
         (
             " {0,3}",
@@ -2375,4 +2386,264 @@ proptest! {
         prop_assert_eq!(got_r, want_r);
         prop_assert_eq!(got, want);
     }
+}
+
+/// A zip file of `(name, content, deflated)` entries, written by the `zip` crate as a
+/// file is (sizes in each local header) or, with `stream`, as a stream is (sizes in a
+/// data descriptor after each entry's data), with zip64 sizes when `zip64`.
+fn zip_file(entries: &[(&str, &[u8], bool)], stream: bool, zip64: bool) -> Vec<u8> {
+    use zip::write::SimpleFileOptions;
+    let add = |w: &mut dyn FnMut(&str, SimpleFileOptions, &[u8])| {
+        for (name, content, deflated) in entries {
+            let method = if *deflated {
+                zip::CompressionMethod::Deflated
+            } else {
+                zip::CompressionMethod::Stored
+            };
+            let opts = SimpleFileOptions::default()
+                .compression_method(method)
+                .large_file(zip64);
+            w(name, opts, content);
+        }
+    };
+    if stream {
+        let mut z = zip::ZipWriter::new_stream(Vec::new());
+        add(&mut |name, opts, content| {
+            z.start_file(name, opts).unwrap();
+            z.write_all(content).unwrap();
+        });
+        z.finish().unwrap().into_inner()
+    } else {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        add(&mut |name, opts, content| {
+            z.start_file(name, opts).unwrap();
+            z.write_all(content).unwrap();
+        });
+        z.finish().unwrap().into_inner()
+    }
+}
+
+/// The stream of untyped `body` with every chunk boundary cut `cuts` ways, which must all
+/// agree; returns it rendered.
+fn untyped_every_way(body: &[u8]) -> String {
+    let want = norm(BodyKind::Untyped, body);
+    for sizes in [&[1usize][..], &[3, 7], &[29, 1, 31], &[4096]] {
+        let (s, r) = run(BodyKind::Untyped, &split(body, sizes));
+        assert_eq!(r, Ok(()), "{sizes:?}");
+        assert_eq!(render(&s), want, "{sizes:?}");
+    }
+    want
+}
+
+#[test]
+fn zip_files_are_read_entry_by_entry() {
+    // A spreadsheet's cells (`xl/sharedStrings.xml`), a JSON export with `\u` escapes and
+    // a CSV, stored and deflated, uploaded untyped or typed as what they are.
+    let sheet =
+        b"<?xml version=\"1.0\"?><sst><si><t>Asha</t></si><si><t>&#50;345 6789 0124</t></si></sst>";
+    let json = b"{\"uid\": \"\\u0968\\u0969\", \"pan\": \"ABCPE1234F\"}";
+    let csv = b"name,phone\nAsha,98765 43210\n";
+    let entries: &[(&str, &[u8], bool)] = &[
+        ("[Content_Types].xml", b"<Types/>", true),
+        ("xl/sharedStrings.xml", sheet, true),
+        ("export/users.json", json, false),
+        ("users.csv", csv, true),
+        ("empty.txt", b"", true),
+    ];
+    let read = |e: &[u8]| norm(BodyKind::Untyped, e);
+    for (stream, zip64) in [(false, false), (true, false), (false, true), (true, true)] {
+        let z = zip_file(entries, stream, zip64);
+        let got = untyped_every_way(&z);
+        for (name, content, _) in entries {
+            assert!(got.contains(name), "{stream} {zip64}: {name} in {got:?}");
+            assert!(
+                got.contains(&read(content)),
+                "{stream} {zip64}: {name}'s reading in {got:?}"
+            );
+        }
+        // Markup's references and JSON's escapes are undone, JSON's keys give context.
+        assert!(got.contains("2345 6789 0124"), "{got:?}");
+        assert!(got.contains("{uid=२३}"), "{got:?}");
+    }
+    for ct in [
+        "application/zip",
+        "application/x-zip-compressed",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.oasis.opendocument.text",
+    ] {
+        assert_eq!(
+            BodyKind::from_content_type(Some(ct)),
+            BodyKind::Untyped,
+            "{ct}"
+        );
+    }
+}
+
+#[test]
+fn zip_entries_that_cannot_be_opened_are_read_as_bytes() {
+    let secret = b"pan ABCPE1234F";
+    // A method other than stored or deflate (patched into a stored entry's local header,
+    // so its bytes are what they were): skipped by its size, read raw, and the entries
+    // after it are still read.
+    let mut z = zip_file(
+        &[
+            ("a.bin", secret, false),
+            ("b.txt", b"after 98765 43210", true),
+        ],
+        false,
+        false,
+    );
+    z[8] = 12; // bzip2
+    let got = untyped_every_way(&z);
+    assert!(got.contains("ABCPE1234F"), "{got:?}");
+    assert!(got.contains("after 98765 43210"), "{got:?}");
+    // Encrypted: the same.
+    let mut z = zip_file(&[("a.bin", secret, false)], false, false);
+    z[6] |= 1;
+    assert!(untyped_every_way(&z).contains("ABCPE1234F"));
+    // A zip inside a zip is one more entry's bytes, not opened: one layer.
+    let inner = zip_file(&[("in.txt", b"deep text", true)], false, false);
+    let outer = zip_file(&[("inner.zip", &inner, false)], false, false);
+    let got = untyped_every_way(&outer);
+    assert!(got.contains("inner.zip"), "{got:?}");
+    assert!(!got.contains("deep text"), "{got:?}");
+    // Not a zip after its magic: a header that runs past the end is a truncated zip.
+    let (_, r) = run(
+        BodyKind::Untyped,
+        &[b"PK\x03\x04 but then plain text 98765 43210"],
+    );
+    assert!(matches!(r, Err(DecodeError::Corrupt(_))), "{r:?}");
+    // Bytes that are no local header where one should be are read as bytes, up to the
+    // next local header, which is read: an entry placed after other bytes (which a reader
+    // that follows the central directory skips) is not passed over.
+    let first = zip_file(&[("a.txt", b"first", true)], false, false);
+    let cd = first.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    let hidden = zip_file(&[("b.txt", b"hidden 98765 43210", true)], false, false);
+    let z = [
+        &first[..cd],
+        b"PK\x09\x09 then plain text 2345 PK",
+        &hidden,
+        &first[cd..],
+    ]
+    .concat();
+    let got = untyped_every_way(&z);
+    assert!(got.contains("first"), "{got:?}");
+    assert!(got.contains("then plain text 2345 PK"), "{got:?}");
+    assert!(got.contains("b.txt\nhidden 98765 43210"), "{got:?}");
+    // Text that starts like the magic is text.
+    assert_eq!(
+        norm(BodyKind::Untyped, b"PK 9876"),
+        norm(BodyKind::Text, b"PK 9876")
+    );
+    assert_eq!(norm(BodyKind::Untyped, b"P"), norm(BodyKind::Text, b"P"));
+}
+
+#[test]
+fn truncated_zips_and_zip_bombs_fail() {
+    // Text that deflate cannot shrink much, so a cut lands inside it.
+    let mut x = 7u32;
+    let text: Vec<u8> = (0..5000)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            b'a' + (x >> 16) as u8 % 26
+        })
+        .collect();
+    let z = zip_file(&[("a.txt", &text, true)], true, false);
+    // Cut inside the deflated entry: the body cannot be read whole.
+    let (_, r) = run(BodyKind::Untyped, &[&z[..60]]);
+    assert_eq!(r, Err(DecodeError::Corrupt("truncated zip entry".into())));
+    // Cut inside a header.
+    let (_, r) = run(BodyKind::Untyped, &[&z[..20]]);
+    assert_eq!(r, Err(DecodeError::Corrupt("truncated zip file".into())));
+    // Corrupt deflate data.
+    let mut bad = z.clone();
+    bad[40] = 0xff;
+    bad[41] = 0xff;
+    let (_, r) = run(BodyKind::Untyped, &[&bad]);
+    assert!(matches!(r, Err(DecodeError::Corrupt(_))), "{r:?}");
+    // A bomb, in one entry or spread over many: the body's limits hold for all of them.
+    let one = zip_file(&[("a", &vec![b'a'; 4 << 20], true)], false, false);
+    let limits = Limits {
+        max_decoded_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let (_, r) = run_with(&[], BodyKind::Untyped, limits, &[&one]);
+    assert!(matches!(r, Err(DecodeError::TooLarge { .. })), "{r:?}");
+    let (_, r) = run(BodyKind::Untyped, &[&one]);
+    assert!(matches!(r, Err(DecodeError::RatioExceeded { .. })), "{r:?}");
+    let block = vec![b'a'; 300 << 10];
+    let names: Vec<String> = (0..8).map(|i| format!("{i}")).collect();
+    let many: Vec<(&str, &[u8], bool)> = names
+        .iter()
+        .map(|n| (n.as_str(), &block[..], true))
+        .collect();
+    let (_, r) = run_with(
+        &[],
+        BodyKind::Untyped,
+        limits,
+        &[&zip_file(&many, false, false)],
+    );
+    assert!(matches!(r, Err(DecodeError::TooLarge { .. })), "{r:?}");
+}
+
+#[test]
+fn archives_in_multipart_parts_are_opened() {
+    let csv = b"name,uid\nAsha,2345 6789 0124\n";
+    let zip = zip_file(&[("users.csv", csv, true)], true, false);
+    let gz = gzip(csv);
+    let part = |name: &str, ct: Option<&str>, body: &[u8]| {
+        let mut p =
+            format!("--bnd\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\n")
+                .into_bytes();
+        if let Some(ct) = ct {
+            p.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        p.extend_from_slice(b"\r\n");
+        p.extend_from_slice(body);
+        p.extend_from_slice(b"\r\n");
+        p
+    };
+    let mut body = part("a", Some("application/gzip"), &gz);
+    body.extend(part("b", None, &zip));
+    body.extend(part(
+        "c",
+        Some("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        &zip,
+    ));
+    body.extend(part("d", Some("text/csv"), b"plain"));
+    body.extend_from_slice(b"--bnd--\r\n");
+    let kind = BodyKind::Multipart {
+        boundary: b"bnd".to_vec(),
+    };
+    let want = norm(kind.clone(), &body);
+    for k in ["a", "b", "c"] {
+        assert!(
+            want.contains(&format!("{{{k}=name,uid\nAsha,2345 6789 0124\n}}")),
+            "{k}: {want:?}"
+        );
+    }
+    for sizes in [&[1usize][..], &[5, 11], &[64]] {
+        let (s, r) = run(kind.clone(), &split(&body, sizes));
+        assert_eq!((render(&s), r), (want.clone(), Ok(())), "{sizes:?}");
+    }
+    // A truncated one fails the body, as a truncated gzip body does.
+    let mut cut = part("a", None, &gz[..gz.len() / 2]);
+    cut.extend_from_slice(b"--bnd--\r\n");
+    let (_, r) = run(kind.clone(), &[&cut]);
+    assert!(matches!(r, Err(DecodeError::Corrupt(_))), "{r:?}");
+    // Inside text decoded from base64 (a mail API's raw message), a compressed attachment
+    // is not opened: a few KiB of a run could unpack into many MiB.
+    let filler = "a long letter. ".repeat(60);
+    let msg = [
+        &b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=bnd\r\n\r\n"[..],
+        &part("t", None, filler.as_bytes()),
+        &part("a", None, &gz),
+        b"--bnd--\r\n",
+    ]
+    .concat();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&msg);
+    let got = norm(BodyKind::Json, format!(r#"{{"raw": "{b64}"}}"#).as_bytes());
+    assert!(got.contains("MIME-Version"), "{got:?}");
+    assert!(got.contains(&filler), "{got:?}");
+    assert!(!got.contains("Asha,2345"), "{got:?}");
 }

@@ -931,8 +931,9 @@ async fn a_large_gzip_file_streams_and_stops_before_the_identifier_leaves() {
 
 #[tokio::test]
 async fn bodies_in_utf16_and_latin1_are_read() {
-    // .NET's Encoding.Unicode writes UTF-16 with a byte order mark; a Latin-1 client writes
-    // its no-break space as 0xA0.
+    // .NET's Encoding.Unicode writes UTF-16 with a byte order mark (and Excel's "Unicode
+    // Text" export), as a body or as a form's file; a Latin-1 client writes its no-break
+    // space as 0xA0.
     let us = upstream("127.0.0.3", "usa").await;
     let sima = start(config(GEO_OVERRIDES)).await;
     let a = aadhaar();
@@ -959,6 +960,16 @@ async fn bodies_in_utf16_and_latin1_are_read() {
             utf16(&format!(r#"{{"name":"Asha","uid":"{a}"}}"#)),
         ),
         ("text/plain; charset=iso-8859-1", latin),
+        // A form's file field holding a UTF-16 export, typed with its charset.
+        ("multipart/form-data; boundary=b0", {
+            let mut b =
+                b"--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"u.txt\"\r\n\
+                Content-Type: text/plain; charset=utf-16\r\n\r\n"
+                    .to_vec();
+            b.extend_from_slice(&utf16(&format!("name\tuid\nAsha\t{a}\n")));
+            b.extend_from_slice(b"\r\n--b0--\r\n");
+            b
+        }),
     ] {
         let (status, _, reply) = send(sima.info.proxy, post(url.clone(), ct, body)).await;
         assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");

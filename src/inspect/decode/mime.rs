@@ -31,6 +31,9 @@ pub(super) struct Part {
     pub(super) body: PartBody,
     /// The part declares `Content-Transfer-Encoding: quoted-printable`.
     pub(super) qp: Option<Box<Qp>>,
+    /// The part's text is in the character set its `Content-Type` declares (UTF-16, a
+    /// legacy one): transcoded after its transfer encoding is undone.
+    pub(super) charset: Option<Box<Transcode>>,
     pub(super) name: Vec<u8>,
     pub(super) named: bool,
     pub(super) limits: Limits,
@@ -46,6 +49,7 @@ impl Part {
         Part {
             body: PartBody::Text,
             qp: None,
+            charset: None,
             name: Vec::new(),
             named: false,
             limits,
@@ -89,12 +93,32 @@ impl Part {
         sink: &mut Sink<'_>,
     ) -> Result<(), DecodeError> {
         let Some(decoded) = self.qp.as_mut().map(|qp| qp.feed(bytes, last)) else {
-            return self.body_bytes(bytes, em, sink);
+            return self.transcoded(bytes, last, em, sink);
         };
-        let r = self.body_bytes(&decoded, em, sink);
+        let r = self.transcoded(&decoded, last, em, sink);
         if let Some(qp) = self.qp.as_mut() {
             qp.out = decoded;
         }
+        r
+    }
+
+    /// Hands the part's decoded body bytes on, through its charset's transcoder when it
+    /// has one (`last` for the end of the part).
+    fn transcoded(
+        &mut self,
+        bytes: &[u8],
+        last: bool,
+        em: &mut Emitter,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), DecodeError> {
+        let Some(mut t) = self.charset.take() else {
+            return self.body_bytes(bytes, em, sink);
+        };
+        let mut r = t.push(bytes, &mut |piece| self.body_bytes(piece, em, sink));
+        if last && r.is_ok() {
+            r = t.finish(&mut |piece| self.body_bytes(piece, em, sink));
+        }
+        self.charset = Some(t);
         r
     }
 
@@ -139,7 +163,7 @@ impl Part {
     }
 
     pub(super) fn end(&mut self, em: &mut Emitter, sink: &mut Sink<'_>) -> Result<(), DecodeError> {
-        if self.qp.is_some() {
+        if self.qp.is_some() || self.charset.is_some() {
             self.transfer_decoded(&[], true, em, sink)?;
         }
         let key = if self.named {
@@ -174,6 +198,8 @@ impl Part {
             })
             .unwrap_or_default();
         self.qp = h.quoted_printable.then(Box::default);
+        // Declared only: a part may be binary, so no byte order mark is looked for.
+        self.charset = transcoder(h.charset.as_deref(), false).map(Box::new);
         self.body = match (h.class, h.boundary) {
             (MediaClass::Json, _) => {
                 PartBody::Json(Box::new(Json::new(self.limits.max_depth, self.key())))
@@ -676,6 +702,8 @@ pub(super) struct PartHeaders {
     pub(super) quoted_printable: bool,
     /// No `Content-Type`, or a generic one (see [`BodyKind::Untyped`]).
     pub(super) untyped: bool,
+    /// `Content-Type` `charset`, of a text, JSON, form or markup part.
+    pub(super) charset: Option<Vec<u8>>,
 }
 
 /// Reads a part's header block. Folded lines (a line starting with white space continues
@@ -687,6 +715,7 @@ pub(super) fn parse_part_headers(block: &[u8]) -> PartHeaders {
         boundary: None,
         quoted_printable: false,
         untyped: true,
+        charset: None,
     };
     let mut fields: Vec<Vec<u8>> = Vec::new();
     for line in block.split(|&b| b == b'\n') {
@@ -708,6 +737,19 @@ pub(super) fn parse_part_headers(block: &[u8]) -> PartHeaders {
             h.class = media_class(value);
             h.boundary = header_param(value, b"boundary");
             h.untyped = generic_type(value);
+            // Text only: a compressed or binary part labelled with a charset is read as
+            // its bytes (transcoded, a gzip's magic would no longer open it).
+            let text = trim(value)
+                .get(..5)
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"text/"));
+            if text
+                || matches!(
+                    h.class,
+                    MediaClass::Json | MediaClass::Form | MediaClass::Markup
+                )
+            {
+                h.charset = header_param(value, b"charset");
+            }
         } else if field.eq_ignore_ascii_case(b"content-transfer-encoding") {
             h.quoted_printable = trim(value).eq_ignore_ascii_case(b"quoted-printable");
         }

@@ -26,14 +26,16 @@
 //!   followed by the rest of the body raw, so nothing escapes the detectors.
 //! * Untyped (no `Content-Type`, `text/plain`, `application/octet-stream`; also such a
 //!   multipart part): as JSON when the first byte past white space is `{` or `[`, as
-//!   markup when it is `<`, else as raw text. An untyped body (not a part) that starts
-//!   with gzip's magic bytes is decompressed first and its content read as untyped.
+//!   markup when it is `<`, else as raw text. An untyped body or part that starts with
+//!   gzip's or zip's magic bytes is opened as it streams and its content (each zip entry's
+//!   after the entry's name) read as untyped, one layer deep (see `archive`).
 //! * Form: names are emitted with key `None`, values with key = decoded name.
 //! * Multipart: preamble and epilogue are raw text (key `None`); each part's header block is
 //!   raw text (key `None`); the part body has key = its `Content-Disposition` name, and is
 //!   normalised as JSON or form when the part's own `Content-Type` says so. A part that
 //!   declares `Content-Transfer-Encoding: quoted-printable` is decoded first (soft line
 //!   breaks removed, `=XX` escapes undone); only the decoded text is in the stream. A part
+//!   that declares a `charset` is transcoded to UTF-8 (after quoted-printable). A part
 //!   whose type is `multipart/*` with a boundary is parsed as multipart in turn, up to
 //!   [`MAX_MULTIPART_NEST`] levels (an email's `mixed` > `alternative` > `related`).
 //! * Message (`message/rfc822`, as a body or as a part): its header block is raw text (key

@@ -2647,3 +2647,77 @@ fn archives_in_multipart_parts_are_opened() {
     assert!(got.contains(&filler), "{got:?}");
     assert!(!got.contains("Asha,2345"), "{got:?}");
 }
+
+#[test]
+fn a_parts_own_charset_is_applied() {
+    let kind = BodyKind::Multipart {
+        boundary: b"bnd".to_vec(),
+    };
+    let part = |name: &str, headers: &str, body: &[u8]| {
+        let mut p =
+            format!("--bnd\r\nContent-Disposition: form-data; name=\"{name}\"\r\n{headers}\r\n")
+                .into_bytes();
+        p.extend_from_slice(body);
+        p.extend_from_slice(b"\r\n");
+        p
+    };
+    let text = "uid 2345 6789 0124";
+    let json = r#"{"pan": "ABCPE1234F"}"#;
+    let body = [
+        // UTF-16 as a .NET client writes it, declared with or without its order.
+        part(
+            "a",
+            "Content-Type: text/plain; charset=utf-16le\r\n",
+            &utf16(text, true, false),
+        ),
+        part(
+            "b",
+            "Content-Type: text/plain; charset=\"UTF-16\"\r\n",
+            &utf16(text, false, true),
+        ),
+        // JSON in UTF-16: transcoded first, then read as JSON, its key giving context.
+        part(
+            "c",
+            "Content-Type: application/json; charset=utf-16le\r\n",
+            &utf16(json, true, false),
+        ),
+        // Latin-1: the no-break space between groups is a space.
+        part(
+            "d",
+            "Content-Type: text/plain; charset=iso-8859-1\r\n",
+            b"uid 2345\xa06789\xa00124",
+        ),
+        // Quoted-printable over UTF-16: the transfer encoding is undone first.
+        part(
+            "e",
+            "Content-Type: text/plain; charset=utf-16le\r\nContent-Transfer-Encoding: quoted-printable\r\n",
+            utf16(text, true, false)
+                .iter()
+                .map(|&b| format!("={b:02X}"))
+                .collect::<String>()
+                .as_bytes(),
+        ),
+        // No charset: the bytes as they are, no order mark looked for.
+        part("f", "Content-Type: application/octet-stream\r\n", b"\xff\xfe1\x002\x00"),
+        // A compressed file labelled with a charset is still opened.
+        part(
+            "g",
+            "Content-Type: application/gzip; charset=iso-8859-1\r\n",
+            &gzip(b"gz 98765 43210\xa0"),
+        ),
+        b"--bnd--\r\n".to_vec(),
+    ]
+    .concat();
+    let got = norm(kind.clone(), &body);
+    for k in ["a", "b", "e"] {
+        assert!(got.contains(&format!("{{{k}={text}}}")), "{k}: {got:?}");
+    }
+    assert!(got.contains("{pan=ABCPE1234F}"), "{got:?}");
+    assert!(got.contains("{d=uid 2345\u{a0}6789\u{a0}0124}"), "{got:?}");
+    assert!(got.contains("{f=\u{fffd}\u{fffd}1\u{0}2\u{0}}"), "{got:?}");
+    assert!(got.contains("{g=gz 98765 43210\u{fffd}}"), "{got:?}");
+    for sizes in [&[1usize][..], &[3, 5], &[64]] {
+        let (s, r) = run(kind.clone(), &split(&body, sizes));
+        assert_eq!((render(&s), r), (got.clone(), Ok(())), "{sizes:?}");
+    }
+}

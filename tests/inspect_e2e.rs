@@ -1072,6 +1072,21 @@ async fn spreadsheets_and_zip_files_are_read() {
     .await;
     assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
     assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    // A mail API's JSON with the spreadsheet attached as base64, the same.
+    let mail = serde_json::json!({
+        "subject": "Q3 list",
+        "attachments": [{
+            "filename": "customers.xlsx",
+            "content": base64::engine::general_purpose::STANDARD.encode(xlsx(&a, true)),
+        }],
+    });
+    let (status, _, reply) = send(
+        sima.info.proxy,
+        post(url.clone(), "application/json", mail.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
     // A gzip file in a form field, the same.
     let gz = gzipped(&export_csv(200, Some((&a, 150))));
     let (status, _, _) = send(

@@ -921,3 +921,46 @@ fn untyped_json_bodies_give_field_name_context() {
     let items = scan_chunked(&ins, &hdrs("text/csv", None), body, &[5]).unwrap();
     assert!(items.is_empty(), "{items:?}");
 }
+
+/// A compressed log batch or an attachment as one long base64 string (CloudWatch Logs
+/// through a delivery stream, a mail API's attachment): gzip of a 400 KiB CSV with the
+/// identifier late in it, as raw text and in JSON. It is found before any base64 that
+/// decodes to the identifier's first byte leaves the hold-back window.
+#[test]
+fn identifier_in_gzip_inside_long_base64_found_within_the_hold_back() {
+    use base64::Engine as _;
+    use flate2::{Decompress, FlushDecompress};
+    let ins = inspector();
+    let id = format!("aadhaar {}", aadhaar());
+    let mut csv = String::from("id,ref\n");
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..20_000 {
+        if i == 17_000 {
+            csv.push_str(&format!("asha,{id}\n"));
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        csv.push_str(&format!("user-{i},x{x:016x}\n"));
+    }
+    let at = csv.find(&id).unwrap();
+    let gz = gzip(csv.as_bytes());
+    // The shortest prefix of the gzip file that decodes past the identifier's first byte.
+    let mut z = Decompress::new(false);
+    let mut out = vec![0u8; 1 << 20];
+    let mut prefix = 10;
+    while (z.total_out() as usize) <= at {
+        z.decompress(&gz[prefix..prefix + 1], &mut out, FlushDecompress::None)
+            .unwrap();
+        prefix += 1;
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&gz);
+    for (ct, before) in [
+        ("text/plain", "batch: "),
+        ("application/json", "{\"data\": \""),
+    ] {
+        let body = format!("{before}{b64}\" }}");
+        let first_raw = before.len() + prefix * 4 / 3;
+        found_within_hold_back(&ins, ct, &body, first_raw, ct);
+    }
+}

@@ -24,6 +24,13 @@ pub(super) struct Emitter {
     /// Bytes decompressed from the gzip and zip files read into this stream so far (see
     /// [`Archive`]): what the body's limits count for all of them together.
     pub(super) unpacked: u64,
+    /// A base64 or hex run that encodes a gzip or zip file is opened (the body's own
+    /// stream; not inside an archive, nor in text decoded already).
+    pub(super) archives: bool,
+    /// Why the body cannot be read, found where no error can be returned (a file in a
+    /// base64 run that is corrupt, cut short, or past the limits): the pipeline fails with
+    /// it.
+    pub(super) fault: Option<DecodeError>,
 }
 
 impl Emitter {
@@ -354,7 +361,8 @@ impl Emitter {
             return false;
         }
         self.b64.keep(run_part);
-        if !self.b64.starts_as_text() || !self.b64.decode(true) {
+        let archive = self.archives && self.b64.opens_archive();
+        if !(archive || self.b64.starts_as_text()) || !self.b64.decode(true, self.archives) {
             return false;
         }
         self.put(raw, key, sink);
@@ -449,34 +457,52 @@ impl Emitter {
             return;
         }
         if first {
-            self.inner = Normaliser::nested(text).map(Box::new);
+            self.inner = Normaliser::nested(text, self.b64.archive).map(Box::new);
         }
         let Some(mut inner) = self.inner.take() else {
             self.put(text, key, sink);
             return;
         };
-        let mut ok = self
-            .through(&mut inner, key, sink, |n, out| n.feed(text, out))
-            .is_ok();
-        if ok && last {
-            ok = self
-                .through(&mut inner, key, sink, |n, out| n.finish(out))
-                .is_ok();
+        let mut r = self.unpack_through(&mut inner, key, sink, |n, out| n.feed(text, out));
+        if r.is_ok() && last {
+            r = self.unpack_through(&mut inner, key, sink, |n, out| n.finish(out));
         }
-        if !ok {
+        match r {
+            Err(e) if matches!(inner.mode, Mode::Archive(_)) => {
+                self.fault.get_or_insert(e);
+            }
             // Only JSON nested past the depth limit fails; the text goes in as it is.
-            self.put(text, key, sink);
-        } else if !last {
-            self.inner = Some(inner);
+            Err(_) => self.put(text, key, sink),
+            Ok(()) if !last => self.inner = Some(inner),
+            Ok(()) => {}
         }
+    }
+
+    /// [`Emitter::through`], with a file's reading counting its bytes against this
+    /// stream's budget (see [`Emitter::unpacked`]).
+    fn unpack_through(
+        &mut self,
+        inner: &mut Normaliser,
+        key: Option<&[u8]>,
+        sink: &mut Sink<'_>,
+        f: impl FnOnce(&mut Normaliser, &mut Sink<'_>) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        inner.em.unpacked = self.unpacked;
+        let r = self.through(inner, key, sink, f);
+        self.unpacked = inner.em.unpacked;
+        r
     }
 
     /// Ends the reading of a streaming run's decoded text.
     #[inline(never)]
     pub(super) fn end_decoded(&mut self, key: Option<&[u8]>, sink: &mut Sink<'_>) {
         if let Some(mut inner) = self.inner.take() {
-            // JSON too deep for its reading was put in as text already.
-            let _ = self.through(&mut inner, key, sink, |n, out| n.finish(out));
+            let r = self.unpack_through(&mut inner, key, sink, |n, out| n.finish(out));
+            // JSON too deep for its reading was put in as text already; a file cut short
+            // leaves the body unread.
+            if let (Err(e), Mode::Archive(_)) = (r, &inner.mode) {
+                self.fault.get_or_insert(e);
+            }
         }
     }
 
@@ -506,7 +532,7 @@ impl Emitter {
             }
             self.end_decoded(key, sink);
             self.boundary();
-        } else if self.b64.candidate() && self.b64.decode(false) {
+        } else if self.b64.candidate() && self.b64.decode(false, self.archives) {
             let decoded = std::mem::take(&mut self.b64.decoded);
             self.boundary();
             self.put_decoded(&decoded, key, true, true, sink);

@@ -524,13 +524,14 @@ impl Pipeline {
                 });
             }
             *decoded = total;
-            norm.feed(chunk, sink)
+            norm.feed(chunk, sink)?;
+            norm.em.fault.take().map_or(Ok(()), Err)
         };
         drive(stages, input, finish, &limits, raw_in, &mut last)?;
         if finish {
             norm.finish(sink)?;
         }
-        Ok(())
+        norm.em.fault.take().map_or(Ok(()), Err)
     }
 }
 
@@ -684,6 +685,8 @@ fn sniff(held: &mut Vec<u8>, data: &[u8], archive: bool) -> Option<Sniffed> {
 }
 
 impl Normaliser {
+    /// The reading of a body of `kind`: its own stream, in which base64 runs that encode a
+    /// gzip or zip file are opened.
     fn new(kind: BodyKind, limits: &Limits) -> Self {
         let max_depth = limits.max_depth;
         let mode = match kind {
@@ -705,12 +708,16 @@ impl Normaliser {
         };
         Normaliser {
             mode,
-            em: Emitter::default(),
+            em: Emitter {
+                archives: true,
+                ..Emitter::default()
+            },
         }
     }
 
-    /// The reading of an untyped body; with `archive`, one that is a gzip or zip file is
-    /// opened (not inside one already: an archive is opened one layer deep).
+    /// The reading of an untyped body; with `archive`, one that is a gzip or zip file,
+    /// or holds one in a base64 run, is opened (not inside one already: an archive is
+    /// opened one layer deep).
     fn untyped(limits: &Limits, archive: bool) -> Self {
         Normaliser {
             mode: Mode::Sniff {
@@ -719,7 +726,10 @@ impl Normaliser {
                 form: false,
                 archive,
             },
-            em: Emitter::default(),
+            em: Emitter {
+                archives: archive,
+                ..Emitter::default()
+            },
         }
     }
 
@@ -740,8 +750,17 @@ impl Normaliser {
     /// when it starts as a MIME message, or opens as JSON (Kinesis's `Data`, a JWT's
     /// claims, a base64 `state`): read as JSON, its `\u` escapes are undone and its keys
     /// give their values context.
-    fn nested(first: &[u8]) -> Option<Self> {
-        let mode = if opens_as_json(first) {
+    ///
+    /// With `archive` (the run encodes a gzip or zip file, see [`B64::opens_archive`]), the
+    /// decoded bytes are that file, opened as a body's would be, under the default limits
+    /// and the stream's own budget.
+    fn nested(first: &[u8], archive: bool) -> Option<Self> {
+        let limits = Limits::default();
+        let mode = if archive && first.starts_with(GZIP_MAGIC) {
+            Mode::Archive(Box::new(Archive::gzip(&limits)))
+        } else if archive && first.starts_with(ZIP_MAGIC) {
+            Mode::Archive(Box::new(Archive::zip(&limits)))
+        } else if opens_as_json(first) {
             Mode::Json(Box::new(Json::new(JSON_NESTED_DEPTH, None)))
         } else if looks_like_mime(first) {
             // Decoded text: a gzip or zip file in it is not opened (see `Part::archives`).

@@ -85,6 +85,9 @@ pub(super) struct B64 {
     /// The run is read as hex, not base64 (see [`hex_like`]): set by [`B64::decode`], so
     /// a streaming run's later blocks are read as its first was.
     pub(super) hex: bool,
+    /// The run encodes a gzip or zip file (an attachment, a compressed log batch), whose
+    /// decoded bytes are opened rather than judged as text (see [`B64::opens_archive`]).
+    pub(super) archive: bool,
 }
 
 impl B64 {
@@ -115,6 +118,7 @@ impl B64 {
         self.url = false;
         self.streaming = false;
         self.hex = false;
+        self.archive = false;
     }
 
     /// Whether a byte of class `cls` ends the run instead of going on with it.
@@ -132,21 +136,41 @@ impl B64 {
 
     /// Decodes the current run (or the first block of a long one, a `piece` of text) into
     /// `self.decoded`; true when it is worth emitting.
-    pub(super) fn decode(&mut self, piece: bool) -> bool {
+    ///
+    /// With `archives` (see [`Emitter::archives`]), a run that [`B64::opens_archive`]
+    /// decodes to the file's bytes as they are, to be opened by the reading of what it
+    /// decodes to; otherwise a short run of gzip is decompressed here (up to
+    /// [`GUNZIP_MAX`]).
+    pub(super) fn decode(&mut self, piece: bool, archives: bool) -> bool {
         // A run of hex digits is not base64 of text (see `hex_like`), but it may be hex of
         // text (`"payload":"7b22656d61696c223a…"`). A UUID (dashes), a hash or a trace id
         // does not decode to text, and is left as it is.
         self.hex = hex_like(&self.run);
+        self.archive = archives && self.opens_archive();
         if !self.decode_kept() {
+            self.archive = false;
             return false;
         }
-        if piece {
+        if self.archive {
+            true
+        } else if piece {
             text_piece(&self.decoded)
-        } else if self.decoded.starts_with(&[0x1f, 0x8b]) {
+        } else if self.decoded.starts_with(GZIP_MAGIC) {
             self.gunzip()
         } else {
             mostly_printable(&self.decoded)
         }
+    }
+
+    /// Whether the run's first characters encode gzip's or zip's magic, in base64 (`H4sI`,
+    /// `UEsDB`) or hex: a cheap look, before anything is decoded.
+    pub(super) fn opens_archive(&self) -> bool {
+        let r = &self.run;
+        let starts = |p: &[u8]| r.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+        r.starts_with(b"H4sI")
+            || r.starts_with(b"UEsDB")
+            || starts(b"1f8b08")
+            || starts(b"504b0304")
     }
 
     /// A whole short run that decodes to gzip (a compressed log record in a JSON field, as
@@ -213,7 +237,7 @@ impl B64 {
     /// Decodes the block in `run` of a streaming run: true when it decoded to text, or is a
     /// final block too short to judge.
     pub(super) fn decode_block(&mut self) -> bool {
-        self.decode_kept() && (self.decoded.len() < 6 || text_piece(&self.decoded))
+        self.decode_kept() && (self.archive || self.decoded.len() < 6 || text_piece(&self.decoded))
     }
 }
 

@@ -868,13 +868,23 @@ fn json_inside_a_string_or_base64_is_read_as_json() {
         format!(r#"{{"records": [{{"data": "{gz}"}}]}}"#).as_bytes(),
     );
     assert!(got.contains("{uid=\u{968}\u{969}}"), "{got:?}");
-    // Gzip that is not text, or not gzip after its magic, stays as it was.
-    let binary = STANDARD.encode(gzip(&[0u8, 1, 2, 3, 0xff, 0xfe, 0, 0, 7, 9, 200, 201]));
+    // Gzip is opened whatever it holds, as a gzip file is; one that is not gzip after its
+    // magic, or is cut short, leaves the body unread.
+    let content = [0u8, 1, 2, 3, 0xff, 0xfe, 0, 0, 7, 9, 200, 201];
+    let binary = STANDARD.encode(gzip(&content));
     let body = format!(r#"{{"data": "{binary}"}}"#);
     assert_eq!(
         norm(BodyKind::Json, body.as_bytes()),
-        format!("data\n{{data={binary}}}")
+        format!(
+            "data\n{{data={binary}}}\n{{data={}}}",
+            String::from_utf8_lossy(&content)
+        )
     );
+    let mut broken = gzip(event.as_bytes());
+    broken.truncate(broken.len() - 6);
+    let body = format!(r#"{{"data": "{}"}}"#, STANDARD.encode(&broken));
+    let (_, r) = run(BodyKind::Json, &[body.as_bytes()]);
+    assert_eq!(r, Err(DecodeError::Corrupt("truncated gzip stream".into())));
     // A string that only opens like JSON is read as the text it is.
     let log = r#"{"line": "[INFO] user 9876543210 logged in {ok}"}"#;
     let got = norm(BodyKind::Json, log.as_bytes());
@@ -2720,4 +2730,82 @@ fn a_parts_own_charset_is_applied() {
         let (s, r) = run(kind.clone(), &split(&body, sizes));
         assert_eq!((render(&s), r), (got.clone(), Ok(())), "{sizes:?}");
     }
+}
+
+#[test]
+fn files_in_base64_runs_are_opened() {
+    use base64::engine::general_purpose::STANDARD;
+    // A mail API's attachment: a spreadsheet as one base64 string in JSON, short and long.
+    let sheet = |cell: &str, rows: usize| {
+        let mut t = String::from("<sst>");
+        for i in 0..rows {
+            t.push_str(&format!("<si><t>row {i} x{:x}</t></si>", i * 7919));
+        }
+        t.push_str(&format!("<si><t>{cell}</t></si></sst>"));
+        zip_file(
+            &[("xl/sharedStrings.xml", t.as_bytes(), true)],
+            false,
+            false,
+        )
+    };
+    for rows in [0, 3000] {
+        let z = sheet("&#50;345 6789 0124", rows);
+        let b64 = STANDARD.encode(&z);
+        assert_eq!(b64.len() > BASE64_MAX_RUN, rows > 0);
+        let body = format!(r#"{{"attachments": [{{"filename": "c.xlsx", "content": "{b64}"}}]}}"#);
+        let got = norm(BodyKind::Json, body.as_bytes());
+        assert!(got.contains("xl/sharedStrings.xml"), "{rows}: {got:?}");
+        assert!(got.contains("<t>2345 6789 0124</t>"), "{rows}: {got:?}");
+        for sizes in [&[1usize][..], &[700, 13], &[5000]] {
+            let (s, r) = run(BodyKind::Json, &split(body.as_bytes(), sizes));
+            assert_eq!((render(&s), r), (got.clone(), Ok(())), "{rows} {sizes:?}");
+        }
+    }
+    // An email's base64 attachment, wrapped at 76 characters: a gzip file.
+    let gz = gzip(b"name,uid\nAsha,2345 6789 0124\n");
+    let body = format!(
+        "--bnd\r\nContent-Disposition: attachment; name=\"f\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}--bnd--\r\n",
+        wrapped(&gz, 76, "\r\n")
+    );
+    let got = norm(
+        BodyKind::Multipart {
+            boundary: b"bnd".to_vec(),
+        },
+        body.as_bytes(),
+    );
+    assert!(
+        got.contains("{f=name,uid\nAsha,2345 6789 0124\n}"),
+        "{got:?}"
+    );
+    // Hex of gzip, as some SDKs log it.
+    let hexed = format!(r#"{{"payload": "{}"}}"#, hex::encode(&gz));
+    let got = norm(BodyKind::Json, hexed.as_bytes());
+    assert!(
+        got.contains("{payload=name,uid\nAsha,2345 6789 0124\n}"),
+        "{got:?}"
+    );
+    // One layer: inside a zip entry, a base64 zip is not opened again.
+    let inner = STANDARD.encode(zip_file(&[("in.txt", b"deep text", true)], false, false));
+    let outer = zip_file(
+        &[("a.json", format!(r#"{{"x": "{inner}"}}"#).as_bytes(), true)],
+        false,
+        false,
+    );
+    assert!(!norm(BodyKind::Untyped, &outer).contains("deep text"));
+    // A zip cut short leaves the body unread, and so does a body's worth of small bombs:
+    // what all its files unpack to counts against one budget.
+    let cut = STANDARD.encode(&sheet("x", 300)[..200]);
+    let (_, r) = run(BodyKind::Json, &[format!(r#"{{"c": "{cut}"}}"#).as_bytes()]);
+    assert!(matches!(r, Err(DecodeError::Corrupt(_))), "{r:?}");
+    let bomb = STANDARD.encode(gzip(&vec![b'a'; 1 << 20]));
+    let many = format!(r#"{{"a": [{}"x"]}}"#, format!(r#""{bomb}", "#).repeat(20));
+    let (_, r) = run(BodyKind::Json, &[many.as_bytes()]);
+    assert!(
+        matches!(
+            r,
+            Err(DecodeError::TooLarge { .. } | DecodeError::RatioExceeded { .. })
+        ),
+        "{r:?}"
+    );
 }

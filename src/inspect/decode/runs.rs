@@ -167,10 +167,13 @@ impl B64 {
     pub(super) fn opens_archive(&self) -> bool {
         let r = &self.run;
         let starts = |p: &[u8]| r.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
-        r.starts_with(b"H4sI")
-            || r.starts_with(b"UEsDB")
-            || starts(b"1f8b08")
-            || starts(b"504b0304")
+        match r.first() {
+            Some(b'H') => r.starts_with(b"H4sI"),
+            Some(b'U') => r.starts_with(b"UEsDB"),
+            Some(b'1') => starts(b"1f8b08"),
+            Some(b'5') => starts(b"504b0304"),
+            _ => false,
+        }
     }
 
     /// A whole short run that decodes to gzip (a compressed log record in a JSON field, as

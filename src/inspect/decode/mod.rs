@@ -69,6 +69,8 @@
 //!
 //! # Limits and errors
 //!
+//! * The normalised stream may grow to [`STREAM_PER_BODY`] times `max_decoded_bytes`
+//!   (checked after each piece fed): past it, [`DecodeError::TooLarge`].
 //! * Every decoding stage's output is counted before it goes further; passing
 //!   `max_decoded_bytes`, or `max_ratio` times the raw bytes fed so far (once past
 //!   `ratio_grace_bytes`), stops decoding at once with [`DecodeError::TooLarge`] /
@@ -100,6 +102,10 @@ use {archive::*, charset::*, codec::*, emit::*, form::*, json::*, markup::*, mim
 
 /// The byte inserted between neighbouring values of the normalised stream.
 pub const SEPARATOR: u8 = b'\n';
+/// The normalised stream of a body may be this many times `max_decoded_bytes` long: room
+/// for a body's own text and what is decoded from it and inserted (base64, percent
+/// escapes, nested readings, files), not for a body of small bombs.
+pub const STREAM_PER_BODY: u64 = 4;
 /// How many raw bytes before the point where JSON parsing failed are emitted again as raw text.
 pub const JSON_LOOKBACK: usize = 64;
 /// Longest object key / field / part name kept as a segment key (longer names are truncated
@@ -525,7 +531,16 @@ impl Pipeline {
             }
             *decoded = total;
             norm.feed(chunk, sink)?;
-            norm.em.fault.take().map_or(Ok(()), Err)
+            norm.em.fault.take().map_or(Ok(()), Err)?;
+            // Text decoded inside the body (base64, nested readings, files) adds to the
+            // stream; a body made of small bombs in readings that have no budget of their
+            // own (a short gzip run inside a JSON string) stops here.
+            if norm.em.emitted > limits.max_decoded_bytes.saturating_mul(STREAM_PER_BODY) {
+                return Err(DecodeError::TooLarge {
+                    limit: limits.max_decoded_bytes,
+                });
+            }
+            Ok(())
         };
         drive(stages, input, finish, &limits, raw_in, &mut last)?;
         if finish {

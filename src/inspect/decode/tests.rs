@@ -2809,3 +2809,28 @@ fn files_in_base64_runs_are_opened() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_body_of_small_bombs_in_nested_readings_is_too_large() {
+    use base64::engine::general_purpose::STANDARD;
+    // Inside a JSON string, a short base64 run of gzip is decompressed up to 256 KiB with
+    // no budget of its own: a body of many such runs stops at the stream's limit, in the
+    // piece fed that crosses it.
+    let bomb = STANDARD.encode(gzip(&[b'a'; 256 << 10]));
+    let inner = format!(r#"{{"d": "{bomb}"}}"#).replace('"', "\\\"");
+    let one = format!(r#""{inner}", "#);
+    let body = format!(r#"{{"m": [{}"x"]}}"#, one.repeat(64));
+    let limits = Limits {
+        max_decoded_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let pieces = split(body.as_bytes(), &[one.len()]);
+    let (s, r) = run_with(&[], BodyKind::Json, limits, &pieces);
+    assert_eq!(r, Err(DecodeError::TooLarge { limit: 1 << 20 }));
+    let len: usize = s.iter().map(|(_, t)| t.len()).sum();
+    assert!(len <= (4 << 20) + (256 << 10) + 4 * one.len(), "{len}");
+    // A handful of them is read.
+    let few = format!(r#"{{"m": [{}"x"]}}"#, one.repeat(3));
+    let got = norm(BodyKind::Json, few.as_bytes());
+    assert!(got.contains(&"a".repeat(256 << 10)), "{}", got.len());
+}

@@ -533,7 +533,12 @@ impl ZipReader {
             // Opaque bytes cut short are read as they are.
             ZipPhase::Rest => {
                 let held = std::mem::take(&mut self.head);
-                out(ZipEvent::Opaque(&held))
+                out(ZipEvent::Opaque(&held))?;
+                // What a header that did not parse held may begin another, cut short.
+                match memchr::memmem::find(&held, ZIP_MAGIC) {
+                    Some(_) => Err(corrupt("truncated zip file")),
+                    None => Ok(()),
+                }
             }
             ZipPhase::Descriptor | ZipPhase::Skip => Ok(()),
             // A stored entry with no descriptor found: its bytes were all read, as text.

@@ -216,6 +216,16 @@ pub(super) struct ZipReader {
 
 type ZipOut<'s> = dyn FnMut(ZipEvent<'_>) -> Result<(), DecodeError> + 's;
 
+/// The tail held back from the previous piece joined to the next bytes, copied only when
+/// something was held.
+fn after_held<'a>(held: &[u8], rest: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    if held.is_empty() {
+        std::borrow::Cow::Borrowed(rest)
+    } else {
+        std::borrow::Cow::Owned([held, rest].concat())
+    }
+}
+
 fn le16(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([
         b.get(at).copied().unwrap_or(0),
@@ -335,13 +345,8 @@ impl ZipReader {
                 ZipPhase::Unsized => {
                     // `head` holds the tail of the previous piece that may begin a descriptor.
                     let held = std::mem::take(&mut self.head);
-                    let joined;
-                    let buf: &[u8] = if held.is_empty() {
-                        rest
-                    } else {
-                        joined = [held.as_slice(), rest].concat();
-                        &joined
-                    };
+                    let joined = after_held(&held, rest);
+                    let buf: &[u8] = &joined;
                     let (at, found) = self.find_descriptor(buf);
                     self.unsized_bytes(buf.get(..at).unwrap_or(&[]), out)?;
                     match found {
@@ -361,13 +366,8 @@ impl ZipReader {
                 ZipPhase::Rest => {
                     // `head` holds the tail of the previous piece that may begin a magic.
                     let held = std::mem::take(&mut self.head);
-                    let joined;
-                    let buf: &[u8] = if held.is_empty() {
-                        rest
-                    } else {
-                        joined = [held.as_slice(), rest].concat();
-                        &joined
-                    };
+                    let joined = after_held(&held, rest);
+                    let buf: &[u8] = &joined;
                     match memchr::memmem::find(buf, ZIP_MAGIC) {
                         Some(at) => {
                             out(ZipEvent::Opaque(buf.get(..at).unwrap_or(&[])))?;

@@ -20,7 +20,10 @@ use sima::inspect::detect::{Detector, Finding};
 use sima::inspect::{Inspector, Report};
 
 mod data;
-use data::{base64_document, clean_json, digit_csv, escaped_urls, json_one_percent, small_values};
+use data::{
+    base64_document, clean_json, digit_csv, document_xml, escaped_urls, json_one_percent,
+    small_values,
+};
 
 fn headers(ct: &str, ce: Option<&str>) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -65,6 +68,7 @@ fn bench(c: &mut Criterion) {
         ("digit_csv", digit_csv(), "text/csv"),
         ("base64_document", base64_document(), "application/json"),
         ("escaped_urls", escaped_urls(), "application/json"),
+        ("document_xml", document_xml(), "application/xml"),
     ];
     for (name, data, ct) in &inputs {
         let mut out: Vec<Finding> = Vec::new();

@@ -1027,6 +1027,64 @@ fn xlsx(cell: &str, stream: bool) -> Vec<u8> {
     )
 }
 
+/// The parts of a minimal `.docx` whose one paragraph holds `runs`, one Word run each, as
+/// Word splits a run where an edit began.
+fn docx(runs: &[&str]) -> Vec<u8> {
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<w:document xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"><w:body><w:p w:rsidR=\"00C2\">",
+    );
+    for (i, run) in runs.iter().enumerate() {
+        body.push_str(&format!(
+            "<w:r w:rsidRPr=\"00A{i}B2\"><w:rPr><w:lang w:val=\"en-IN\"/></w:rPr><w:t xml:space=\"preserve\">{run}</w:t></w:r><w:proofErr w:type=\"gramEnd\"/>"
+        ));
+    }
+    body.push_str("</w:p></w:body></w:document>");
+    zipped(
+        &[
+            ("[Content_Types].xml", b"<?xml version=\"1.0\"?><Types/>"),
+            ("word/document.xml", body.as_bytes()),
+        ],
+        false,
+    )
+}
+
+const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+
+#[tokio::test]
+async fn text_split_across_inline_tags_is_read_whole() {
+    // An Aadhaar typed into a letter in two sittings, which Word stores as two runs; the
+    // same bolded in part in an email's HTML. Each piece alone is no identifier.
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(GEO_OVERRIDES)).await;
+    let a = aadhaar();
+    let (head, tail) = a.split_at(5);
+    let url = format!("http://{}/upload", us.addr);
+    let letter = docx(&["Customer Aadhaar: ", head, tail, " on file."]);
+    let html = format!("<p>Aadhaar: <b>{head}</b>{tail}</p>");
+    for (ct, body) in [(DOCX, letter.clone()), ("text/html", html.into_bytes())] {
+        let req = Request::put(&url)
+            .header("content-type", ct)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let (status, _, reply) = send(sima.info.proxy, req).await;
+        assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS, "{ct}");
+        assert_eq!(json(&reply)["data_classes"], serde_json::json!(["AADHAAR"]));
+    }
+    assert!(us.requests().is_empty());
+    // Runs in separate table cells are separate text: the letter passes, byte for byte.
+    let cells = format!("<table><tr><td>{head}</td><td>{tail}</td></tr></table>");
+    let clean = docx(&["Customer ", "Asha Verma", " on file."]);
+    for (ct, body) in [(DOCX, clean), ("text/html", cells.into_bytes())] {
+        let req = Request::put(&url)
+            .header("content-type", ct)
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        assert_eq!(send(sima.info.proxy, req).await.0, StatusCode::OK, "{ct}");
+        assert_eq!(us.requests().last().unwrap().body, body);
+    }
+    sima.shutdown().await;
+}
+
 const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 
 #[tokio::test]

@@ -252,3 +252,72 @@ pub fn escaped_urls() -> Vec<u8> {
     out.push(']');
     out.into_bytes()
 }
+
+/// A word-processing document's body as Word writes it (`word/document.xml`), about
+/// [`TARGET`] bytes: paragraphs of runs with run properties and revision ids, split at
+/// edits, with amounts, dates and order numbers in them; no personal identifiers. What
+/// the markup reader costs on the document text of a `.docx`.
+pub fn document_xml() -> Vec<u8> {
+    let mut r = Rng(0x0d0c_2026_1127_0001);
+    let words = [
+        "invoice",
+        "the",
+        "order",
+        "was",
+        "shipped",
+        "on",
+        "amount",
+        "due",
+        "Rs.",
+        "for",
+        "delivery",
+        "to",
+        "warehouse",
+        "and",
+        "returned",
+        "by",
+        "partner",
+        "quarter",
+    ];
+    let mut s = String::with_capacity(TARGET + 1024);
+    s.push_str(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<w:document \
+         xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"><w:body>",
+    );
+    while s.len() < TARGET - 2048 {
+        let mut rsid = String::new();
+        r.hex(8, &mut rsid);
+        s.push_str(&format!(
+            "<w:p w:rsidR=\"{rsid}\" w:rsidRDefault=\"{rsid}\"><w:pPr><w:pStyle w:val=\"Body\"/></w:pPr>"
+        ));
+        for _ in 0..1 + r.below(6) {
+            let mut run_rsid = String::new();
+            r.hex(8, &mut run_rsid);
+            s.push_str(&format!("<w:r w:rsidRPr=\"{run_rsid}\">"));
+            if r.below(3) == 0 {
+                s.push_str("<w:rPr><w:b/><w:sz w:val=\"22\"/><w:lang w:val=\"en-IN\"/></w:rPr>");
+            }
+            s.push_str("<w:t xml:space=\"preserve\">");
+            for _ in 0..3 + r.below(12) {
+                s.push_str(r.pick(&words));
+                s.push(' ');
+            }
+            match r.below(3) {
+                0 => s.push_str(&format!("{}.{:02} ", r.below(100_000), r.below(100))),
+                1 => s.push_str(&format!(
+                    "2026-{:02}-{:02} ",
+                    1 + r.below(12),
+                    1 + r.below(28)
+                )),
+                _ => s.push_str(&format!("ORD{:07} ", r.below(10_000_000))),
+            }
+            s.push_str("</w:t></w:r>");
+            if r.below(8) == 0 {
+                s.push_str("<w:proofErr w:type=\"spellStart\"/>");
+            }
+        }
+        s.push_str("</w:p>");
+    }
+    s.push_str("</w:body></w:document>");
+    s.into_bytes()
+}

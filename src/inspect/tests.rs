@@ -123,6 +123,47 @@ fn found_within_hold_back(ins: &Inspector, ct: &str, body: &str, first_raw: usiz
     );
 }
 
+/// An identifier that Word split across two runs deep in a long document, or that sits in
+/// the attributes of an inline tag (held until the next tag that breaks the text, its
+/// characters spelled as references or not), is found while its raw bytes are still held
+/// back; so is one in a tag too long to be read as one.
+#[test]
+fn identifier_in_markup_found_within_the_hold_back() {
+    let ins = inspector();
+    let a = aadhaar();
+    let filler: String = (0..2_000)
+        .map(|i| format!("<w:r w:rsidRPr=\"00{i:04X}\"><w:t>order {i} shipped </w:t></w:r>"))
+        .collect();
+    let refs: String = a.chars().map(|c| format!("&#{};", c as u32)).collect();
+    let tag = |pad: usize| format!("<w:r w:x=\"{} {refs}\">", "y".repeat(pad));
+    for (at, tail) in [
+        (
+            "<w:r><w:t>aadhaar ".len(),
+            format!(
+                "<w:r><w:t>aadhaar {}</w:t></w:r><w:r w:rsidR=\"0A\"><w:t>{} </w:t></w:r>",
+                &a[..5],
+                &a[5..]
+            ),
+        ),
+        (
+            "<w:r w:note=\"".len(),
+            format!(
+                "<w:r w:note=\"{a}\"><w:t>x</w:t></w:r>{}",
+                "text ".repeat(10_000)
+            ),
+        ),
+        // Held (shorter than MAX_TAG), and read as text (longer).
+        ("<w:r w:x=\"".len() + 401, tag(400)),
+        ("<w:r w:x=\"".len() + 601, tag(600)),
+    ] {
+        let body =
+            format!("<w:document><w:body><w:p>{filler}{tail}{filler}</w:p></w:body></w:document>");
+        let first_raw =
+            body.len() - filler.len() - tail.len() - "</w:p></w:body></w:document>".len() + at;
+        found_within_hold_back(&ins, "application/xml", &body, first_raw, &tail[..40]);
+    }
+}
+
 /// An identifier deep inside a long base64 blob (a document sent as base64, 53 KiB of it)
 /// is found while the characters that encode it are still within the hold-back window of a
 /// streamed body: fed 1 KiB at a time, as raw text, as a JSON string, and as a JSON string

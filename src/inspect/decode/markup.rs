@@ -222,11 +222,72 @@ impl Refs {
     }
 }
 
-/// HTML and XML text: its references read (see [`Refs`]), then value text as any other
-/// (base64 and percent escapes in it are read as in any text).
+/// The longest tag read as one: a longer `<…` is text from its 512th byte on (no tag
+/// that only marks up a run of text is that long).
+pub(super) const MAX_TAG: usize = 512;
+/// The most bytes of inline tags with attributes held for the next tag that breaks the
+/// text.
+const MAX_HELD_TAGS: usize = 2048;
+/// Raw bytes after the first held tag at which held tags are read wherever the text is:
+/// what holding them adds to the time an identifier in them takes to be found.
+pub(super) const MAX_HOLD_DISTANCE: u64 = 4096;
+
+/// HTML and XML text: tags that only mark up part of a line are read through, so that
+/// text a writer split across them is read whole, then references are read (see
+/// [`Refs`]), then value text as any other (base64 and percent escapes in it are read as
+/// in any text).
+///
+/// Word splits a run of text wherever an edit began or the spelling checker marked a
+/// word, so an identifier typed in two sittings is stored as
+/// `<w:t>2345 6789</w:t></w:r><w:r w:rsidR="00A1"><w:t> 0124</w:t>`; an email template
+/// bolds part of a number (`<b>2345</b> 6789 0124`). Such inline tags (see [`inline`])
+/// are dropped from the text when they have no attributes, and held, when they have,
+/// until the next tag that breaks the text (`</w:p>`, `<td>`), which is read after them.
+/// So the attributes are still read, but not between the digits. Every other tag is read
+/// in place, as before, and keeps the text on either side of it apart.
 #[derive(Default)]
 pub(super) struct Entities {
     pub(super) refs: Refs,
+    /// The tag being read, from its `<` (at most [`MAX_TAG`] bytes).
+    tag: Vec<u8>,
+    scan: TagScan,
+    /// Inline tags with attributes, held (at most [`MAX_HELD_TAGS`] bytes).
+    held: Vec<u8>,
+    /// Where holding `held` ends: raw offset of the first held tag's end plus
+    /// [`MAX_HOLD_DISTANCE`].
+    held_until: u64,
+    /// Raw bytes read.
+    pos: u64,
+    /// Open run-property elements (`<w:rPr>`): every tag in one is inline.
+    run_props: u32,
+    /// What this piece reads as, gathered so that it is read in one call.
+    out: Vec<u8>,
+}
+
+/// Where the reading of a tag is.
+#[derive(Default, Clone, Copy, PartialEq)]
+enum TagScan {
+    /// Not in a tag.
+    #[default]
+    Text,
+    /// After `<`.
+    Open,
+    /// After `</`.
+    Close,
+    /// In the element's name.
+    Name,
+    /// After the name, inside a quoted value when `Some`.
+    Attrs(Option<u8>),
+}
+
+/// What a tag is, once read.
+enum TagKind {
+    /// It breaks the text: read in place.
+    Break,
+    /// It marks up part of the text: dropped, or held when it has attributes.
+    Inline,
+    /// ODF's `<text:s/>`, which stands for spaces: one space.
+    Space,
 }
 
 impl Entities {
@@ -237,18 +298,339 @@ impl Entities {
         em: &mut Emitter,
         sink: &mut Sink<'_>,
     ) {
-        if self.refs.decode(data, false) {
+        let mut i = 0;
+        while i < data.len() {
+            if self.scan == TagScan::Text {
+                let rest = data.get(i..).unwrap_or(&[]);
+                let end = memchr::memchr(b'<', rest).unwrap_or(rest.len());
+                self.text(rest.get(..end).unwrap_or(&[]));
+                i += end;
+                if end < rest.len() {
+                    self.tag.clear();
+                    self.tag.push(b'<');
+                    self.scan = TagScan::Open;
+                    self.pos += 1;
+                    i += 1;
+                }
+                continue;
+            }
+            i += self.in_tag(data.get(i..).unwrap_or(&[]));
+        }
+        self.flush(key, em, sink);
+    }
+
+    /// Reads what this piece gathered.
+    fn flush(&mut self, key: Option<&[u8]>, em: &mut Emitter, sink: &mut Sink<'_>) {
+        if self.out.is_empty() {
+            return;
+        }
+        if self.refs.decode(&self.out, false) {
             em.value(&self.refs.out, key, sink);
         } else {
-            em.value(data, key, sink);
+            em.value(&self.out, key, sink);
         }
+        self.out.clear();
     }
 
     pub(super) fn finish(&mut self, key: Option<&[u8]>, em: &mut Emitter, sink: &mut Sink<'_>) {
+        if self.scan != TagScan::Text {
+            self.not_a_tag();
+        }
+        self.release();
+        self.flush(key, em, sink);
         if self.refs.finish() {
             em.value(&self.refs.out, key, sink);
         }
         em.end_value(key, sink);
+    }
+
+    /// Reads `data`, which goes on the tag being read; returns how much of it was used (all
+    /// of it, or up to where the tag ended or turned out to be text).
+    fn in_tag(&mut self, data: &[u8]) -> usize {
+        let room = MAX_TAG.saturating_sub(self.tag.len());
+        let window = data.get(..room).unwrap_or(data);
+        // Byte loops, not memchr: a tag's parts are a few bytes long.
+        let mut j = 0;
+        let ended = loop {
+            let Some(&c) = window.get(j) else {
+                break false;
+            };
+            match self.scan {
+                TagScan::Open | TagScan::Close => {
+                    if c == b'/' && self.scan == TagScan::Open {
+                        self.scan = TagScan::Close;
+                    } else if c.is_ascii_alphabetic() || c == b'_' {
+                        self.scan = TagScan::Name;
+                    } else {
+                        // `a < b`, `<!--`, `<?xml`: not a tag read here. What was taken for
+                        // one is text, and the byte that told is read again as text.
+                        return self.not_a_tag_at(window, j);
+                    }
+                    j += 1;
+                }
+                TagScan::Name => {
+                    while window
+                        .get(j)
+                        .is_some_and(|&c| c.is_ascii_alphanumeric() || b":_.-".contains(&c))
+                    {
+                        j += 1;
+                    }
+                    match window.get(j) {
+                        None => {}
+                        Some(b'>') => break true,
+                        Some(&c) if c.is_ascii_whitespace() || c == b'/' => {
+                            self.scan = TagScan::Attrs(None);
+                            j += 1;
+                        }
+                        Some(_) => return self.not_a_tag_at(window, j),
+                    }
+                }
+                TagScan::Attrs(None) => {
+                    while window
+                        .get(j)
+                        .is_some_and(|&c| !matches!(c, b'>' | b'"' | b'\''))
+                    {
+                        j += 1;
+                    }
+                    match window.get(j) {
+                        None => {}
+                        Some(b'>') => break true,
+                        Some(&q) => {
+                            self.scan = TagScan::Attrs(Some(q));
+                            j += 1;
+                        }
+                    }
+                }
+                TagScan::Attrs(Some(q)) => {
+                    while window.get(j).is_some_and(|&c| c != q) {
+                        j += 1;
+                    }
+                    if j < window.len() {
+                        self.scan = TagScan::Attrs(None);
+                        j += 1;
+                    }
+                }
+                TagScan::Text => break false,
+            }
+        };
+        if ended {
+            self.tag.extend_from_slice(window.get(..=j).unwrap_or(&[]));
+            self.pos += j as u64 + 1;
+            self.scan = TagScan::Text;
+            self.read_tag();
+            return j + 1;
+        }
+        self.tag.extend_from_slice(window);
+        self.pos += window.len() as u64;
+        if self.tag.len() >= MAX_TAG {
+            self.not_a_tag();
+        }
+        window.len()
+    }
+
+    /// The tag being read turned out to be text at `window[j]`.
+    fn not_a_tag_at(&mut self, window: &[u8], j: usize) -> usize {
+        self.tag.extend_from_slice(window.get(..j).unwrap_or(&[]));
+        self.pos += j as u64;
+        self.not_a_tag();
+        j
+    }
+
+    /// The bytes taken for a tag are text after all.
+    fn not_a_tag(&mut self) {
+        self.scan = TagScan::Text;
+        self.release_if_due();
+        self.out.extend_from_slice(&self.tag);
+        self.tag.clear();
+    }
+
+    /// A whole tag has been read into `self.tag`.
+    fn read_tag(&mut self) {
+        let tag = std::mem::take(&mut self.tag);
+        self.release_if_due();
+        let closing = tag.get(1) == Some(&b'/');
+        let name_from = if closing { 2 } else { 1 };
+        let name_len = tag
+            .get(name_from..)
+            .unwrap_or(&[])
+            .iter()
+            .position(|&c| c.is_ascii_whitespace() || c == b'/' || c == b'>')
+            .unwrap_or(0);
+        let name = tag.get(name_from..name_from + name_len).unwrap_or(&[]);
+        let kind = inline(name, self.run_props > 0);
+        if local_name(name) == b"rPr" && !tag.ends_with(b"/>") {
+            self.run_props = if closing {
+                self.run_props.saturating_sub(1)
+            } else {
+                self.run_props.saturating_add(1)
+            };
+        }
+        match kind {
+            TagKind::Break => {
+                self.release();
+                self.out.extend_from_slice(&tag);
+            }
+            TagKind::Inline | TagKind::Space => {
+                if matches!(kind, TagKind::Space) {
+                    self.out.extend_from_slice(b" ");
+                }
+                if tag.contains(&b'=') {
+                    if self.held.len() + tag.len() > MAX_HELD_TAGS {
+                        self.release();
+                    }
+                    if self.held.is_empty() {
+                        self.held_until = self.pos + MAX_HOLD_DISTANCE;
+                    }
+                    self.held.extend_from_slice(&tag);
+                }
+            }
+        }
+        self.tag = tag;
+        self.tag.clear();
+    }
+
+    /// Text between tags; held tags are read where holding them ends, even mid-text.
+    fn text(&mut self, text: &[u8]) {
+        if text.is_empty() {
+            return;
+        }
+        let mut text = text;
+        if !self.held.is_empty() {
+            let due =
+                usize::try_from(self.held_until.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+            if due <= text.len() {
+                let (before, after) = text.split_at(due);
+                self.out.extend_from_slice(before);
+                self.pos += before.len() as u64;
+                self.release();
+                text = after;
+            }
+        }
+        self.out.extend_from_slice(text);
+        self.pos += text.len() as u64;
+    }
+
+    fn release_if_due(&mut self) {
+        if !self.held.is_empty() && self.pos >= self.held_until {
+            self.release();
+        }
+    }
+
+    /// Reads the held tags.
+    fn release(&mut self) {
+        self.out.extend_from_slice(&self.held);
+        self.held.clear();
+    }
+}
+
+/// The element name without its namespace prefix.
+fn local_name(name: &[u8]) -> &[u8] {
+    match name.iter().rposition(|&c| c == b':') {
+        Some(k) => name.get(k + 1..).unwrap_or(&[]),
+        None => name,
+    }
+}
+
+/// Whether a tag named `name` only marks up part of the text. `in_run_props`: it is inside
+/// a `<w:rPr>`, whose children (bold, size, language) all are.
+fn inline(name: &[u8], in_run_props: bool) -> TagKind {
+    let local = local_name(name);
+    let prefix = name.get(..name.len() - local.len()).unwrap_or(&[]);
+    let yes = in_run_props
+        || match prefix {
+            // HTML's phrasing elements that style or link part of a line (any case), and a
+            // spreadsheet's shared-string runs.
+            b"" => {
+                let mut lower = [0u8; 8];
+                match lower.get_mut(..local.len()) {
+                    Some(l) => {
+                        l.copy_from_slice(local);
+                        l.make_ascii_lowercase();
+                        matches!(
+                            &*l,
+                            b"a" | b"abbr"
+                                | b"b"
+                                | b"bdi"
+                                | b"bdo"
+                                | b"big"
+                                | b"cite"
+                                | b"code"
+                                | b"data"
+                                | b"del"
+                                | b"dfn"
+                                | b"em"
+                                | b"font"
+                                | b"i"
+                                | b"ins"
+                                | b"kbd"
+                                | b"mark"
+                                | b"nobr"
+                                | b"q"
+                                | b"s"
+                                | b"samp"
+                                | b"small"
+                                | b"span"
+                                | b"strike"
+                                | b"strong"
+                                | b"sub"
+                                | b"sup"
+                                | b"time"
+                                | b"tt"
+                                | b"u"
+                                | b"var"
+                                | b"wbr"
+                        ) || matches!(local, b"r" | b"t" | b"rPr")
+                    }
+                    None => false,
+                }
+            }
+            // OpenDocument's inline text elements; `<text:s/>` stands for spaces.
+            b"text:" => {
+                if local == b"s" {
+                    return TagKind::Space;
+                }
+                matches!(
+                    local,
+                    b"span"
+                        | b"a"
+                        | b"bookmark"
+                        | b"bookmark-start"
+                        | b"bookmark-end"
+                        | b"soft-page-break"
+                )
+            }
+            // Office Open XML's run-level elements (WordprocessingML `w:`, DrawingML `a:`):
+            // a run, its text and properties, and the marks Word puts between runs
+            // (proofing, bookmarks, revisions, fields, comments, permissions).
+            _ => matches!(
+                local,
+                b"r" | b"t"
+                    | b"rPr"
+                    | b"proofErr"
+                    | b"bookmarkStart"
+                    | b"bookmarkEnd"
+                    | b"lastRenderedPageBreak"
+                    | b"softHyphen"
+                    | b"ins"
+                    | b"del"
+                    | b"delText"
+                    | b"hyperlink"
+                    | b"smartTag"
+                    | b"smartTagPr"
+                    | b"fldSimple"
+                    | b"fldChar"
+                    | b"instrText"
+                    | b"commentRangeStart"
+                    | b"commentRangeEnd"
+                    | b"permStart"
+                    | b"permEnd"
+                    | b"noProof"
+            ),
+        };
+    if yes {
+        TagKind::Inline
+    } else {
+        TagKind::Break
     }
 }
 

@@ -339,6 +339,81 @@ fn markup_bodies_are_read_with_their_references_undone() {
     assert!(got.contains("{bio=a@b.in}"), "{got}");
 }
 
+/// Text a writer split across inline tags is read whole: Word's runs split at an edit, a
+/// bolded part of a number. The tags' attributes are read after the text, at the next tag
+/// that breaks it; tags that break the text keep it apart, as before.
+#[test]
+fn markup_text_is_read_through_inline_tags() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "<w:p><w:r><w:t>2345 6789</w:t></w:r><w:proofErr w:type=\"spellStart\"/>\
+             <w:r w:rsidRPr=\"00A1B2C3\"><w:rPr><w:b/><w:sz w:val=\"22\"/></w:rPr>\
+             <w:t xml:space=\"preserve\"> 0124</w:t></w:r></w:p><w:p>next</w:p>",
+            "<w:p>2345 6789 0124<w:proofErr w:type=\"spellStart\"/><w:r w:rsidRPr=\"00A1B2C3\">\
+             <w:sz w:val=\"22\"/><w:t xml:space=\"preserve\"></w:p><w:p>next</w:p>",
+        ),
+        (
+            "<p>Aadhaar <b>2345</b> <span class=\"n\">6789</span>&nbsp;0124</p>",
+            "<p>Aadhaar 2345 6789 0124<span class=\"n\"></p>",
+        ),
+        // A spreadsheet's rich-text shared string; a slide's runs; OpenDocument's spans and
+        // its element for spaces.
+        (
+            "<si><r><t>2345 67</t></r><r><rPr><b/></rPr><t>89 0124</t></r></si>",
+            "<si>2345 6789 0124</si>",
+        ),
+        (
+            "<a:p><a:r><a:t>2345</a:t></a:r><a:r><a:t> 6789 0124</a:t></a:r></a:p>",
+            "<a:p>2345 6789 0124</a:p>",
+        ),
+        (
+            "<text:p>2345<text:s/>6789<text:span text:style-name=\"T1\">0</text:span>124</text:p>",
+            "<text:p>2345 67890124<text:span text:style-name=\"T1\"></text:p>",
+        ),
+        // Tags that break the text still do; what is not a tag is text.
+        (
+            "<tr><td>2345</td><td>6789 0124</td></tr><br/>",
+            "<tr><td>2345</td><td>6789 0124</td></tr><br/>",
+        ),
+        (
+            "a < b, a<b, <!-- <b>x</b> --> <?xml version=\"1.0\"?> <b)x <",
+            "a < b, a<b, <!-- x --> <?xml version=\"1.0\"?> <b)x <",
+        ),
+        // A `>` inside a quoted attribute does not end the tag.
+        ("<b title=\"a>b\">2345</b>6789", "23456789<b title=\"a>b\">"),
+    ];
+    for (body, want) in cases {
+        assert_eq!(&norm(BodyKind::Markup, body.as_bytes()), want, "{body}");
+        same_at_every_cut(BodyKind::Markup, body.as_bytes(), want);
+    }
+    // A tag longer than any run's markup is text from its 512th byte on.
+    let long = format!("<b x=\"{}\">2345</b>", "y".repeat(MAX_TAG));
+    let got = norm(BodyKind::Markup, long.as_bytes());
+    assert!(got.starts_with("<b x=\"yyy"), "{got:.40}");
+    assert!(got.ends_with("yyy\">2345"), "{got}");
+    same_at_every_cut(BodyKind::Markup, long.as_bytes(), &got);
+    // Held attributes are read within MAX_HOLD_DISTANCE bytes, even inside text.
+    let far = format!(
+        "<p><b id=\"a\">x</b>{}</p>",
+        "z".repeat(MAX_HOLD_DISTANCE as usize + 100)
+    );
+    let got = norm(BodyKind::Markup, far.as_bytes());
+    let at = got.find("<b id=\"a\">").unwrap();
+    // Counted in raw bytes from the held tag's end: `x</b>`, then the text.
+    let text_before = MAX_HOLD_DISTANCE as usize - "x</b>".len();
+    assert_eq!(at, "<p>x".len() + text_before, "{got:.40}");
+    same_at_every_cut(BodyKind::Markup, far.as_bytes(), &got);
+    // In a multipart part of an HTML type too.
+    let body = b"--bnd\r\nContent-Disposition: form-data; name=\"bio\"\r\nContent-Type: text/html\r\n\r\n<i>2345</i> 6789\r\n--bnd--\r\n";
+    let got = norm(
+        BodyKind::Multipart {
+            boundary: b"bnd".to_vec(),
+        },
+        body,
+    );
+    assert!(got.contains("{bio=2345 6789}"), "{got}");
+}
+
 #[test]
 fn too_many_encodings() {
     use Coding::*;
@@ -2755,7 +2830,7 @@ fn files_in_base64_runs_are_opened() {
         let body = format!(r#"{{"attachments": [{{"filename": "c.xlsx", "content": "{b64}"}}]}}"#);
         let got = norm(BodyKind::Json, body.as_bytes());
         assert!(got.contains("xl/sharedStrings.xml"), "{rows}: {got:?}");
-        assert!(got.contains("<t>2345 6789 0124</t>"), "{rows}: {got:?}");
+        assert!(got.contains("<si>2345 6789 0124</si>"), "{rows}: {got:?}");
         for sizes in [&[1usize][..], &[700, 13], &[5000]] {
             let (s, r) = run(BodyKind::Json, &split(body.as_bytes(), sizes));
             assert_eq!((render(&s), r), (got.clone(), Ok(())), "{rows} {sizes:?}");

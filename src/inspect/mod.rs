@@ -28,7 +28,8 @@ pub const DEFAULT_HOLD_BACK: usize = 16 * 1024;
 /// multipart): a block of base64 or percent-escaped text is read before it is decoded (at
 /// most 5,120 characters, with a percent run's look-back), and spelled in `\uXXXX` escapes
 /// (or `&#x41;` references) it spans 30 KiB raw; plus the longest identifier so spelled
-/// and the scanner's carry.
+/// and the scanner's carry. Markup's held inline tags (at most 4 KiB and one 512-byte tag
+/// behind the text) hold no such block, and fit in what is left.
 pub const JSON_HOLD_BACK: usize = 40 * 1024;
 /// Findings kept per request for explanations (counts are always exact).
 pub const MAX_ITEMS: usize = 256;

@@ -262,7 +262,19 @@ pub(super) struct Entities {
     run_props: u32,
     /// What this piece reads as, gathered so that it is read in one call.
     out: Vec<u8>,
+    /// How many base64 characters the text read so far ends with, modulo 4: held tags
+    /// released inside text go in where a run of them is a whole number of quads.
+    quad: u8,
+    /// How many hex digits the text read so far still needs to complete a `%XX` escape.
+    escape: u8,
+    /// The last [`REPLAYED`] bytes of text read while tags are held.
+    tail: Vec<u8>,
 }
+
+/// Bytes of text read again after held tags released inside it, so that an identifier cut
+/// there is read whole once (an identifier spelled in up to 64 characters, or 48 bytes of
+/// text in base64).
+const REPLAYED: usize = 64;
 
 /// Where the reading of a tag is.
 #[derive(Default, Clone, Copy, PartialEq)]
@@ -440,7 +452,9 @@ impl Entities {
     fn not_a_tag(&mut self) {
         self.scan = TagScan::Text;
         self.release_if_due();
-        self.out.extend_from_slice(&self.tag);
+        let tag = std::mem::take(&mut self.tag);
+        self.push(&tag);
+        self.tag = tag;
         self.tag.clear();
     }
 
@@ -468,11 +482,11 @@ impl Entities {
         match kind {
             TagKind::Break => {
                 self.release();
-                self.out.extend_from_slice(&tag);
+                self.push(&tag);
             }
             TagKind::Inline | TagKind::Space => {
                 if matches!(kind, TagKind::Space) {
-                    self.out.extend_from_slice(b" ");
+                    self.push(b" ");
                 }
                 if tag.contains(&b'=') {
                     if self.held.len() + tag.len() > MAX_HELD_TAGS {
@@ -489,7 +503,11 @@ impl Entities {
         self.tag.clear();
     }
 
-    /// Text between tags; held tags are read where holding them ends, even mid-text.
+    /// Text between tags; held tags are read where holding them ends, even mid-text. There
+    /// they go in where a base64 run would be cut between quads, and not inside a percent
+    /// escape, so that the text on either side still decodes, and the last [`REPLAYED`]
+    /// bytes of text before them are read again after them, so that an identifier they cut
+    /// is read whole (one wholly in those bytes is counted twice).
     fn text(&mut self, text: &[u8]) {
         if text.is_empty() {
             return;
@@ -498,16 +516,60 @@ impl Entities {
         if !self.held.is_empty() {
             let due =
                 usize::try_from(self.held_until.saturating_sub(self.pos)).unwrap_or(usize::MAX);
-            if due <= text.len() {
-                let (before, after) = text.split_at(due);
-                self.out.extend_from_slice(before);
-                self.pos += before.len() as u64;
-                self.release();
-                text = after;
+            if let Some(before) = text.get(..due) {
+                self.push_text(before);
+                text = text.get(due..).unwrap_or(&[]);
+                let mut k = 0;
+                while let Some(&c) = text.get(k) {
+                    if self.escape == 0 && (self.quad == 0 || !base64_char(c)) {
+                        break;
+                    }
+                    self.push_text(text.get(k..=k).unwrap_or(&[]));
+                    k += 1;
+                }
+                text = text.get(k..).unwrap_or(&[]);
+                if !text.is_empty() {
+                    let (quad, escape) = (self.quad, self.escape);
+                    let tail = std::mem::take(&mut self.tail);
+                    self.release();
+                    self.out.extend_from_slice(&tail);
+                    self.tail = tail;
+                    self.tail.clear();
+                    (self.quad, self.escape) = (quad, escape);
+                }
             }
         }
-        self.out.extend_from_slice(text);
+        self.push_text(text);
+    }
+
+    /// Text read as it is.
+    fn push_text(&mut self, text: &[u8]) {
         self.pos += text.len() as u64;
+        self.push(text);
+    }
+
+    /// Bytes read into the text (`pos` counted already), and what they end with.
+    fn push(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+        if !self.held.is_empty() {
+            keep_last(&mut self.tail, bytes, REPLAYED);
+        }
+        self.quad = match bytes.iter().rposition(|&c| !base64_char(c)) {
+            Some(k) => ((bytes.len() - 1 - k) % 4) as u8,
+            None => ((usize::from(self.quad) + bytes.len()) % 4) as u8,
+        };
+        // Only an escape begun in the last two bytes can be open.
+        let tail = bytes.get(bytes.len().saturating_sub(2)..).unwrap_or(&[]);
+        if bytes.len() > 2 {
+            self.escape = 0;
+        }
+        for &c in tail {
+            self.escape = if c == b'%' {
+                2
+            } else {
+                self.escape.saturating_sub(1)
+            };
+        }
     }
 
     fn release_if_due(&mut self) {
@@ -518,9 +580,20 @@ impl Entities {
 
     /// Reads the held tags.
     fn release(&mut self) {
-        self.out.extend_from_slice(&self.held);
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.push(&held);
+        self.held = held;
         self.held.clear();
+        self.tail.clear();
     }
+}
+
+/// A character of standard or URL-safe base64.
+fn base64_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_')
 }
 
 /// The element name without its namespace prefix.

@@ -529,13 +529,7 @@ impl Entities {
                 }
                 text = text.get(k..).unwrap_or(&[]);
                 if !text.is_empty() {
-                    let (quad, escape) = (self.quad, self.escape);
-                    let tail = std::mem::take(&mut self.tail);
-                    self.release();
-                    self.out.extend_from_slice(&tail);
-                    self.tail = tail;
-                    self.tail.clear();
-                    (self.quad, self.escape) = (quad, escape);
+                    self.release_inside_text();
                 }
             }
         }
@@ -574,8 +568,20 @@ impl Entities {
 
     fn release_if_due(&mut self) {
         if !self.held.is_empty() && self.pos >= self.held_until {
-            self.release();
+            self.release_inside_text();
         }
+    }
+
+    /// Reads the held tags where text goes on after them: the last [`REPLAYED`] bytes of
+    /// text are read again after them.
+    fn release_inside_text(&mut self) {
+        let (quad, escape) = (self.quad, self.escape);
+        let tail = std::mem::take(&mut self.tail);
+        self.release();
+        self.out.extend_from_slice(&tail);
+        self.tail = tail;
+        self.tail.clear();
+        (self.quad, self.escape) = (quad, escape);
     }
 
     /// Reads the held tags.

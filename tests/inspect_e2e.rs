@@ -1053,7 +1053,8 @@ const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessing
 #[tokio::test]
 async fn text_split_across_inline_tags_is_read_whole() {
     // An Aadhaar typed into a letter in two sittings, which Word stores as two runs; the
-    // same bolded in part in an email's HTML. Each piece alone is no identifier.
+    // same bolded in part in an email's HTML, sent as it is or in a mail API's JSON. Each
+    // piece alone is no identifier.
     let us = upstream("127.0.0.3", "usa").await;
     let sima = start(config(GEO_OVERRIDES)).await;
     let a = aadhaar();
@@ -1061,7 +1062,13 @@ async fn text_split_across_inline_tags_is_read_whole() {
     let url = format!("http://{}/upload", us.addr);
     let letter = docx(&["Customer Aadhaar: ", head, tail, " on file."]);
     let html = format!("<p>Aadhaar: <b>{head}</b>{tail}</p>");
-    for (ct, body) in [(DOCX, letter.clone()), ("text/html", html.into_bytes())] {
+    // The same HTML in an email API's JSON.
+    let mail = serde_json::json!({"subject": "KYC", "html": html}).to_string();
+    for (ct, body) in [
+        (DOCX, letter.clone()),
+        ("text/html", html.into_bytes()),
+        ("application/json", mail.into_bytes()),
+    ] {
         let req = Request::put(&url)
             .header("content-type", ct)
             .body(Full::new(Bytes::from(body)))

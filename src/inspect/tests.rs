@@ -126,7 +126,8 @@ fn found_within_hold_back(ins: &Inspector, ct: &str, body: &str, first_raw: usiz
 /// An identifier that Word split across two runs deep in a long document, or that sits in
 /// the attributes of an inline tag (held until the next tag that breaks the text, its
 /// characters spelled as references or not), is found while its raw bytes are still held
-/// back; so is one in a tag too long to be read as one.
+/// back; so is one in a tag too long to be read as one, and one in a held tag of HTML in
+/// JSON spelled in escapes.
 #[test]
 fn identifier_in_markup_found_within_the_hold_back() {
     let ins = inspector();
@@ -162,6 +163,22 @@ fn identifier_in_markup_found_within_the_hold_back() {
             body.len() - filler.len() - tail.len() - "</w:p></w:body></w:document>".len() + at;
         found_within_hold_back(&ins, "application/xml", &body, first_raw, &tail[..40]);
     }
+    // HTML in an email API's JSON, every character spelled as a `\uXXXX` escape: an
+    // identifier in a held tag's attribute, with 50 KB of text after it.
+    let html = format!(
+        "<p><span title=\"{a}\">x</span>{}</p>",
+        "text ".repeat(10_000)
+    );
+    let prefix = r#"{"subject":"KYC","html":""#;
+    let body = format!("{prefix}{}\"}}", json_escaped(&html));
+    let first_raw = prefix.len() + "<p><span title=\"".len() * 6;
+    found_within_hold_back(
+        &ins,
+        "application/json",
+        &body,
+        first_raw,
+        "escaped HTML in JSON",
+    );
 }
 
 /// An identifier deep inside a long base64 blob (a document sent as base64, 53 KiB of it)

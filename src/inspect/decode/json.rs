@@ -121,7 +121,8 @@ pub(super) struct Json {
     /// The current string value's first text has been seen (and `inner` set or not).
     pub(super) decided: bool,
     /// The reading of the current string value as JSON, when it opens as JSON: a queue
-    /// message's body (`"MessageBody":"{\"uid\":\"\\u0968…\"}"`), an event's payload.
+    /// message's body (`"MessageBody":"{\"uid\":\"\\u0968…\"}"`), an event's payload; or as
+    /// markup, when it opens with `<`: an email API's `"html"`.
     pub(super) inner: Option<Box<Normaliser>>,
 }
 
@@ -563,14 +564,17 @@ impl Json {
                 self.decided = true;
                 if self.nest > 0 && matches!(text.first(), Some(b'{' | b'[')) {
                     self.inner = Some(Box::new(Normaliser::json_in_string(self.nest - 1)));
+                } else if text.first() == Some(&b'<') {
+                    self.inner = Some(Box::new(Normaliser::markup_in_string()));
                 }
             }
             if self.inner.is_some() && self.feed_inner(text, em, sink) {
                 return;
             }
             let key = key_at(&self.arena, self.cur_key());
-            // HTML in a JSON field (an email API's `"html"`) is read as its receiver reads
-            // it, references undone: `asha&#64;example.in` is an address.
+            // HTML in a JSON field that does not open with a tag is read with its
+            // references undone, as its receiver reads it: `asha&#64;example.in` is an
+            // address. One that does is read as markup (above).
             // `pct`: the quote search saw a `%` or `&` (or could not tell).
             if (pct || !self.refs.carry.is_empty()) && self.refs.decode(text, last) {
                 em.value_to(&self.refs.out, key, last, true, sink);
@@ -580,10 +584,10 @@ impl Json {
         }
     }
 
-    /// Feeds text of the current string value to its reading as JSON: its keys give
+    /// Feeds text of the current string value to its reading as JSON (its keys give
     /// context, its own escapes are undone, and text that turns out not to be JSON is read
-    /// raw by the inner tokenizer. False when that reading fails (nested past the depth
-    /// limit): the rest of the string is then read as it is.
+    /// raw by the inner tokenizer) or as markup. False when that reading fails (nested past
+    /// the depth limit): the rest of the string is then read as it is.
     #[cold]
     #[inline(never)]
     pub(super) fn feed_inner(

@@ -761,6 +761,18 @@ impl Normaliser {
         }
     }
 
+    /// The reading of a JSON string value that opens with `<` (an email API's `"html"`),
+    /// as markup: its references are undone and its inline tags read through.
+    fn markup_in_string() -> Self {
+        Normaliser {
+            mode: Mode::Markup(Box::default()),
+            em: Emitter {
+                nested: true,
+                ..Emitter::default()
+            },
+        }
+    }
+
     /// The reading of text decoded from a base64 or hex run, whose first piece is `first`,
     /// when it starts as a MIME message, or opens as JSON (Kinesis's `Data`, a JWT's
     /// claims, a base64 `state`): read as JSON, its `\u` escapes are undone and its keys

@@ -490,6 +490,12 @@ fn json_strings_are_read_with_their_references_undone() {
         norm(BodyKind::Json, body),
         "html\n{html=<p>Write to asha@example.in & call</p>}\nb\n{b=x@y}\nc\n{c=z@}"
     );
+    // One that opens with a tag is read as markup: its inline tags are read through, in
+    // whatever pieces it comes.
+    let body = br#"{"html":"<p>UID <b>2345</b> 6789&nbsp;0124</p><td>1</td>","n":"<3"}"#;
+    let want = "html\n{html=<p>UID 2345 6789 0124</p><td>1</td>}\nn\n{n=<3}";
+    assert_eq!(norm(BodyKind::Json, body), want);
+    same_at_every_cut(BodyKind::Json, body, want);
     // Keys are read as written.
     assert_eq!(
         norm(BodyKind::Json, br#"{"a&#64;b":1}"#),

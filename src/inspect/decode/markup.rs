@@ -260,6 +260,10 @@ pub(super) struct Entities {
     pos: u64,
     /// Open run-property elements (`<w:rPr>`): every tag in one is inline.
     run_props: u32,
+    /// An element only HTML has (`<p>`, `<div>`, `<br>`, …) has been read: HTML's inline
+    /// elements are read through from then on. Before, `<code>`, `<data>`, `<time>` or `<b>`
+    /// may be some XML vocabulary's fields, whose values are not to be joined.
+    html: bool,
     /// What this piece reads as, gathered so that it is read in one call.
     out: Vec<u8>,
     /// How many base64 characters the text read so far ends with, modulo 4: held tags
@@ -471,7 +475,10 @@ impl Entities {
             .position(|&c| c.is_ascii_whitespace() || c == b'/' || c == b'>')
             .unwrap_or(0);
         let name = tag.get(name_from..name_from + name_len).unwrap_or(&[]);
-        let kind = inline(name, self.run_props > 0);
+        if !self.html {
+            self.html = html_only(name);
+        }
+        let kind = inline(name, self.run_props > 0, self.html);
         if local_name(name) == b"rPr" && !tag.ends_with(b"/>") {
             self.run_props = if closing {
                 self.run_props.saturating_sub(1)
@@ -610,9 +617,47 @@ fn local_name(name: &[u8]) -> &[u8] {
     }
 }
 
+/// Whether `name` is an element only HTML has, which tells an HTML document or fragment
+/// from other XML.
+fn html_only(name: &[u8]) -> bool {
+    let mut lower = [0u8; 8];
+    let Some(l) = lower.get_mut(..name.len()) else {
+        return false;
+    };
+    l.copy_from_slice(name);
+    l.make_ascii_lowercase();
+    matches!(
+        &*l,
+        b"html"
+            | b"head"
+            | b"body"
+            | b"p"
+            | b"div"
+            | b"br"
+            | b"span"
+            | b"font"
+            | b"strong"
+            | b"em"
+            | b"table"
+            | b"tr"
+            | b"td"
+            | b"th"
+            | b"ul"
+            | b"ol"
+            | b"li"
+            | b"h1"
+            | b"h2"
+            | b"h3"
+            | b"h4"
+            | b"h5"
+            | b"h6"
+    )
+}
+
 /// Whether a tag named `name` only marks up part of the text. `in_run_props`: it is inside
-/// a `<w:rPr>`, whose children (bold, size, language) all are.
-fn inline(name: &[u8], in_run_props: bool) -> TagKind {
+/// a `<w:rPr>`, whose children (bold, size, language) all are. `html`: the document is
+/// HTML, whose phrasing elements are read through.
+fn inline(name: &[u8], in_run_props: bool, html: bool) -> TagKind {
     let local = local_name(name);
     let prefix = name.get(..name.len() - local.len()).unwrap_or(&[]);
     let yes = in_run_props
@@ -621,7 +666,7 @@ fn inline(name: &[u8], in_run_props: bool) -> TagKind {
             // spreadsheet's shared-string runs.
             b"" => {
                 let mut lower = [0u8; 8];
-                match lower.get_mut(..local.len()) {
+                match lower.get_mut(..local.len()).filter(|_| html) {
                     Some(l) => {
                         l.copy_from_slice(local);
                         l.make_ascii_lowercase();
@@ -660,7 +705,7 @@ fn inline(name: &[u8], in_run_props: bool) -> TagKind {
                                 | b"wbr"
                         ) || matches!(local, b"r" | b"t" | b"rPr")
                     }
-                    None => false,
+                    None => matches!(local, b"r" | b"t" | b"rPr"),
                 }
             }
             // OpenDocument's inline text elements; `<text:s/>` stands for spaces.

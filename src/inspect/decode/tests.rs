@@ -330,14 +330,14 @@ fn markup_bodies_are_read_with_their_references_undone() {
     );
     // In a multipart part of an HTML type, under the part's name; its inline tags are
     // read through too.
-    let body = b"--bnd\r\nContent-Disposition: form-data; name=\"bio\"\r\nContent-Type: text/html\r\n\r\n<i>a&#64;</i>b.in\r\n--bnd--\r\n";
+    let body = b"--bnd\r\nContent-Disposition: form-data; name=\"bio\"\r\nContent-Type: text/html\r\n\r\n<br><i>a&#64;</i>b.in\r\n--bnd--\r\n";
     let got = norm(
         BodyKind::Multipart {
             boundary: b"bnd".to_vec(),
         },
         body,
     );
-    assert!(got.contains("{bio=a@b.in}"), "{got}");
+    assert!(got.contains("{bio=<br>a@b.in}"), "{got}");
 }
 
 /// Text a writer split across inline tags is read whole: Word's runs split at an edit, a
@@ -377,20 +377,29 @@ fn markup_text_is_read_through_inline_tags() {
             "<tr><td>2345</td><td>6789 0124</td></tr><br/>",
         ),
         (
-            "a < b, a<b, <!-- <b>x</b> --> <?xml version=\"1.0\"?> <b)x <",
-            "a < b, a<b, <!-- x --> <?xml version=\"1.0\"?> <b)x <",
+            "<p>a < b, a<b, <!-- <b>x</b> --> <?xml version=\"1.0\"?> <b)x <",
+            "<p>a < b, a<b, <!-- x --> <?xml version=\"1.0\"?> <b)x <",
         ),
         // A `>` inside a quoted attribute does not end the tag.
-        ("<b title=\"a>b\">2345</b>6789", "23456789<b title=\"a>b\">"),
+        (
+            "<br><b title=\"a>b\">2345</b>6789",
+            "<br>23456789<b title=\"a>b\">",
+        ),
+        // HTML's inline elements are read through once an element only HTML has is read:
+        // before, `<code>` or `<b>` may be fields of other XML.
+        (
+            "<rec><code>98765</code><code>43210</code></rec><P><code>98765</code>43210",
+            "<rec><code>98765</code><code>43210</code></rec><P>9876543210",
+        ),
     ];
     for (body, want) in cases {
         assert_eq!(&norm(BodyKind::Markup, body.as_bytes()), want, "{body}");
         same_at_every_cut(BodyKind::Markup, body.as_bytes(), want);
     }
     // A tag longer than any run's markup is text from its 512th byte on.
-    let long = format!("<b x=\"{}\">2345</b>", "y".repeat(MAX_TAG));
+    let long = format!("<p><b x=\"{}\">2345</b>", "y".repeat(MAX_TAG));
     let got = norm(BodyKind::Markup, long.as_bytes());
-    assert!(got.starts_with("<b x=\"yyy"), "{got:.40}");
+    assert!(got.starts_with("<p><b x=\"yyy"), "{got:.40}");
     assert!(got.ends_with("yyy\">2345"), "{got}");
     same_at_every_cut(BodyKind::Markup, long.as_bytes(), &got);
     // Held attributes are read within MAX_HOLD_DISTANCE bytes, even inside text.

@@ -247,7 +247,7 @@ pub(super) const MAX_HOLD_DISTANCE: u64 = 4096;
 /// in place, as before, and keeps the text on either side of it apart.
 #[derive(Default)]
 pub(super) struct Entities {
-    pub(super) refs: Refs,
+    refs: Refs,
     /// The tag being read, from its `<` (at most [`MAX_TAG`] bytes).
     tag: Vec<u8>,
     scan: TagScan,
@@ -271,8 +271,11 @@ pub(super) struct Entities {
     quad: u8,
     /// How many hex digits the text read so far still needs to complete a `%XX` escape.
     escape: u8,
-    /// The last [`REPLAYED`] bytes of text read while tags are held.
+    /// The last [`REPLAYED`] bytes of text read while tags are held, in earlier pieces;
+    /// this piece's are `out` from `held_from` on. Kept once a piece, not once a push.
     tail: Vec<u8>,
+    /// Where in `out` the text read while tags are held begins.
+    held_from: usize,
 }
 
 /// Bytes of text read again after held tags released inside it, so that an identifier cut
@@ -339,6 +342,14 @@ impl Entities {
     fn flush(&mut self, key: Option<&[u8]>, em: &mut Emitter, sink: &mut Sink<'_>) {
         if self.out.is_empty() {
             return;
+        }
+        if !self.held.is_empty() {
+            keep_last(
+                &mut self.tail,
+                self.out.get(self.held_from..).unwrap_or(&[]),
+                REPLAYED,
+            );
+            self.held_from = 0;
         }
         if self.refs.decode(&self.out, false) {
             em.value(&self.refs.out, key, sink);
@@ -501,6 +512,7 @@ impl Entities {
                     }
                     if self.held.is_empty() {
                         self.held_until = self.pos + MAX_HOLD_DISTANCE;
+                        self.held_from = self.out.len();
                     }
                     self.held.extend_from_slice(&tag);
                 }
@@ -552,9 +564,6 @@ impl Entities {
     /// Bytes read into the text (`pos` counted already), and what they end with.
     fn push(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
-        if !self.held.is_empty() {
-            keep_last(&mut self.tail, bytes, REPLAYED);
-        }
         self.quad = match bytes.iter().rposition(|&c| !base64_char(c)) {
             Some(k) => ((bytes.len() - 1 - k) % 4) as u8,
             None => ((usize::from(self.quad) + bytes.len()) % 4) as u8,
@@ -583,11 +592,16 @@ impl Entities {
     /// text are read again after them.
     fn release_inside_text(&mut self) {
         let (quad, escape) = (self.quad, self.escape);
-        let tail = std::mem::take(&mut self.tail);
+        let mut tail = std::mem::take(&mut self.tail);
+        keep_last(
+            &mut tail,
+            self.out.get(self.held_from..).unwrap_or(&[]),
+            REPLAYED,
+        );
         self.release();
         self.out.extend_from_slice(&tail);
+        tail.clear();
         self.tail = tail;
-        self.tail.clear();
         (self.quad, self.escape) = (quad, escape);
     }
 

@@ -752,20 +752,19 @@ impl Normaliser {
     fn json_in_string(nest: u8) -> Self {
         let mut json = Json::new(JSON_NESTED_DEPTH, None);
         json.nest = nest;
-        Normaliser {
-            mode: Mode::Json(Box::new(json)),
-            em: Emitter {
-                nested: true,
-                ..Emitter::default()
-            },
-        }
+        Self::reading_decoded(Mode::Json(Box::new(json)))
     }
 
     /// The reading of a JSON string value that opens with `<` (an email API's `"html"`),
     /// as markup: its references are undone and its inline tags read through.
     fn markup_in_string() -> Self {
+        Self::reading_decoded(Mode::Markup(Box::default()))
+    }
+
+    /// A reading of text decoded already (see [`Emitter::nested`]).
+    fn reading_decoded(mode: Mode) -> Self {
         Normaliser {
-            mode: Mode::Markup(Box::default()),
+            mode,
             em: Emitter {
                 nested: true,
                 ..Emitter::default()
@@ -801,13 +800,7 @@ impl Normaliser {
         } else {
             return None;
         };
-        Some(Normaliser {
-            mode,
-            em: Emitter {
-                nested: true,
-                ..Emitter::default()
-            },
-        })
+        Some(Self::reading_decoded(mode))
     }
 
     fn feed(&mut self, data: &[u8], sink: &mut Sink<'_>) -> Result<(), DecodeError> {

@@ -60,6 +60,8 @@ pub enum Transport {
     Connect,
     /// Reverse-proxy route.
     Reverse,
+    /// A plain HTTP request read inside a CONNECT tunnel.
+    Tunnelled,
 }
 
 impl Transport {
@@ -69,9 +71,15 @@ impl Transport {
             Transport::Forward => "forward",
             Transport::Connect => "connect",
             Transport::Reverse => "reverse",
+            Transport::Tunnelled => "tunnel_http",
         }
     }
-    const ALL: [Transport; 3] = [Transport::Forward, Transport::Connect, Transport::Reverse];
+    const ALL: [Transport; 4] = [
+        Transport::Forward,
+        Transport::Connect,
+        Transport::Reverse,
+        Transport::Tunnelled,
+    ];
     fn index(self) -> usize {
         self as usize
     }

@@ -1238,3 +1238,132 @@ async fn a_large_zip_file_streams_and_stops_before_the_identifier_leaves() {
     );
     sima.shutdown().await;
 }
+
+/// Opens a CONNECT tunnel to `to` through `proxy` and returns an HTTP/1.1 client on it.
+async fn client_in_tunnel(
+    proxy: std::net::SocketAddr,
+    to: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Read the 200's head byte by byte so that nothing after it is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n == 1 && head.len() < 4096, "CONNECT answer: {head:?}");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+#[tokio::test]
+async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let us = upstream("127.0.0.3", "usa").await;
+    let sima = start(config(&format!(
+        "audit:\n  dir: {}\n{GEO_OVERRIDES}",
+        audit.display()
+    )))
+    .await;
+    let id = aadhaar();
+    let leaky = format!(r#"{{"name":"A. Kumar","aadhaar":"{id}"}}"#);
+    let clean = r#"{"order":18273,"qty":2}"#;
+
+    // One tunnel, three requests: each is judged on its own, and the tunnel stays usable
+    // after a block.
+    let mut tunnel = client_in_tunnel(sima.info.proxy, us.addr).await;
+    let mut ask = async |req: Request<Full<Bytes>>| {
+        let resp = tokio::time::timeout(TEST_DEADLINE, tunnel.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    };
+    let (status, body) = ask(post("/orders".into(), "application/json", clean)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "hello from usa");
+    let (status, body) = ask(post("/kyc".into(), "application/json", leaky.clone())).await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    assert_eq!(json(&body)["data_classes"], serde_json::json!(["AADHAAR"]));
+    let (status, _) = ask(Request::get(format!("/users?aadhaar={id}"))
+        .header("host", us.addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap())
+    .await;
+    assert_eq!(status, StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+    let seen = us.requests();
+    assert_eq!(seen.len(), 1, "only the clean request may arrive: {seen:?}");
+    assert_eq!(
+        (seen[0].uri.as_str(), &seen[0].body[..]),
+        ("/orders", clean.as_bytes())
+    );
+
+    // curl's own tunnelling (`-p`), as a client configured to tunnel everything does it.
+    let (ok, out, err) = curl(vec![
+        "-p".into(),
+        "-x".into(),
+        format!("http://{}", sima.info.proxy),
+        "-H".into(),
+        "content-type: application/json".into(),
+        "--data-binary".into(),
+        leaky.clone(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        format!("http://{}/kyc", us.addr),
+    ])
+    .await;
+    assert!(ok, "curl failed: {err}");
+    assert!(out.ends_with("\n451"), "{out}");
+    assert!(!out.contains(&id), "the 451 must not echo the value");
+    assert_eq!(us.requests().len(), 1, "the US upstream received a leak");
+
+    // Counted and audited as requests read inside a tunnel; the value is in neither.
+    let metrics = String::from_utf8(sima.shared.metrics.render()).unwrap();
+    assert!(
+        metrics.contains(
+            r#"sima_requests_total{decision="deny",mode="tunnel_http",reason="personal_data"} 3"#
+        ),
+        "{metrics}"
+    );
+    sima.shutdown().await;
+    let mut files: Vec<_> = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let text: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(
+        !text.contains(&id),
+        "a detected value reached the audit log"
+    );
+    let blocks: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 3, "{text}");
+    for b in &blocks {
+        assert_eq!(b["transport"], "intercepted", "{b}");
+        assert_eq!(b["action"], "block", "{b}");
+    }
+}

@@ -155,6 +155,77 @@ async fn connect_tunnels_to_india_and_refuses_the_us() {
 }
 
 #[tokio::test]
+async fn tls_and_server_first_protocols_pass_through_tunnels_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = test_pki(dir.path(), &["partner.test"]);
+    let partner = upstream_with_tls("127.0.0.2", "partner", Some(pki.server.clone())).await;
+    // A server that speaks first (SMTP's shape): greets, then answers one line.
+    let mail = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let mail_addr = mail.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = mail.accept().await.unwrap();
+        s.write_all(b"220 mail ready\r\n").await.unwrap();
+        let mut line = [0u8; 8];
+        s.read_exact(&mut line).await.unwrap();
+        s.write_all(b"250 ").await.unwrap();
+        s.write_all(&line).await.unwrap();
+    });
+    let sima = start(config(&format!(
+        "{}{GEO_OVERRIDES}resolver:\n  static_hosts:\n    partner.test: [127.0.0.2]\n",
+        policy_file(dir.path(), NO_US_POLICY)
+    )))
+    .await;
+
+    let (ok, out, err) = curl(vec![
+        "-x".into(),
+        format!("http://{}", sima.info.proxy),
+        "--cacert".into(),
+        pki.ca_pem_path.display().to_string(),
+        format!("https://partner.test:{}/over-tls", partner.addr.port()),
+    ])
+    .await;
+    assert!(ok, "curl failed: {err}");
+    assert_eq!(out, "hello from partner");
+    // curl and the upstream agree on h2 inside the tunnel: the URI is absolute there.
+    assert!(partner.requests()[0].uri.ends_with("/over-tls"));
+
+    // The client waits for the greeting: a tunnel that waited for the client's first bytes
+    // would hang here.
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(format!("CONNECT {mail_addr} HTTP/1.1\r\nHost: {mail_addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let want_greeting = |g: &[u8]| g.ends_with(b"\r\n\r\n220 mail ready\r\n");
+    while !want_greeting(&got) {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+            .await
+            .expect("no greeting through the tunnel")
+            .unwrap();
+        assert!(
+            n > 0 && got.len() < 4096,
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s.write_all(b"EHLO x\r\n").await.unwrap();
+    let mut reply = [0u8; 12];
+    tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&reply, b"250 EHLO x\r\n");
+    sima.shutdown().await;
+}
+
+#[tokio::test]
 async fn curl_forward_proxy_and_static_hosts() {
     let dir = tempfile::tempdir().unwrap();
     let india = upstream("127.0.0.2", "india").await;

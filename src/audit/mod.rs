@@ -362,7 +362,7 @@ pub enum Transport {
     Tunnel,
     /// Reverse-proxy route.
     Route,
-    /// `CONNECT` tunnel that Sima decrypted and inspected.
+    /// A request Sima read and inspected inside a `CONNECT` tunnel (plain HTTP there).
     Intercepted,
 }
 

@@ -73,6 +73,8 @@ pub struct Shared {
     no_host: Arc<str>,
     forwarded: ForwardedMode,
     tunnel_idle: Duration,
+    /// Serves plain HTTP found inside a tunnel, with the proxy listener's limits.
+    tunnel_http: hyper::server::conn::http1::Builder,
     connect_timeout: Duration,
     body_read_timeout: Duration,
     inspect_always: bool,
@@ -175,6 +177,13 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let timers = crate::coarse::Coarse::new(t.header_read.min(t.upstream_response));
+        let mut tunnel_http = hyper::server::conn::http1::Builder::new();
+        tunnel_http
+            .timer(timers.clone())
+            .header_read_timeout(t.header_read)
+            .max_buf_size(config.limits.max_header_bytes)
+            .max_headers(config.limits.max_headers)
+            .keep_alive(true);
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             resolver,
@@ -193,6 +202,7 @@ impl Shared {
             no_host: Arc::from(""),
             forwarded: config.forwarded,
             tunnel_idle: t.tunnel_idle,
+            tunnel_http,
             connect_timeout: t.upstream_connect,
             body_read_timeout: t.client_idle,
             inspect_always: config.inspect_always,
@@ -341,7 +351,13 @@ async fn serve(
             }
         }
     }
-    let target = target::parse(req.method(), req.uri(), req.version())?;
+    let target = match req.extensions().get::<InTunnel>() {
+        Some(t) => {
+            ctx.transport = Transport::Tunnelled;
+            target::in_tunnel(&t.0, req.method(), req.uri())?
+        }
+        None => target::parse(req.method(), req.uri(), req.version())?,
+    };
     let mut policy_name = None;
     let (host, port, authority, path_and_query, tls, forwarded) = match target {
         Target::Connect(a) => {
@@ -476,18 +492,25 @@ async fn serve(
             })?
             .map_err(|source| upstream::UpstreamError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
-        let idle = shared.tunnel_idle;
-        let metrics = shared.metrics.clone();
-        let id = ctx.id;
+        let tunnel = InTunnel(target::Authority { host, port });
+        let auth = req.headers().get(header::PROXY_AUTHORIZATION).cloned();
+        let (shared, id, client) = (shared.clone(), ctx.id, ctx.client);
         tokio::spawn(async move {
-            let _permits = permits;
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    metrics.active_tunnels.inc();
-                    let (up, down, end) =
-                        tunnel::splice(TokioIo::new(upgraded), stream, idle).await;
-                    metrics.active_tunnels.dec();
-                    tracing::debug!(sima.request_id = %id, sima.bytes_up = up, sima.bytes_down = down, sima.tunnel_end = ?end, "tunnel closed");
+                    shared.metrics.active_tunnels.inc();
+                    run_tunnel(
+                        &shared,
+                        client,
+                        tunnel,
+                        auth,
+                        TokioIo::new(upgraded),
+                        stream,
+                        permits,
+                        id,
+                    )
+                    .await;
+                    shared.metrics.active_tunnels.dec();
                 }
                 Err(e) => {
                     tracing::debug!(sima.request_id = %id, error = %e, "tunnel upgrade failed")
@@ -633,6 +656,74 @@ async fn serve(
     ))
 }
 
+/// [`handle`] behind a pointer: a tunnel's requests are handled from inside a request's
+/// own future, and the compiler cannot see through that cycle to prove it `Send`.
+fn handle_boxed(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    req: Request<Incoming>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>
+{
+    Box::pin(handle(shared, client, req))
+}
+
+/// Marks a request read inside a `CONNECT` tunnel to this destination.
+#[derive(Clone)]
+struct InTunnel(target::Authority);
+
+/// Runs an approved tunnel. When the client opens it with plain HTTP, the dialled stream is
+/// dropped and each request inside is served like a forward-proxy request to the tunnel's
+/// destination: resolved, located, decided, inspected, audited and logged on its own, with
+/// the tunnel's client and `Proxy-Authorization`. Anything else is spliced unread.
+#[allow(clippy::too_many_arguments)]
+async fn run_tunnel<S>(
+    shared: &Arc<Shared>,
+    client: SocketAddr,
+    tunnel: InTunnel,
+    auth: Option<HeaderValue>,
+    mut io: S,
+    mut stream: TcpStream,
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+    id: RequestId,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let idle = shared.tunnel_idle;
+    let (up, down, end) = match tunnel::opening(&mut io, &mut stream, idle).await {
+        Ok(tunnel::Opening::Http(first)) => {
+            drop(stream);
+            // Each request inside takes its own permits.
+            drop(permits);
+            tracing::debug!(sima.request_id = %id, "tunnel carries plain HTTP: read per request");
+            let shared2 = shared.clone();
+            let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(tunnel.clone());
+                let h = req.headers_mut();
+                h.remove(header::PROXY_AUTHORIZATION);
+                if let Some(a) = &auth {
+                    h.insert(header::PROXY_AUTHORIZATION, a.clone());
+                }
+                handle_boxed(shared2.clone(), client, req)
+            });
+            let io = TokioIo::new(tunnel::Replay::new(first, io));
+            if let Err(e) = shared.tunnel_http.serve_connection(io, svc).await {
+                tracing::debug!(sima.request_id = %id, error = %e, "HTTP inside tunnel ended with error");
+            }
+            return;
+        }
+        Ok(tunnel::Opening::Opaque {
+            from_client,
+            from_upstream,
+        }) => {
+            let _permits = permits;
+            tunnel::splice_after(io, stream, &from_client, &from_upstream, idle).await
+        }
+        Ok(tunnel::Opening::Idle) => (0, 0, tunnel::TunnelEnd::Idle),
+        Err(_) => (0, 0, tunnel::TunnelEnd::Error),
+    };
+    tracing::debug!(sima.request_id = %id, sima.bytes_up = up, sima.bytes_down = down, sima.tunnel_end = ?end, "tunnel closed");
+}
+
 /// A streamed body whose final decision lets it pass but wants a record (report mode,
 /// audited exceptions) is recorded once the body has been judged whole. The bytes are
 /// already on their way by then, so a failed record is counted and logged, not enforced.
@@ -701,6 +792,7 @@ async fn audit_flow(
             Transport::Forward => audit::Transport::Http,
             Transport::Connect => audit::Transport::Tunnel,
             Transport::Reverse => audit::Transport::Route,
+            Transport::Tunnelled => audit::Transport::Intercepted,
         },
         path: match ctx.target.path_and_query() {
             Some(p) => audit::strip_query_values(p.as_str()),

@@ -72,6 +72,9 @@ pub enum TargetError {
     /// A port that is not a number from 1 to 65535.
     #[error("`{0}` has an invalid port; write a number from 1 to 65535")]
     BadPort(String),
+    /// `CONNECT` sent inside a tunnel.
+    #[error("CONNECT inside a CONNECT tunnel is not supported; open the tunnel to the final destination")]
+    ConnectInTunnel,
 }
 
 // === impl Host ===
@@ -182,6 +185,22 @@ pub fn parse(method: &Method, uri: &Uri, version: http::Version) -> Result<Targe
         Some(s) if s.eq_ignore_ascii_case("https") => Err(TargetError::HttpsAbsoluteForm),
         Some(s) => Err(TargetError::UnsupportedScheme(s.to_owned())),
     }
+}
+
+/// The target of a plain HTTP request read inside a `CONNECT` tunnel to `tunnel`. Its bytes
+/// were bound for the tunnel's destination, so that is where it goes, whatever host an
+/// absolute-form target or `Host` names: only the path and query are the request's own.
+pub fn in_tunnel(tunnel: &Authority, method: &Method, uri: &Uri) -> Result<Target, TargetError> {
+    if method == Method::CONNECT {
+        return Err(TargetError::ConnectInTunnel);
+    }
+    Ok(Target::Forward {
+        authority: tunnel.clone(),
+        path_and_query: uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    })
 }
 
 /// Splits an authority (`host`, `host:port`, `[v6]:port`) into its host text and port,
@@ -302,6 +321,37 @@ mod tests {
         assert_eq!(authority.host, Host::Ip("::1".parse().unwrap()));
         assert_eq!(authority.port, 8080);
         assert_eq!(path_and_query, "/");
+    }
+
+    #[test]
+    fn requests_inside_a_tunnel_go_to_the_tunnel_whatever_they_name() {
+        let tunnel = Authority {
+            host: Host::Name("api.example.in".into()),
+            port: 8080,
+        };
+        for (uri, path) in [
+            ("/v1/users?id=7", "/v1/users?id=7"),
+            ("http://elsewhere.example.com/x", "/x"),
+            ("http://elsewhere.example.com", "/"),
+        ] {
+            let got = in_tunnel(&tunnel, &Method::POST, &uri.parse().unwrap()).unwrap();
+            assert_eq!(
+                got,
+                Target::Forward {
+                    authority: tunnel.clone(),
+                    path_and_query: PathAndQuery::from_static(path),
+                },
+                "{uri}"
+            );
+        }
+        assert_eq!(
+            in_tunnel(
+                &tunnel,
+                &Method::CONNECT,
+                &"other.example:443".parse().unwrap()
+            ),
+            Err(TargetError::ConnectInTunnel)
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! CONNECT tunnels: after the destination was approved and dialled, copy bytes both ways
-//! until either side closes or nothing moves for the idle timeout.
+//! CONNECT tunnels: after the destination was approved and dialled, see what the client
+//! opens with. Plain HTTP is read request by request (see [`opening`]); anything else (TLS,
+//! another protocol, a server that speaks first) is copied both ways until either side
+//! closes or nothing moves for the idle timeout.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +11,191 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Longest method token looked at: past it, the opening is not taken for HTTP.
+const MAX_METHOD: usize = 32;
+
+/// What a tunnel opened with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// The client's first bytes are an HTTP/1 request line: the tunnel carries plain HTTP,
+    /// which is read like forward-proxy traffic. The bytes read so far.
+    Http(Vec<u8>),
+    /// Anything else: the bytes read so far from the client, and from the upstream (which
+    /// may speak first: SMTP, FTP, database servers).
+    Opaque {
+        /// Read from the client, not yet sent upstream.
+        from_client: Vec<u8>,
+        /// Read from the upstream, not yet sent to the client.
+        from_upstream: Vec<u8>,
+    },
+    /// No byte in either direction within the idle timeout.
+    Idle,
+}
+
+/// Whether `b` opens an HTTP/1 request: a method token, one space, then the start of a
+/// request target (`/`, `*`, or a letter of an absolute URI's scheme). `None` while
+/// every byte so far fits and more are needed.
+///
+/// The test is loose on purpose: a client that sends plain HTTP through a tunnel, in any
+/// method spelling, must not slip past inspection. A protocol that happens to open like
+/// this is then served as HTTP and refused by the parser, which closes the tunnel: closed,
+/// not leaked.
+pub fn http_opening(b: &[u8]) -> Option<bool> {
+    let is_tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    let method = b.iter().take_while(|&&c| is_tchar(c)).count();
+    if method > MAX_METHOD {
+        return Some(false);
+    }
+    match (b.get(method), b.get(method + 1)) {
+        (None, _) => None,
+        (Some(b' '), None) if method > 0 => None,
+        (Some(b' '), Some(&t)) if method > 0 => {
+            Some(t == b'/' || t == b'*' || t.is_ascii_alphabetic())
+        }
+        _ => Some(false),
+    }
+}
+
+/// Waits for the first bytes of a tunnel and tells what it carries. The client's bytes are
+/// read until [`http_opening`] can tell; an upstream that speaks first makes the tunnel
+/// opaque at once (HTTP clients speak first). Whatever was read is returned, to be
+/// replayed or sent on.
+pub async fn opening<A, B>(
+    client: &mut A,
+    upstream: &mut B,
+    idle: Duration,
+) -> std::io::Result<Opening>
+where
+    A: AsyncRead + Unpin,
+    B: AsyncRead + Unpin,
+{
+    let deadline = Instant::now() + idle;
+    let mut from_client = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut up = [0u8; 4096];
+    loop {
+        tokio::select! {
+            r = client.read(&mut buf) => {
+                let n = r?;
+                if n == 0 {
+                    // The client closed before it could be told: nothing more to judge.
+                    return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() });
+                }
+                from_client.extend_from_slice(buf.get(..n).unwrap_or_default());
+                match http_opening(&from_client) {
+                    Some(true) => return Ok(Opening::Http(from_client)),
+                    Some(false) => {
+                        return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() })
+                    }
+                    None => {}
+                }
+            }
+            r = upstream.read(&mut up) => {
+                let n = r?;
+                let from_upstream = up.get(..n).unwrap_or_default().to_vec();
+                return Ok(Opening::Opaque { from_client, from_upstream });
+            }
+            _ = tokio::time::sleep_until(deadline) => return Ok(Opening::Idle),
+        }
+    }
+}
+
+/// Sends on what [`opening`] read from each side of an opaque tunnel, then [`splice`]s.
+pub async fn splice_after<A, B>(
+    mut client: A,
+    mut upstream: B,
+    from_client: &[u8],
+    from_upstream: &[u8],
+    idle: Duration,
+) -> (u64, u64, TunnelEnd)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let sent = async {
+        upstream.write_all(from_client).await?;
+        client.write_all(from_upstream).await
+    };
+    match tokio::time::timeout(idle, sent).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return (0, 0, TunnelEnd::Error),
+        Err(_) => return (0, 0, TunnelEnd::Idle),
+    }
+    let (up, down, end) = splice(client, upstream, idle).await;
+    (
+        up + from_client.len() as u64,
+        down + from_upstream.len() as u64,
+        end,
+    )
+}
+
+/// A stream whose first reads return bytes already taken from it: the opening of a tunnel
+/// that is served as HTTP.
+pub struct Replay<S> {
+    first: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Replay<S> {
+    /// `first` is read before `inner`.
+    pub fn new(first: Vec<u8>, inner: S) -> Self {
+        Replay {
+            first,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let rest = self.first.get(self.at..).unwrap_or_default();
+        if rest.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(rest.get(..n).unwrap_or_default());
+        self.at += n;
+        if self.at == self.first.len() {
+            self.first = Vec::new();
+            self.at = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +296,141 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn http_openings_are_told_from_tls_and_other_protocols() {
+        for http in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /kyc HTTP/1.1",
+            b"post /lower-case",
+            b"OPTIONS * HTTP/1.1",
+            b"GET http://example.com/ HTTP/1.1",
+            b"M-SEARCH / HTTP/1.1",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert_eq!(
+                http_opening(http),
+                Some(true),
+                "{}",
+                String::from_utf8_lossy(http)
+            );
+        }
+        for other in [
+            &b"\x16\x03\x01\x02\x00\x01"[..],
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            b" GET /",
+            b"GET  /",
+            b"GET \x00",
+            b"\r\n",
+            &[b'A'; MAX_METHOD + 1],
+        ] {
+            assert_eq!(http_opening(other), Some(false), "{other:?}");
+        }
+        // Undecided until the byte after the first space is in.
+        for partial in [&b""[..], b"G", b"GET", b"GET ", b"PROPFIND"] {
+            assert_eq!(http_opening(partial), None, "{partial:?}");
+        }
+        // Every cut of a request line decides the same way once decided.
+        let line = b"PATCH /v1/users/7 HTTP/1.1\r\n";
+        for cut in 0..line.len() {
+            let got = http_opening(&line[..cut]);
+            assert!(got.is_none() || got == Some(true), "cut {cut}: {got:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn opening_reads_an_http_request_line_in_pieces() {
+        let (mut client, mut client_peer) = tokio::io::duplex(64);
+        let (mut upstream, _upstream_peer) = tokio::io::duplex(64);
+        let sender = tokio::spawn(async move {
+            for piece in [&b"PO"[..], b"ST", b" ", b"/kyc HTTP/1.1\r\n"] {
+                client_peer.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client_peer
+        });
+        let got = opening(&mut client, &mut upstream, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let Opening::Http(first) = got else {
+            panic!("not taken for HTTP: {got:?}")
+        };
+        assert!(first.starts_with(b"POST /"), "{first:?}");
+        // What was read is read again, then the rest of the stream.
+        let mut client_peer = sender.await.unwrap();
+        client_peer.write_all(b"Host: x\r\n").await.unwrap();
+        let mut replay = Replay::new(first.clone(), client);
+        let mut buf = vec![0u8; first.len() + 9];
+        replay.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf[..first.len()], &first[..]);
+        assert_eq!(&buf[first.len()..], b"Host: x\r\n");
+    }
+
+    #[tokio::test]
+    async fn tls_and_a_server_that_speaks_first_make_a_tunnel_opaque() {
+        let (mut client, mut client_peer) = tokio::io::duplex(64);
+        let (mut upstream, _upstream_peer) = tokio::io::duplex(64);
+        client_peer.write_all(b"\x16\x03\x01").await.unwrap();
+        let got = opening(&mut client, &mut upstream, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Opening::Opaque {
+                from_client: b"\x16\x03\x01".to_vec(),
+                from_upstream: Vec::new()
+            }
+        );
+
+        // An SMTP server greets first; the client waits for it. Nothing may wait forever,
+        // and the greeting reaches the client.
+        let (mut client, client_peer) = tokio::io::duplex(64);
+        let (mut upstream, mut upstream_peer) = tokio::io::duplex(64);
+        upstream_peer
+            .write_all(b"220 mail ready\r\n")
+            .await
+            .unwrap();
+        let got = opening(&mut client, &mut upstream, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let Opening::Opaque {
+            from_client,
+            from_upstream,
+        } = got
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(from_upstream, b"220 mail ready\r\n");
+        let task = tokio::spawn(splice_after(
+            client,
+            upstream,
+            &[],
+            b"220 mail ready\r\n",
+            Duration::from_secs(5),
+        ));
+        let mut client_peer = client_peer;
+        let mut buf = [0u8; 16];
+        client_peer.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"220 mail ready\r\n");
+        client_peer.write_all(b"QUIT\r\n").await.unwrap();
+        let mut buf = [0u8; 6];
+        upstream_peer.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"QUIT\r\n");
+        drop(client_peer);
+        drop(upstream_peer);
+        let (up, down, _) = task.await.unwrap();
+        assert_eq!((up, down, from_client.len()), (6, 16, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_tunnel_is_idle_before_it_is_told() {
+        let (mut client, _client_peer) = tokio::io::duplex(64);
+        let (mut upstream, _upstream_peer) = tokio::io::duplex(64);
+        let got = opening(&mut client, &mut upstream, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got, Opening::Idle);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_tunnel_is_closed() {

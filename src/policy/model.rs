@@ -29,8 +29,9 @@ pub struct RawPolicy {
     /// What to do when an address's country is unknown: `block` (default), `report`, `allow`.
     #[serde(default)]
     pub unknown_country: Option<RawAction>,
-    /// Rules about data meeting a CONNECT tunnel (content unseen): `allow` (default: the
-    /// tunnel gets destination rules only), `report` or `block`.
+    /// Rules about data meeting a CONNECT tunnel whose content Sima cannot read (TLS; plain
+    /// HTTP inside a tunnel is read per request): `allow` (default: the tunnel gets
+    /// destination rules only), `report` or `block`.
     #[serde(default)]
     pub tunnels: Option<RawAction>,
     /// Rules about data meeting a body that cannot be inspected: `block` (default),

@@ -1239,11 +1239,8 @@ async fn a_large_zip_file_streams_and_stops_before_the_identifier_leaves() {
     sima.shutdown().await;
 }
 
-/// Opens a CONNECT tunnel to `to` through `proxy` and returns an HTTP/1.1 client on it.
-async fn client_in_tunnel(
-    proxy: std::net::SocketAddr,
-    to: std::net::SocketAddr,
-) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+/// Opens a CONNECT tunnel to `to` through `proxy`; the stream is at the tunnel's first byte.
+async fn open_tunnel(proxy: std::net::SocketAddr, to: std::net::SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(proxy).await.unwrap();
     s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
         .await
@@ -1264,11 +1261,7 @@ async fn client_in_tunnel(
         "{}",
         String::from_utf8_lossy(&head)
     );
-    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send
+    s
 }
 
 #[tokio::test]
@@ -1287,7 +1280,12 @@ async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
 
     // One tunnel, three requests: each is judged on its own, and the tunnel stays usable
     // after a block.
-    let mut tunnel = client_in_tunnel(sima.info.proxy, us.addr).await;
+    let (mut tunnel, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(
+        open_tunnel(sima.info.proxy, us.addr).await,
+    ))
+    .await
+    .unwrap();
+    tokio::spawn(conn);
     let mut ask = async |req: Request<Full<Bytes>>| {
         let resp = tokio::time::timeout(TEST_DEADLINE, tunnel.send_request(req))
             .await
@@ -1316,6 +1314,37 @@ async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
         ("/orders", clean.as_bytes())
     );
 
+    // HTTP/2 with prior knowledge, as a plaintext gRPC channel through a proxy opens its
+    // tunnel: read the same way.
+    let to = us.addr;
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(open_tunnel(sima.info.proxy, to).await),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (body, want) in [
+        (leaky.clone(), StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS),
+        (clean.to_owned(), StatusCode::OK),
+    ] {
+        let req = Request::post(format!("http://{to}/h2"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = tokio::time::timeout(TEST_DEADLINE, h2.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), want);
+    }
+    let seen = us.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        (seen[1].uri.as_str(), &seen[1].body[..]),
+        ("/h2", clean.as_bytes())
+    );
+
     // curl's own tunnelling (`-p`), as a client configured to tunnel everything does it.
     let (ok, out, err) = curl(vec![
         "-p".into(),
@@ -1333,13 +1362,13 @@ async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
     assert!(ok, "curl failed: {err}");
     assert!(out.ends_with("\n451"), "{out}");
     assert!(!out.contains(&id), "the 451 must not echo the value");
-    assert_eq!(us.requests().len(), 1, "the US upstream received a leak");
+    assert_eq!(us.requests().len(), 2, "the US upstream received a leak");
 
     // Counted and audited as requests read inside a tunnel; the value is in neither.
     let metrics = String::from_utf8(sima.shared.metrics.render()).unwrap();
     assert!(
         metrics.contains(
-            r#"sima_requests_total{decision="deny",mode="tunnel_http",reason="personal_data"} 3"#
+            r#"sima_requests_total{decision="deny",mode="tunnel_http",reason="personal_data"} 4"#
         ),
         "{metrics}"
     );
@@ -1361,7 +1390,7 @@ async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(blocks.len(), 3, "{text}");
+    assert_eq!(blocks.len(), 4, "{text}");
     for b in &blocks {
         assert_eq!(b["transport"], "intercepted", "{b}");
         assert_eq!(b["action"], "block", "{b}");

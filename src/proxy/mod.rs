@@ -73,8 +73,9 @@ pub struct Shared {
     no_host: Arc<str>,
     forwarded: ForwardedMode,
     tunnel_idle: Duration,
-    /// Serves plain HTTP found inside a tunnel, with the proxy listener's limits.
-    tunnel_http: hyper::server::conn::http1::Builder,
+    /// Serves plain HTTP found inside a tunnel (HTTP/1.1, or h2c with prior knowledge, as a
+    /// plaintext gRPC channel through a proxy sends it), with the proxy listener's limits.
+    tunnel_http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     connect_timeout: Duration,
     body_read_timeout: Duration,
     inspect_always: bool,
@@ -177,13 +178,21 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let timers = crate::coarse::Coarse::new(t.header_read.min(t.upstream_response));
-        let mut tunnel_http = hyper::server::conn::http1::Builder::new();
+        let mut tunnel_http =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         tunnel_http
+            .http1()
             .timer(timers.clone())
             .header_read_timeout(t.header_read)
             .max_buf_size(config.limits.max_header_bytes)
             .max_headers(config.limits.max_headers)
             .keep_alive(true);
+        tunnel_http
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_header_list_size(
+                u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX),
+            );
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             resolver,

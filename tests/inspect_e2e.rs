@@ -1396,3 +1396,69 @@ async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
         assert_eq!(b["action"], "block", "{b}");
     }
 }
+
+#[tokio::test]
+async fn trailer_fields_are_read_like_headers() {
+    // An HTTP/2 upstream behind a route: there, trailer fields go on to the upstream.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = test_pki(dir.path(), &["partner.test"]);
+    let partner = upstream_with_tls("127.0.0.3", "partner", Some(pki.server.clone())).await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}resolver:\n  static_hosts:\n    partner.test: [127.0.0.3]\nroutes:\n  - name: partner\n    prefix: /partner/\n    upstream: https://partner.test:{port}/v2\n    ca_bundle: {ca}\n",
+        port = partner.addr.port(),
+        ca = pki.ca_pem_path.display(),
+    )))
+    .await;
+    let id = aadhaar();
+    // A body read whole, and one streamed (past the 64 KiB read whole) whose trailer comes
+    // after most of it has gone on.
+    let small = b"{\"order\":1}".to_vec();
+    let large = format!("{{\"notes\":\"{}\"}}", "lorem ipsum ".repeat(20_000)).into_bytes();
+    for (value, body, want) in [
+        ("A-1827", &small, StatusCode::OK),
+        (
+            id.as_str(),
+            &small,
+            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+        ),
+        (
+            id.as_str(),
+            &large,
+            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+        ),
+    ] {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-customer-id", value.parse().unwrap());
+        let mut frames: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = body
+            .chunks(16 * 1024)
+            .map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        frames.push(Ok(hyper::body::Frame::trailers(trailers)));
+        let req = Request::post("/partner/orders")
+            .header("host", "sima.internal")
+            .header("content-type", "application/json")
+            .header("trailer", "x-customer-id")
+            .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+                frames,
+            )))
+            .unwrap();
+        let resp = send_streaming(sima.info.proxy, req).await;
+        assert_eq!(resp.status(), want, "trailer {value}");
+    }
+    let seen = partner.requests();
+    assert_eq!(seen[0].body, small);
+    // The streamed body was cut off before its end: the upstream saw it aborted, if at all.
+    assert!(seen.len() <= 2, "{} requests", seen.len());
+    assert!(seen[1..]
+        .iter()
+        .all(|r| r.body == b"<<body aborted>>" && r.trailers.is_none()));
+    assert_eq!(
+        seen[0]
+            .trailers
+            .as_ref()
+            .map(|t| t["x-customer-id"].clone()),
+        Some(http::HeaderValue::from_static("A-1827")),
+        "a clean trailer goes on"
+    );
+    sima.shutdown().await;
+}

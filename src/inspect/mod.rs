@@ -765,6 +765,23 @@ impl Inspector {
                 self.scan_one(k, None, Location::Url, report);
             });
         }
+        self.inspect_fields(headers, &mut decoded, &mut norm, report);
+    }
+
+    /// Scans the trailer fields that followed a request body, as header fields are scanned
+    /// (found there, they count as found in a header).
+    pub fn inspect_trailers(&self, trailers: &HeaderMap, report: &mut Report) {
+        self.inspect_fields(trailers, &mut Vec::new(), &mut Vec::new(), report);
+    }
+
+    /// Header or trailer fields; `decoded` and `norm` are scratch space.
+    fn inspect_fields(
+        &self,
+        headers: &HeaderMap,
+        decoded: &mut Vec<u8>,
+        norm: &mut Vec<u8>,
+        report: &mut Report,
+    ) {
         for (name, value) in headers {
             let n = name.as_str();
             if n.starts_with("proxy-")
@@ -784,22 +801,22 @@ impl Inspector {
                     match pair.iter().position(|b| *b == b'=') {
                         Some(i) => {
                             decoded.clear();
-                            decode::percent_decode_form(&pair[i + 1..], &mut decoded);
+                            decode::percent_decode_form(&pair[i + 1..], decoded);
                             let key = Some(&pair[..i]);
-                            self.scan_value(&decoded, key, Location::Header, &mut norm, report);
+                            self.scan_value(decoded, key, Location::Header, norm, report);
                         }
-                        None => self.scan_value(pair, None, Location::Header, &mut norm, report),
+                        None => self.scan_value(pair, None, Location::Header, norm, report),
                     }
                 }
             } else if memchr::memchr(b'%', v).is_some() {
                 // Percent-encoded (`asha%40example.in`): read decoded, `+` kept.
                 decoded.clear();
-                decode::percent_decode(v, &mut decoded);
+                decode::percent_decode(v, decoded);
                 let key = Some(n.as_bytes());
-                self.scan_value(&decoded, key, Location::Header, &mut norm, report);
+                self.scan_value(decoded, key, Location::Header, norm, report);
             } else {
                 let key = Some(n.as_bytes());
-                self.scan_value(v, key, Location::Header, &mut norm, report);
+                self.scan_value(v, key, Location::Header, norm, report);
             }
         }
     }

@@ -204,7 +204,7 @@ pub fn decide_bodiless(judge: &Judge, inspector: &Inspector, report: &Report) ->
 
 /// Reads, inspects and judges the body per the streaming rule (invariant I1).
 pub async fn prepare<B>(
-    inspector: &Inspector,
+    inspector: &Arc<Inspector>,
     judge: Arc<Judge>,
     headers: &HeaderMap,
     mut body: B,
@@ -262,7 +262,12 @@ where
                 }
                 buf.push(data);
             }
-            Err(f) => trailers = f.into_trailers().ok(),
+            Err(f) => {
+                if let Ok(t) = f.into_trailers() {
+                    inspector.inspect_trailers(&t, &mut report);
+                    trailers = Some(t);
+                }
+            }
         }
     }
     if ended {
@@ -320,7 +325,7 @@ where
         scan,
         report,
         judge,
-        detector_names: inspector.detector().clone(),
+        inspector: inspector.clone(),
         held,
         held_len,
         hold_back,
@@ -407,7 +412,8 @@ struct InspectedBody<B> {
     scan: BodyScan,
     report: Report,
     judge: Arc<Judge>,
-    detector_names: Arc<crate::inspect::detect::Detector>,
+    /// Reads the trailer fields, if any come; its detector names the classes found.
+    inspector: Arc<Inspector>,
     held: VecDeque<Bytes>,
     held_len: usize,
     hold_back: usize,
@@ -422,7 +428,7 @@ struct InspectedBody<B> {
 
 impl<B> InspectedBody<B> {
     fn block(&mut self, d: Decision) -> BoxError {
-        let classes = found(&self.report, &self.detector_names);
+        let classes = found(&self.report, self.inspector.detector());
         let msg = d.rule.to_string();
         if let Ok(mut s) = self.slot.lock() {
             s.blocked = Some((d, classes));
@@ -497,7 +503,13 @@ where
                         this.held_len += data.len();
                         this.held.push_back(data);
                     }
-                    Err(f) => this.trailers = f.into_trailers().ok(),
+                    Err(f) => {
+                        if let Ok(t) = f.into_trailers() {
+                            // Judged with the rest at the end of the body, before they go.
+                            this.inspector.inspect_trailers(&t, &mut this.report);
+                            this.trailers = Some(t);
+                        }
+                    }
                 },
                 Poll::Ready(None) => {
                     // The last bytes go only after the whole body was judged.
@@ -509,7 +521,7 @@ where
                         return Poll::Ready(Some(Err(this.block(d))));
                     }
                     if let Ok(mut s) = this.slot.lock() {
-                        s.passed = Some((d, found(&this.report, &this.detector_names)));
+                        s.passed = Some((d, found(&this.report, this.inspector.detector())));
                     }
                     if let Some(done) = this.done.take() {
                         let _ = done.send(());
@@ -698,7 +710,7 @@ mod tests {
                 http::HeaderValue::from_static("text/plain"),
             );
             let prepared = prepare(
-                &inspector,
+                &Arc::new(inspector),
                 judge,
                 &headers,
                 stream,

@@ -57,6 +57,8 @@ pub struct Recorded {
     pub version: http::Version,
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
+    /// Trailer fields after the body, if any came.
+    pub trailers: Option<http::HeaderMap>,
 }
 
 /// A real HTTP server that records what it receives and answers `200 hello from NAME`.
@@ -80,9 +82,12 @@ async fn record(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes().to_vec(),
-        Err(_) => b"<<body aborted>>".to_vec(),
+    let (body, trailers) = match body.collect().await {
+        Ok(b) => {
+            let trailers = b.trailers().cloned();
+            (b.to_bytes().to_vec(), trailers)
+        }
+        Err(_) => (b"<<body aborted>>".to_vec(), None),
     };
     seen.lock().unwrap().push(Recorded {
         method: parts.method.to_string(),
@@ -90,6 +95,7 @@ async fn record(
         version: parts.version,
         headers: parts.headers,
         body,
+        trailers,
     });
     let mut resp = Response::new(Full::new(Bytes::from(format!("hello from {name}"))));
     resp.headers_mut()

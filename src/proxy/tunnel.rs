@@ -73,8 +73,10 @@ where
 {
     let deadline = Instant::now() + idle;
     let mut from_client = Vec::new();
-    let mut buf = [0u8; 4096];
-    let mut up = [0u8; 4096];
+    // On the heap and freed once the tunnel is told: a buffer on the stack of this future
+    // would stay in every tunnel task's state for the tunnel's whole life.
+    let mut buf = vec![0u8; 1024];
+    let mut up = vec![0u8; 1024];
     loop {
         tokio::select! {
             r = client.read(&mut buf) => {

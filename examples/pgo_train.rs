@@ -6,7 +6,8 @@
 //! foreign (US) so every request is geolocated, judged and fully inspected (the benchmark's
 //! set-up), starts Sima, and sends over 32 keep-alive connections: forward GETs (to an
 //! address, and to host names answered by a DNS server of its own), route GETs to an HTTP
-//! and to an HTTPS upstream (its own test CA), GETs inside CONNECT tunnels, GETs with
+//! and to an HTTPS upstream (its own test CA), GETs inside CONNECT tunnels (plain HTTP,
+//! which Sima reads, and TLS, which it splices), GETs with
 //! typical client headers, 64 KiB uploads, 64 KiB JSON order lists (also in Hindi), emails
 //! (multipart with a quoted-printable part, and base64 in a JSON `raw` field), and
 //! requests carrying an Aadhaar number (also in Devanagari digits) or an email address (451). With `PGO_PUBLIC_ADDR` set (by
@@ -78,9 +79,24 @@ struct Load {
     count: usize,
     expect: StatusCode,
     make: Box<dyn Fn() -> Request<Full<Bytes>> + Send + Sync>,
-    /// Requests go through a CONNECT tunnel to this address, opened per connection.
-    tunnel: Option<SocketAddr>,
+    /// How each connection reaches the upstream.
+    via: Via,
 }
+
+/// How a load's connections are opened.
+#[derive(Clone)]
+enum Via {
+    /// Requests to Sima itself.
+    Proxy,
+    /// Through a CONNECT tunnel to this address, opened per connection.
+    Tunnel(SocketAddr),
+    /// TLS to the HTTPS upstream inside a CONNECT tunnel: spliced, not read.
+    TlsTunnel(SocketAddr, std::sync::Arc<rustls::ClientConfig>),
+}
+
+/// A client connection, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 async fn train(sima: &Path, scale: f64) -> Result<(), Failure> {
     let dir = tempfile::tempdir()?;
@@ -91,7 +107,7 @@ async fn train(sima: &Path, scale: f64) -> Result<(), Failure> {
         Err(_) => None,
     };
     let dns = start_dns().await?;
-    let tls = start_tls_upstream(dir.path()).await?;
+    let (tls, ca) = start_tls_upstream(dir.path()).await?;
     let listen = free_port()?;
     let admin = free_port()?;
     write_config(dir.path(), listen, admin, upstream, dns, tls)?;
@@ -113,7 +129,7 @@ async fn train(sima: &Path, scale: f64) -> Result<(), Failure> {
     }
 
     let n = |base: f64| ((base * scale) as usize).max(CONNECTIONS);
-    for load in loads(listen, upstream, public, n) {
+    for load in loads(listen, upstream, public, (tls, tls_client(ca)?), n) {
         let started = Instant::now();
         run_load(listen, &load).await?;
         eprintln!(
@@ -131,6 +147,7 @@ fn loads(
     listen: SocketAddr,
     upstream: SocketAddr,
     public: Option<SocketAddr>,
+    (tls, tls_client): (SocketAddr, std::sync::Arc<rustls::ClientConfig>),
     n: impl Fn(f64) -> usize,
 ) -> Vec<Load> {
     let forward = format!("http://{upstream}/1k.bin");
@@ -230,7 +247,7 @@ fn loads(
             count,
             expect,
             make,
-            tunnel: None,
+            via: Via::Proxy,
         };
     let post_url = format!("http://{upstream}/post");
     // Eight names, so lookups in Sima's answer cache are not all of one entry.
@@ -356,12 +373,21 @@ fn loads(
             Box::new(get("/tls/1k.bin".into(), listen.to_string())),
         ),
         Load {
-            tunnel: Some(upstream),
+            via: Via::Tunnel(upstream),
             ..load(
                 "GET in CONNECT tunnels",
                 n(4_000.0),
                 StatusCode::OK,
                 Box::new(get("/1k.bin".into(), upstream.to_string())),
+            )
+        },
+        Load {
+            via: Via::TlsTunnel(tls, tls_client),
+            ..load(
+                "GET over TLS in tunnels",
+                n(4_000.0),
+                StatusCode::OK,
+                Box::new(get("/1k.bin".into(), format!("tls{DNS_SUFFIX}"))),
             )
         },
     ];
@@ -384,15 +410,27 @@ async fn run_load(listen: SocketAddr, load: &Load) -> Result<(), Failure> {
     for _ in 0..CONNECTIONS {
         let reqs: Vec<_> = (0..per).map(|_| (load.make)()).collect();
         let expect = load.expect;
-        let tunnel = load.tunnel;
+        let via = load.via.clone();
         tasks.spawn(async move {
             let mut stream = TcpStream::connect(listen).await?;
             stream.set_nodelay(true)?;
-            if let Some(to) = tunnel {
-                open_tunnel(&mut stream, to).await?;
-            }
+            let io: Box<dyn Io> = match via {
+                Via::Proxy => Box::new(stream),
+                Via::Tunnel(to) => {
+                    open_tunnel(&mut stream, to).await?;
+                    Box::new(stream)
+                }
+                Via::TlsTunnel(to, config) => {
+                    open_tunnel(&mut stream, to).await?;
+                    let name = rustls::pki_types::ServerName::try_from(format!("tls{DNS_SUFFIX}"))?;
+                    let tls = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, stream)
+                        .await?;
+                    Box::new(tls)
+                }
+            };
             let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
             tokio::spawn(conn);
             for req in reqs {
                 let resp = tokio::time::timeout(DEADLINE, async {
@@ -490,9 +528,26 @@ async fn start_upstream(ip: IpAddr) -> Result<SocketAddr, Failure> {
     Ok(addr)
 }
 
+/// A TLS client that trusts the training CA and speaks HTTP/1.1.
+fn tls_client(
+    ca: rustls::pki_types::CertificateDer<'static>,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, Failure> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca)?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
+}
+
 /// An HTTPS upstream (HTTP/2 or HTTP/1.1 by ALPN) on 127.0.0.1 for `tls.train.example`,
-/// whose CA is written to `dir/ca.pem` for the route's `ca_bundle`.
-async fn start_tls_upstream(dir: &Path) -> Result<SocketAddr, Failure> {
+/// whose CA is written to `dir/ca.pem` for the route's `ca_bundle` and returned.
+async fn start_tls_upstream(
+    dir: &Path,
+) -> Result<(SocketAddr, rustls::pki_types::CertificateDer<'static>), Failure> {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -505,6 +560,7 @@ async fn start_tls_upstream(dir: &Path) -> Result<SocketAddr, Failure> {
     let leaf = CertificateParams::new(vec![format!("tls{DNS_SUFFIX}")])?
         .signed_by(&leaf_key, &ca, &ca_key)?;
     std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    let ca_der = ca.der().clone();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -530,7 +586,7 @@ async fn start_tls_upstream(dir: &Path) -> Result<SocketAddr, Failure> {
                 .await;
         }
     });
-    Ok(addr)
+    Ok((addr, ca_der))
 }
 
 /// A loopback port free at the time of asking.

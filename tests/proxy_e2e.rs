@@ -155,7 +155,7 @@ async fn connect_tunnels_to_india_and_refuses_the_us() {
 }
 
 #[tokio::test]
-async fn tls_and_server_first_protocols_pass_through_tunnels_unread() {
+async fn tls_websockets_and_server_first_protocols_pass_through_tunnels_unread() {
     let dir = tempfile::tempdir().unwrap();
     let pki = test_pki(dir.path(), &["partner.test"]);
     let partner = upstream_with_tls("127.0.0.2", "partner", Some(pki.server.clone())).await;
@@ -169,6 +169,25 @@ async fn tls_and_server_first_protocols_pass_through_tunnels_unread() {
         s.read_exact(&mut line).await.unwrap();
         s.write_all(b"250 ").await.unwrap();
         s.write_all(&line).await.unwrap();
+    });
+    // A WebSocket server: answers the handshake with 101, then echoes.
+    let ws = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let ws_addr = ws.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = ws.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        assert!(head.starts_with(b"GET /chat "), "{head:?}");
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .await
+            .unwrap();
+        let mut frame = [0u8; 6];
+        s.read_exact(&mut frame).await.unwrap();
+        s.write_all(&frame).await.unwrap();
     });
     let sima = start(config(&format!(
         "{}{GEO_OVERRIDES}resolver:\n  static_hosts:\n    partner.test: [127.0.0.2]\n",
@@ -222,6 +241,45 @@ async fn tls_and_server_first_protocols_pass_through_tunnels_unread() {
         .unwrap()
         .unwrap();
     assert_eq!(&reply, b"250 EHLO x\r\n");
+
+    // A plain ws:// connection through the proxy: its handshake is not read as a request
+    // (Sima does not proxy upgrades, so it would fail); the tunnel is spliced.
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(
+        format!(
+            "CONNECT {ws_addr} HTTP/1.1\r\nHost: {ws_addr}\r\n\r\nGET /chat HTTP/1.1\r\nHost: {ws_addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"Connection: Upgrade\r\n\r\n") {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+            .await
+            .expect("no handshake answer through the tunnel")
+            .unwrap();
+        assert!(
+            n > 0 && got.len() < 4096,
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n"),
+        "{text}"
+    );
+    s.write_all(b"\x81\x04ping").await.unwrap();
+    let mut echo = [0u8; 6];
+    tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"\x81\x04ping");
     sima.shutdown().await;
 }
 

@@ -16,14 +16,20 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 /// Longest method token looked at: past it, the opening is not taken for HTTP.
 const MAX_METHOD: usize = 32;
 
+/// Most bytes of the first request head read to tell a WebSocket handshake (see
+/// [`websocket_handshake`]); a longer head is served as HTTP, whose parser limits it.
+const MAX_FIRST_HEAD: usize = 16 * 1024;
+
 /// What a tunnel opened with.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Opening {
-    /// The client's first bytes are an HTTP/1 request line: the tunnel carries plain HTTP,
-    /// which is read like forward-proxy traffic. The bytes read so far.
+    /// The client's first bytes are an HTTP/1 request head (or HTTP/2's preface): the
+    /// tunnel carries plain HTTP, which is read like forward-proxy traffic. The bytes read
+    /// so far.
     Http(Vec<u8>),
-    /// Anything else: the bytes read so far from the client, and from the upstream (which
-    /// may speak first: SMTP, FTP, database servers).
+    /// Anything else (TLS, a WebSocket handshake, another protocol): the bytes read so far
+    /// from the client, and from the upstream (which may speak first: SMTP, FTP, database
+    /// servers).
     Opaque {
         /// Read from the client, not yet sent upstream.
         from_client: Vec<u8>,
@@ -58,9 +64,50 @@ pub fn http_opening(b: &[u8]) -> Option<bool> {
     }
 }
 
+/// Whether the request head that begins `b` is a WebSocket handshake: a `GET` with
+/// `Upgrade: websocket` and no body. `None` until the head is complete (or
+/// [`MAX_FIRST_HEAD`] long, when it is taken for plain HTTP).
+///
+/// Such a tunnel (a plain `ws://` connection through a proxy) is spliced like TLS: Sima
+/// does not proxy upgrades, and read as HTTP its handshake would lose its `Upgrade` and
+/// fail. Its frames are unseen, as TLS is, and the policy's `tunnels` action covers them.
+/// A request with a body, or another upgrade, is read as HTTP.
+pub fn websocket_handshake(b: &[u8]) -> Option<bool> {
+    // The head ends at an empty line, CRLF or bare LF as HTTP/1 parsers accept.
+    let end = [&b"\n\r\n"[..], b"\n\n"]
+        .iter()
+        .filter_map(|end| memchr::memmem::find(b, end))
+        .min();
+    let Some(end) = end else {
+        return (b.len() >= MAX_FIRST_HEAD).then_some(false);
+    };
+    let head = b.get(..end).unwrap_or_default();
+    if !head.starts_with(b"GET ") {
+        return Some(false);
+    }
+    let mut websocket = false;
+    for line in head.split(|&c| c == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&c| c == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        let value = value.get(1..).unwrap_or_default().trim_ascii();
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            websocket = value.eq_ignore_ascii_case(b"websocket");
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || (name.eq_ignore_ascii_case(b"content-length") && value != b"0")
+        {
+            return Some(false);
+        }
+    }
+    Some(websocket)
+}
+
 /// Waits for the first bytes of a tunnel and tells what it carries. The client's bytes are
-/// read until [`http_opening`] can tell; an upstream that speaks first makes the tunnel
-/// opaque at once (HTTP clients speak first). Whatever was read is returned, to be
+/// read until [`http_opening`] can tell, and for HTTP until its first head is in (see
+/// [`websocket_handshake`]); an upstream that speaks first makes the tunnel opaque at once
+/// (HTTP clients speak first). Whatever was read is returned, to be
 /// replayed or sent on.
 pub async fn opening<A, B>(
     client: &mut A,
@@ -87,7 +134,14 @@ where
                 }
                 from_client.extend_from_slice(buf.get(..n).unwrap_or_default());
                 match http_opening(&from_client) {
-                    Some(true) => return Ok(Opening::Http(from_client)),
+                    Some(true) => match websocket_handshake(&from_client) {
+                        Some(false) => return Ok(Opening::Http(from_client)),
+                        Some(true) => {
+                            return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() })
+                        }
+                        // The head goes on: read more of it.
+                        None => {}
+                    },
                     Some(false) => {
                         return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() })
                     }
@@ -340,12 +394,54 @@ mod tests {
         }
     }
 
+    #[test]
+    fn websocket_handshakes_are_told_from_other_requests() {
+        let ws =
+            "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        assert_eq!(websocket_handshake(ws.as_bytes()), Some(true));
+        assert_eq!(
+            websocket_handshake(ws.replace("\r\n", "\n").as_bytes()),
+            Some(true),
+            "bare line feeds"
+        );
+        assert_eq!(websocket_handshake(&ws.as_bytes()[..ws.len() - 2]), None);
+        for other in [
+            ws.replace("GET", "POST"),
+            ws.replace("websocket", "h2c"),
+            ws.replace("Upgrade: websocket\r\n", ""),
+            ws.replace("Host: x", "Host: x\r\nContent-Length: 12"),
+            ws.replace("Host: x", "Host: x\r\nTransfer-Encoding: chunked"),
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".into(),
+        ] {
+            assert_eq!(
+                websocket_handshake(other.as_bytes()),
+                Some(false),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            websocket_handshake(&ws.replace("GET", "get").into_bytes()),
+            Some(false),
+            "methods are case-sensitive"
+        );
+        // A head that does not end is not waited for past the limit.
+        let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_FIRST_HEAD));
+        assert_eq!(websocket_handshake(long.as_bytes()), Some(false));
+    }
+
     #[tokio::test]
     async fn opening_reads_an_http_request_line_in_pieces() {
         let (mut client, mut client_peer) = tokio::io::duplex(64);
         let (mut upstream, _upstream_peer) = tokio::io::duplex(64);
         let sender = tokio::spawn(async move {
-            for piece in [&b"PO"[..], b"ST", b" ", b"/kyc HTTP/1.1\r\n"] {
+            for piece in [
+                &b"PO"[..],
+                b"ST",
+                b" ",
+                b"/kyc HTTP/1.1\r\n",
+                b"Host: x\r\n\r",
+                b"\n",
+            ] {
                 client_peer.write_all(piece).await.unwrap();
                 tokio::task::yield_now().await;
             }
@@ -360,12 +456,13 @@ mod tests {
         assert!(first.starts_with(b"POST /"), "{first:?}");
         // What was read is read again, then the rest of the stream.
         let mut client_peer = sender.await.unwrap();
-        client_peer.write_all(b"Host: x\r\n").await.unwrap();
+        client_peer.write_all(b"{}").await.unwrap();
+        assert_eq!(first, b"POST /kyc HTTP/1.1\r\nHost: x\r\n\r\n");
         let mut replay = Replay::new(first.clone(), client);
-        let mut buf = vec![0u8; first.len() + 9];
+        let mut buf = vec![0u8; first.len() + 2];
         replay.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf[..first.len()], &first[..]);
-        assert_eq!(&buf[first.len()..], b"Host: x\r\n");
+        assert_eq!(&buf[first.len()..], b"{}");
     }
 
     #[tokio::test]

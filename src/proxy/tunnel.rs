@@ -124,8 +124,13 @@ where
     // would stay in every tunnel task's state for the tunnel's whole life.
     let mut buf = vec![0u8; 1024];
     let mut up = vec![0u8; 1024];
+    // Set once the client has begun an HTTP request: from then on the upstream is not
+    // listened to, so that bytes it sends cannot turn the request into opaque bytes.
+    let mut http = false;
     loop {
         tokio::select! {
+            // The client's bytes first: what it sent is told before the upstream is heard.
+            biased;
             r = client.read(&mut buf) => {
                 let n = r?;
                 if n == 0 {
@@ -134,21 +139,24 @@ where
                 }
                 from_client.extend_from_slice(buf.get(..n).unwrap_or_default());
                 match http_opening(&from_client) {
-                    Some(true) => match websocket_handshake(&from_client) {
-                        Some(false) => return Ok(Opening::Http(from_client)),
-                        Some(true) => {
-                            return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() })
+                    Some(true) => {
+                        http = true;
+                        match websocket_handshake(&from_client) {
+                            Some(false) => return Ok(Opening::Http(from_client)),
+                            Some(true) => {
+                                return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() })
+                            }
+                            // The head goes on: read more of it.
+                            None => {}
                         }
-                        // The head goes on: read more of it.
-                        None => {}
-                    },
+                    }
                     Some(false) => {
                         return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() })
                     }
                     None => {}
                 }
             }
-            r = upstream.read(&mut up) => {
+            r = upstream.read(&mut up), if !http => {
                 let n = r?;
                 let from_upstream = up.get(..n).unwrap_or_default().to_vec();
                 return Ok(Opening::Opaque { from_client, from_upstream });
@@ -519,6 +527,31 @@ mod tests {
         drop(upstream_peer);
         let (up, down, _) = task.await.unwrap();
         assert_eq!((up, down, from_client.len()), (6, 16, 0));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_heard_mid_request_does_not_make_it_opaque() {
+        let (mut client, mut client_peer) = tokio::io::duplex(64);
+        let (mut upstream, mut upstream_peer) = tokio::io::duplex(64);
+        client_peer
+            .write_all(b"POST /kyc HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let task = tokio::spawn(async move {
+            let got = opening(&mut client, &mut upstream, Duration::from_secs(5)).await;
+            (got, client, upstream)
+        });
+        // The upstream speaks while the head is still coming (a server that greets, or
+        // one playing for a splice): the request is read as HTTP all the same.
+        tokio::task::yield_now().await;
+        upstream_peer.write_all(b"220 hello\r\n").await.unwrap();
+        tokio::task::yield_now().await;
+        client_peer.write_all(b"Host: x\r\n\r\n").await.unwrap();
+        let (got, ..) = task.await.unwrap();
+        assert_eq!(
+            got.unwrap(),
+            Opening::Http(b"POST /kyc HTTP/1.1\r\nHost: x\r\n\r\n".to_vec())
+        );
     }
 
     #[tokio::test(start_paused = true)]

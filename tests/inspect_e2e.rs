@@ -796,6 +796,30 @@ async fn a_host_named_by_an_identifier_is_read() {
     let reply = raw_exchange(sima.info.proxy, &format!("GET {uri} HTTP/1.0\r\n\r\n")).await;
     assert!(reply.starts_with("HTTP/1.0 451"), "{reply}");
     assert!(reply.contains("IN_PHONE"), "{reply}");
+    // And in a tunnel's destination, the one thing of it Sima sees before it opens (HTTPS
+    // would carry the name on in its server name indication).
+    let authority = format!("{host}:{}", us.addr.port());
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The connection stays open for another request: read the answer up to its classes.
+    let mut reply = String::new();
+    while !reply
+        .split_once("data_classes")
+        .is_some_and(|(_, rest)| rest.contains(']'))
+    {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "{reply}");
+        reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(reply.starts_with("HTTP/1.1 451"), "{reply}");
+    assert!(reply.contains("IN_PHONE"), "{reply}");
+    assert_eq!(us.accepted.load(std::sync::atomic::Ordering::Relaxed), 0);
     assert!(us.requests().is_empty());
     sima.shutdown().await;
 }

@@ -485,6 +485,33 @@ async fn serve(
 
     // 6. connect and stream
     if ctx.transport == Transport::Connect {
+        if matches!(host, Host::Name(_)) {
+            // What a tunnel shows of its content before it opens: the name it goes to,
+            // which a tenant's subdomain can make an identifier (`9876543210.tenant.example`;
+            // it would travel on in the TLS server name). Judged as a request's host is.
+            let mut report = Report::with_fingerprints(crate::inspect::Fingerprints(
+                shared.fingerprint_fn.clone(),
+                snapshot.inspector.detector().clone(),
+            ));
+            snapshot.inspector.inspect_host(&ctx.host, &mut report);
+            if !report.seen().is_empty() {
+                let judge = inspected::Judge {
+                    snapshot: snapshot.clone(),
+                    host: ctx.host.clone(),
+                    addr: chosen.ip,
+                    country: chosen.country,
+                    method: ctx.method.clone(),
+                    path: None,
+                    groups: ctx.groups.clone(),
+                };
+                let d = judge.decide(DataView::Seen(report.seen()));
+                ctx.set_findings(inspected::found(&report, snapshot.inspector.detector()));
+                ctx.decision = Some(d.clone());
+                if d.verdict == Verdict::Deny {
+                    return Err(ProxyError::Blocked(d));
+                }
+            }
+        }
         if let Some(d) = ctx
             .decision
             .as_ref()

@@ -489,21 +489,10 @@ async fn serve(
             // What a tunnel shows of its content before it opens: the name it goes to,
             // which a tenant's subdomain can make an identifier (`9876543210.tenant.example`;
             // it would travel on in the TLS server name). Judged as a request's host is.
-            let mut report = Report::with_fingerprints(crate::inspect::Fingerprints(
-                shared.fingerprint_fn.clone(),
-                snapshot.inspector.detector().clone(),
-            ));
+            let (judge, mut report) =
+                judge(shared, snapshot, ctx, (chosen.ip, chosen.country), None);
             snapshot.inspector.inspect_host(&ctx.host, &mut report);
             if !report.seen().is_empty() {
-                let judge = inspected::Judge {
-                    snapshot: snapshot.clone(),
-                    host: ctx.host.clone(),
-                    addr: chosen.ip,
-                    country: chosen.country,
-                    method: ctx.method.clone(),
-                    path: None,
-                    groups: ctx.groups.clone(),
-                };
                 let d = judge.decide(DataView::Seen(report.seen()));
                 ctx.set_findings(inspected::found(&report, snapshot.inspector.detector()));
                 ctx.decision = Some(d.clone());
@@ -560,20 +549,8 @@ async fn serve(
 
     let (mut parts, body) = req.into_parts();
     let (body, slot) = if needs_inspection || shared.inspect_always {
-        let judge = inspected::Judge {
-            snapshot: snapshot.clone(),
-            host: ctx.host.clone(),
-            addr: chosen.ip,
-            country: chosen.country,
-            method: ctx.method.clone(),
-            path,
-            groups: ctx.groups.clone(),
-        };
+        let (judge, mut report) = judge(shared, snapshot, ctx, (chosen.ip, chosen.country), path);
         let inspector = &snapshot.inspector;
-        let mut report = Report::with_fingerprints(crate::inspect::Fingerprints(
-            shared.fingerprint_fn.clone(),
-            inspector.detector().clone(),
-        ));
         inspector.inspect_head(
             parts.uri.path(),
             parts.uri.query(),
@@ -690,6 +667,31 @@ async fn serve(
         parts,
         body.map_err(BoxError::from).boxed_unsync(),
     ))
+}
+
+/// The judge of a request's data at the address chosen for it, and an empty report that
+/// fingerprints what it will hold.
+fn judge(
+    shared: &Shared,
+    snapshot: &Arc<Snapshot>,
+    ctx: &RequestCtx,
+    (addr, country): (IpAddr, Option<Country>),
+    path: Option<http::uri::PathAndQuery>,
+) -> (inspected::Judge, Report) {
+    let judge = inspected::Judge {
+        snapshot: snapshot.clone(),
+        host: ctx.host.clone(),
+        addr,
+        country,
+        method: ctx.method.clone(),
+        path,
+        groups: ctx.groups.clone(),
+    };
+    let report = Report::with_fingerprints(crate::inspect::Fingerprints(
+        shared.fingerprint_fn.clone(),
+        snapshot.inspector.detector().clone(),
+    ));
+    (judge, report)
 }
 
 /// [`handle`] behind a pointer: a tunnel's requests are handled from inside a request's

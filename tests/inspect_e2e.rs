@@ -1423,8 +1423,10 @@ async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
 
 #[tokio::test]
 async fn trailer_fields_are_read_like_headers() {
-    // An HTTP/2 upstream behind a route: there, trailer fields go on to the upstream.
+    // An HTTP/2 upstream behind a route, and an HTTP/1.1 one reached as a forward proxy:
+    // both receive the trailer fields the request declares.
     let dir = tempfile::tempdir().unwrap();
+    let us = upstream("127.0.0.3", "usa").await;
     let pki = test_pki(dir.path(), &["partner.test"]);
     let partner = upstream_with_tls("127.0.0.3", "partner", Some(pki.server.clone())).await;
     let sima = start(config(&format!(
@@ -1469,6 +1471,39 @@ async fn trailer_fields_are_read_like_headers() {
         let resp = send_streaming(sima.info.proxy, req).await;
         assert_eq!(resp.status(), want, "trailer {value}");
     }
+    // Forward to HTTP/1.1: a clean trailer goes on (declared by `Trailer`, which is end to
+    // end), one with an identifier stops the request.
+    for (value, want) in [
+        ("A-1827", StatusCode::OK),
+        (id.as_str(), StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS),
+    ] {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-customer-id", value.parse().unwrap());
+        let frames: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = vec![
+            Ok(hyper::body::Frame::data(Bytes::copy_from_slice(&small))),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ];
+        let req = Request::post(format!("http://{}/orders", us.addr))
+            .header("content-type", "application/json")
+            .header("trailer", "x-customer-id")
+            .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+                frames,
+            )))
+            .unwrap();
+        let resp = send_streaming(sima.info.proxy, req).await;
+        assert_eq!(resp.status(), want, "forward trailer {value}");
+    }
+    let seen = us.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0]
+            .trailers
+            .as_ref()
+            .map(|t| t["x-customer-id"].clone()),
+        Some(http::HeaderValue::from_static("A-1827")),
+        "HTTP/1.1 upstream"
+    );
+
     let seen = partner.requests();
     assert_eq!(seen[0].body, small);
     // The streamed body was cut off before its end: the upstream saw it aborted, if at all.

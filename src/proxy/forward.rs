@@ -3,9 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
-};
+use http::header::{HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, VIA};
 use http::HeaderMap;
 
 use crate::config::ForwardedMode;
@@ -14,11 +12,12 @@ use crate::config::ForwardedMode;
 pub const VIA_VALUE: &str = "1.1 sima";
 
 /// The fixed hop-by-hop set (RFC 9110 §7.6.1, plus the de-facto `Keep-Alive`,
-/// `Proxy-Connection` and the proxy-auth pair, which concern only this hop).
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// `Proxy-Connection` and the proxy-auth pair, which concern only this hop). `Trailer` is
+/// end to end: it declares the trailer fields, which hyper sends an HTTP/1 upstream only
+/// when declared (and which are inspected like headers).
+const HOP_BY_HOP: [HeaderName; 8] = [
     CONNECTION,
     TE,
-    TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
     HeaderName::from_static("keep-alive"),

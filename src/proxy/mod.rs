@@ -489,10 +489,10 @@ async fn serve(
             // What a tunnel shows of its content before it opens: the name it goes to,
             // which a tenant's subdomain can make an identifier (`9876543210.tenant.example`;
             // it would travel on in the TLS server name). Judged as a request's host is.
-            let (judge, mut report) =
-                judge(shared, snapshot, ctx, (chosen.ip, chosen.country), None);
+            let mut report = empty_report(shared, snapshot);
             snapshot.inspector.inspect_host(&ctx.host, &mut report);
             if !report.seen().is_empty() {
+                let judge = judge(snapshot, ctx, (chosen.ip, chosen.country), None);
                 let d = judge.decide(DataView::Seen(report.seen()));
                 ctx.set_findings(inspected::found(&report, snapshot.inspector.detector()));
                 ctx.decision = Some(d.clone());
@@ -549,7 +549,8 @@ async fn serve(
 
     let (mut parts, body) = req.into_parts();
     let (body, slot) = if needs_inspection || shared.inspect_always {
-        let (judge, mut report) = judge(shared, snapshot, ctx, (chosen.ip, chosen.country), path);
+        let judge = judge(snapshot, ctx, (chosen.ip, chosen.country), path);
+        let mut report = empty_report(shared, snapshot);
         let inspector = &snapshot.inspector;
         inspector.inspect_head(
             parts.uri.path(),
@@ -669,16 +670,14 @@ async fn serve(
     ))
 }
 
-/// The judge of a request's data at the address chosen for it, and an empty report that
-/// fingerprints what it will hold.
+/// The judge of a request's data at the address chosen for it.
 fn judge(
-    shared: &Shared,
     snapshot: &Arc<Snapshot>,
     ctx: &RequestCtx,
     (addr, country): (IpAddr, Option<Country>),
     path: Option<http::uri::PathAndQuery>,
-) -> (inspected::Judge, Report) {
-    let judge = inspected::Judge {
+) -> inspected::Judge {
+    inspected::Judge {
         snapshot: snapshot.clone(),
         host: ctx.host.clone(),
         addr,
@@ -686,12 +685,15 @@ fn judge(
         method: ctx.method.clone(),
         path,
         groups: ctx.groups.clone(),
-    };
-    let report = Report::with_fingerprints(crate::inspect::Fingerprints(
+    }
+}
+
+/// An empty report that fingerprints the values it will hold.
+fn empty_report(shared: &Shared, snapshot: &Snapshot) -> Report {
+    Report::with_fingerprints(crate::inspect::Fingerprints(
         shared.fingerprint_fn.clone(),
         snapshot.inspector.detector().clone(),
-    ));
-    (judge, report)
+    ))
 }
 
 /// [`handle`] behind a pointer: a tunnel's requests are handled from inside a request's

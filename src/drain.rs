@@ -1,6 +1,7 @@
-//! Graceful drain of client connections on shutdown: each connection learns that the
-//! proxy is stopping, finishes its in-flight request and closes; the server waits for
-//! the last one.
+//! Graceful drain of client connections and tunnels on shutdown: each connection learns
+//! that the proxy is stopping, finishes its in-flight request and closes; a tunnel runs on
+//! until either side closes it. The server waits for the last one, and when the drain time
+//! is over it cuts whatever is left, so nothing outlives the drain.
 //!
 //! hyper-util's `GracefulShutdown` does this with a `watch` channel whose `changed()`
 //! future is polled on every poll of every connection, and that takes a lock each time
@@ -9,7 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -21,6 +22,26 @@ pub trait Drainable: Future {
     fn start_drain(self: Pin<&mut Self>);
 }
 
+/// Work that cannot be asked to close early, such as a spliced tunnel: the drain waits for
+/// it to end on its own, and cuts it when the drain time is over.
+pub struct Lasting(pub Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl Future for Lasting {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl Drainable for Lasting {
+    fn start_drain(self: Pin<&mut Self>) {}
+}
+
+/// [`Inner::state`]: serving, then draining, then cut.
+const RUNNING: u8 = 0;
+const STOPPING: u8 = 1;
+const CUT: u8 = 2;
+
 /// The set of live connections. Cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct Drain {
@@ -29,7 +50,8 @@ pub struct Drain {
 
 #[derive(Default)]
 struct Inner {
-    stopping: AtomicBool,
+    /// One word, so that a poll reads both "draining" and "cut" with a single load.
+    state: AtomicU8,
     wakers: Mutex<Slab<Waker>>,
     live: AtomicUsize,
     idle: tokio::sync::Notify,
@@ -51,8 +73,8 @@ impl Drain {
         Drain::default()
     }
 
-    /// Counts `conn` as live until it completes or is dropped, and has it close
-    /// gracefully once `drain` is called.
+    /// Counts `conn` as live until it completes or is dropped, has it close gracefully once
+    /// `drain` is called, and ends it (the watched future yields `None`) once `cut` is.
     pub fn watch<C: Drainable>(&self, conn: C) -> Watched<C> {
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         Watched {
@@ -72,16 +94,26 @@ impl Drain {
     /// Asks every connection to close after its current request, and returns when none is
     /// left. Connections watched afterwards close after their first request.
     pub async fn drain(&self) {
-        self.inner.stopping.store(true, Ordering::Release);
-        if let Ok(wakers) = self.inner.wakers.lock() {
-            for (_, w) in wakers.iter() {
-                w.wake_by_ref();
-            }
-        }
+        self.move_to(STOPPING);
         // `notify_one` keeps a permit when nobody waits, so the last close is never missed
         // between the check and the wait.
         while self.live() > 0 {
             self.inner.idle.notified().await;
+        }
+    }
+
+    /// Ends every watched connection and tunnel still open: the drain time is over. Each
+    /// is dropped (its sockets closed) at its task's next poll, which this wakes.
+    pub fn cut(&self) {
+        self.move_to(CUT);
+    }
+
+    fn move_to(&self, state: u8) {
+        self.inner.state.fetch_max(state, Ordering::AcqRel);
+        if let Ok(wakers) = self.inner.wakers.lock() {
+            for (_, w) in wakers.iter() {
+                w.wake_by_ref();
+            }
         }
     }
 }
@@ -97,13 +129,12 @@ pub struct Watched<C> {
 }
 
 impl<C: Drainable> Watched<C> {
-    fn stop_if_stopping(&mut self) -> bool {
-        if self.inner.stopping.load(Ordering::Acquire) {
+    /// Starts the graceful close once the drain has begun.
+    fn stop_if_stopping(&mut self, state: u8) {
+        if state != RUNNING && !self.draining {
             self.draining = true;
             self.conn.as_mut().start_drain();
-            return true;
         }
-        false
     }
 
     fn register(&mut self, waker: &Waker) {
@@ -119,19 +150,25 @@ impl<C: Drainable> Watched<C> {
 }
 
 impl<C: Drainable> Future for Watched<C> {
-    type Output = C::Output;
+    /// `None` when the drain time ran out first.
+    type Output = Option<C::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<C::Output>> {
         let this = &mut *self;
-        if !this.draining && !this.stop_if_stopping() {
-            let known = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
-            if !known {
-                this.register(cx.waker());
-                // `drain` may have woken the registered wakers just before this one joined.
-                this.stop_if_stopping();
-            }
+        let mut state = this.inner.state.load(Ordering::Acquire);
+        // A draining connection stays registered: the cut must still reach it.
+        let known = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if !known {
+            this.register(cx.waker());
+            // `drain` or `cut` may have woken the registered wakers just before this one
+            // joined.
+            state = this.inner.state.load(Ordering::Acquire);
         }
-        this.conn.as_mut().poll(cx)
+        if state == CUT {
+            return Poll::Ready(None);
+        }
+        this.stop_if_stopping(state);
+        this.conn.as_mut().poll(cx).map(Some)
     }
 }
 
@@ -145,6 +182,21 @@ impl<C> Drop for Watched<C> {
         if self.inner.live.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.inner.idle.notify_one();
         }
+    }
+}
+
+impl<I, S, E, B> Drainable for hyper_util::server::conn::auto::Connection<'_, I, S, E>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn start_drain(self: Pin<&mut Self>) {
+        hyper_util::server::conn::auto::Connection::graceful_shutdown(self);
     }
 }
 
@@ -211,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_watched_after_the_drain_began_closes_too() {
         let drain = Drain::new();
-        drain.inner.stopping.store(true, Ordering::Release);
+        drain.inner.state.store(STOPPING, Ordering::Release);
         let late = tokio::spawn(drain.watch(Conn { asked: false }));
         tokio::time::timeout(Duration::from_secs(5), late)
             .await
@@ -220,6 +272,40 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), drain.drain())
             .await
             .expect("drain never finished");
+    }
+
+    #[tokio::test]
+    async fn lasting_work_holds_the_drain_until_it_ends_or_is_cut() {
+        let drain = Drain::new();
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        let finishing = tokio::spawn(drain.watch(Lasting(Box::pin(async move {
+            let _ = ended.await;
+        }))));
+        let endless = tokio::spawn(drain.watch(Lasting(Box::pin(std::future::pending()))));
+        tokio::task::yield_now().await;
+        let waiting = tokio::spawn({
+            let drain = drain.clone();
+            async move { drain.drain().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the drain did not wait for lasting work"
+        );
+        end.send(()).unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(5), finishing).await;
+        assert_eq!(done.expect("ended work kept running").unwrap(), Some(()));
+        assert_eq!(drain.live(), 1);
+        assert!(!waiting.is_finished());
+
+        drain.cut();
+        let cut = tokio::time::timeout(Duration::from_secs(5), endless).await;
+        assert_eq!(cut.expect("cut work kept running").unwrap(), None);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("drain never finished after the cut")
+            .unwrap();
+        assert_eq!(drain.live(), 0);
     }
 
     #[tokio::test]

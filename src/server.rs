@@ -13,7 +13,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
-use crate::drain::Drain;
 use crate::proxy::{self, Shared};
 
 /// What the HTTP server needs from config.
@@ -66,7 +65,7 @@ pub async fn serve_proxy(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX));
     let limit = Arc::new(Semaphore::new(http.max_connections));
-    let drain = Drain::new();
+    let drain = shared.drain.clone();
     // The header-read and response timeouts hang on this sweep, through the drain too.
     let _sweep = shared.timers.start();
     loop {
@@ -95,8 +94,14 @@ pub async fn serve_proxy(
         let metrics = shared.metrics.clone();
         tokio::spawn(async move {
             metrics.active_connections.inc();
-            if let Err(e) = conn.await {
-                tracing::debug!(client.address = %peer, error = %e, "client connection closed with error");
+            match conn.await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(client.address = %peer, error = %e, "client connection closed with error")
+                }
+                None => {
+                    tracing::debug!(client.address = %peer, "client connection cut: drain time over")
+                }
             }
             metrics.active_connections.dec();
             drop(permit);
@@ -105,7 +110,12 @@ pub async fn serve_proxy(
     drop(listener);
     tokio::select! {
         _ = drain.drain() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(http.drain) => tracing::warn!(drain = ?http.drain, "drain timeout reached; cutting remaining connections"),
+        _ = tokio::time::sleep(http.drain) => {
+            tracing::warn!(drain = ?http.drain, live = drain.live(), "drain timeout reached; cutting remaining connections and tunnels");
+            drain.cut();
+            // Each closes at its next poll, which the cut has scheduled.
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain.drain()).await;
+        }
     }
 }
 

@@ -108,6 +108,128 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
     closed_by_server(&mut s, "idle connection never closed").await;
 }
 
+/// A TCP echo server on 127.0.0.2: what a tunnel carries, unread.
+async fn echo_upstream() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A tunnel through `proxy` to `target`, opened and answered 200.
+async fn tunnel(proxy: std::net::SocketAddr, target: std::net::SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s
+}
+
+/// Sends bytes no HTTP parser would take through a spliced tunnel and reads them back.
+async fn echoed(s: &mut TcpStream) {
+    s.write_all(b"\x16\x03\x01ping").await.unwrap();
+    let mut back = [0u8; 7];
+    tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut back))
+        .await
+        .expect("tunnel did not echo")
+        .unwrap();
+    assert_eq!(&back, b"\x16\x03\x01ping");
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_tunnel_until_it_closes() {
+    let echo = echo_upstream().await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  drain: 120s\n"
+    )))
+    .await;
+    let mut s = tunnel(sima.info.proxy, echo).await;
+    echoed(&mut s).await;
+    let shutdown = tokio::spawn(sima.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "the drain did not wait for the tunnel"
+    );
+    // The tunnel still carries bytes while the proxy drains...
+    echoed(&mut s).await;
+    // ...and the drain ends as soon as its client closes it.
+    drop(s);
+    tokio::time::timeout(TEST_DEADLINE, shutdown)
+        .await
+        .expect("a closed tunnel held the drain open")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_tunnel_still_open_when_the_drain_time_ends_is_cut() {
+    let echo = echo_upstream().await;
+    let sima = start(config(&format!("{GEO_OVERRIDES}timeouts:\n  drain: 1s\n"))).await;
+    let mut s = tunnel(sima.info.proxy, echo).await;
+    echoed(&mut s).await;
+    let shutdown = tokio::spawn(sima.shutdown());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "the drain did not wait for the tunnel"
+    );
+    echoed(&mut s).await;
+    closed_by_server(&mut s, "the tunnel outlived the drain").await;
+    tokio::time::timeout(TEST_DEADLINE, shutdown)
+        .await
+        .expect("shutdown never finished")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_still_waiting_when_the_drain_time_ends_is_cut() {
+    let silent = silent_upstream().await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  drain: 1s\n  upstream_response: 120s\n"
+    )))
+    .await;
+    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
+    s.write_all(format!("GET http://{silent}/ HTTP/1.1\r\nHost: {silent}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shutdown = tokio::spawn(sima.shutdown());
+    closed_by_server(&mut s, "a request in flight outlived the drain").await;
+    tokio::time::timeout(TEST_DEADLINE, shutdown)
+        .await
+        .expect("shutdown never finished")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_closes_an_idle_http_connection_inside_a_tunnel_at_once() {
+    let india = upstream("127.0.0.2", "india").await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  drain: 120s\n  header_read: 120s\n"
+    )))
+    .await;
+    let mut s = tunnel(sima.info.proxy, india.addr).await;
+    s.write_all(format!("GET /in HTTP/1.1\r\nHost: {}\r\n\r\n", india.addr).as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::timeout(TEST_DEADLINE, sima.shutdown())
+        .await
+        .expect("an idle connection inside a tunnel held the drain open");
+    closed_by_server(&mut s, "idle connection inside the tunnel never closed").await;
+    assert_eq!(india.requests().len(), 1);
+}
+
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503_and_are_counted() {
     let sima = start(config("limits:\n  max_connections: 2\n")).await;

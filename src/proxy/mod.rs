@@ -68,6 +68,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The coarse timers of the header-read and upstream-response timeouts.
     pub timers: crate::coarse::Coarse,
+    /// Client connections and tunnels, drained on shutdown.
+    pub drain: crate::drain::Drain,
     /// The host of a request whose target is not parsed yet: shared, not allocated each
     /// time.
     no_host: Arc<str>,
@@ -208,6 +210,7 @@ impl Shared {
             routes,
             metrics,
             timers,
+            drain: crate::drain::Drain::new(),
             no_host: Arc::from(""),
             forwarded: config.forwarded,
             tunnel_idle: t.tunnel_idle,
@@ -519,27 +522,26 @@ async fn serve(
         let _ = stream.set_nodelay(true);
         let tunnel = InTunnel(target::Authority { host, port });
         let auth = req.headers().get(header::PROXY_AUTHORIZATION).cloned();
-        let (shared, id, client) = (shared.clone(), ctx.id, ctx.client);
-        tokio::spawn(async move {
+        let (shared2, id, client) = (shared.clone(), ctx.id, ctx.client);
+        let work = async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    shared.metrics.active_tunnels.inc();
-                    run_tunnel(
-                        &shared,
-                        client,
-                        tunnel,
-                        auth,
-                        TokioIo::new(upgraded),
-                        stream,
-                        permits,
-                        id,
-                    )
-                    .await;
-                    shared.metrics.active_tunnels.dec();
+                    let _open = Open::count(&shared2.metrics.active_tunnels);
+                    let io = TokioIo::new(upgraded);
+                    run_tunnel(&shared2, client, tunnel, auth, io, stream, permits, id).await;
                 }
                 Err(e) => {
                     tracing::debug!(sima.request_id = %id, error = %e, "tunnel upgrade failed")
                 }
+            }
+        };
+        // Watched from here, before the client connection hands over to it, so that a
+        // drain never finds neither of the two live. A tunnel cannot be asked to close: the
+        // drain waits for it, and cuts it when the drain time is over.
+        let watched = shared.drain.watch(crate::drain::Lasting(Box::pin(work)));
+        tokio::spawn(async move {
+            if watched.await.is_none() {
+                tracing::debug!(sima.request_id = %id, "tunnel cut: drain time over");
             }
         });
         let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
@@ -707,6 +709,23 @@ fn handle_boxed(
     Box::pin(handle(shared, client, req))
 }
 
+/// Counts one open tunnel in a gauge for as long as it lives, however its task ends
+/// (a tunnel cut at the end of the drain is dropped mid-way).
+struct Open<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Open<'a> {
+    fn count(gauge: &'a prometheus::IntGauge) -> Open<'a> {
+        gauge.inc();
+        Open(gauge)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Marks a request read inside a `CONNECT` tunnel to this destination.
 #[derive(Clone)]
 struct InTunnel(target::Authority);
@@ -746,7 +765,9 @@ async fn run_tunnel<S>(
                 handle_boxed(shared2.clone(), client, req)
             });
             let io = TokioIo::new(tunnel::Replay::new(first, io));
-            if let Err(e) = shared.tunnel_http.serve_connection(io, svc).await {
+            // Drained as a client connection is: its requests finish, then it closes.
+            let conn = shared.tunnel_http.serve_connection(io, svc);
+            if let Some(Err(e)) = shared.drain.watch(conn).await {
                 tracing::debug!(sima.request_id = %id, error = %e, "HTTP inside tunnel ended with error");
             }
             return;

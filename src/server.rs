@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -15,15 +14,9 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::Config;
 use crate::proxy::{self, Shared};
 
-/// What the HTTP server needs from config.
+/// What the accept loop needs from config (the HTTP limits are in [`Shared::server`]).
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    /// Request head timeout.
-    pub header_read: Duration,
-    /// Request head size.
-    pub max_header_bytes: usize,
-    /// Header count.
-    pub max_headers: usize,
     /// Connections at once.
     pub max_connections: usize,
     /// Drain time on shutdown.
@@ -34,9 +27,6 @@ impl HttpSettings {
     /// From the validated config.
     pub fn from_config(c: &Config) -> HttpSettings {
         HttpSettings {
-            header_read: c.timeouts.header_read,
-            max_header_bytes: c.limits.max_header_bytes,
-            max_headers: c.limits.max_headers,
             max_connections: c.limits.max_connections,
             drain: c.timeouts.drain,
         }
@@ -52,18 +42,6 @@ pub async fn serve_proxy(
     http: HttpSettings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(shared.timers.clone())
-        .header_read_timeout(http.header_read)
-        .max_buf_size(http.max_header_bytes)
-        .max_headers(http.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX));
     let limit = Arc::new(Semaphore::new(http.max_connections));
     let drain = shared.drain.clone();
     // The header-read and response timeouts hang on this sweep, through the drain too.
@@ -89,7 +67,9 @@ pub async fn serve_proxy(
         let _ = stream.set_nodelay(true);
         let shared2 = shared.clone();
         let svc = service_fn(move |req| proxy::handle(shared2.clone(), peer, req));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+        let conn = shared
+            .server
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc);
         let conn = drain.watch(conn.into_owned());
         let metrics = shared.metrics.clone();
         tokio::spawn(async move {

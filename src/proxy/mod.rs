@@ -75,9 +75,10 @@ pub struct Shared {
     no_host: Arc<str>,
     forwarded: ForwardedMode,
     tunnel_idle: Duration,
-    /// Serves plain HTTP found inside a tunnel (HTTP/1.1, or h2c with prior knowledge, as a
-    /// plaintext gRPC channel through a proxy sends it), with the proxy listener's limits.
-    tunnel_http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    /// Serves the proxy listener's connections, and plain HTTP found inside a tunnel
+    /// (HTTP/1.1, or h2c with prior knowledge, as a plaintext gRPC channel through a proxy
+    /// sends it), with the same limits.
+    pub server: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     connect_timeout: Duration,
     body_read_timeout: Duration,
     inspect_always: bool,
@@ -180,16 +181,16 @@ impl Shared {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let timers = crate::coarse::Coarse::new(t.header_read.min(t.upstream_response));
-        let mut tunnel_http =
+        let mut server =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        tunnel_http
+        server
             .http1()
             .timer(timers.clone())
             .header_read_timeout(t.header_read)
             .max_buf_size(config.limits.max_header_bytes)
             .max_headers(config.limits.max_headers)
             .keep_alive(true);
-        tunnel_http
+        server
             .http2()
             .timer(hyper_util::rt::TokioTimer::new())
             .max_header_list_size(
@@ -214,7 +215,7 @@ impl Shared {
             no_host: Arc::from(""),
             forwarded: config.forwarded,
             tunnel_idle: t.tunnel_idle,
-            tunnel_http,
+            server,
             connect_timeout: t.upstream_connect,
             body_read_timeout: t.client_idle,
             inspect_always: config.inspect_always,
@@ -766,7 +767,7 @@ async fn run_tunnel<S>(
             });
             let io = TokioIo::new(tunnel::Replay::new(first, io));
             // Drained as a client connection is: its requests finish, then it closes.
-            let conn = shared.tunnel_http.serve_connection(io, svc);
+            let conn = shared.server.serve_connection(io, svc);
             if let Some(Err(e)) = shared.drain.watch(conn).await {
                 tracing::debug!(sima.request_id = %id, error = %e, "HTTP inside tunnel ended with error");
             }

@@ -272,7 +272,7 @@ impl Metrics {
             &["kind"],
         )?;
         let active_connections = IntGauge::new(ACTIVE_CONNECTIONS, "Open client connections.")?;
-        let active_tunnels = IntGauge::new(ACTIVE_TUNNELS, "Open CONNECT tunnels.")?;
+        let active_tunnels = IntGauge::new(ACTIVE_TUNNELS, "Open CONNECT tunnels and WebSockets.")?;
         let connections_rejected = IntCounter::new(
             CONNECTIONS_REJECTED,
             "Client connections refused because limits.max_connections was reached.",

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -1489,4 +1490,233 @@ async fn trailer_fields_are_read_like_headers() {
         .all(|r| r.body == b"<<body aborted>>" && r.trailers.is_none()));
     assert_eq!(trailer(&seen[0]), clean, "a clean trailer goes on");
     sima.shutdown().await;
+}
+
+/// A WebSocket server on `ip` (over TLS with `tls`): records each handshake head (over TLS,
+/// after the protocol ALPN settled on), answers 101 (or 426 for `/refuse`), then echoes what
+/// it is sent.
+async fn websocket_server(
+    ip: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (seen, tls) = (seen.clone(), tls.clone());
+            tokio::spawn(async move {
+                match tls {
+                    None => websocket_session(s, String::new(), seen).await,
+                    Some(cfg) => {
+                        let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(s).await else {
+                            return;
+                        };
+                        let alpn = s.get_ref().1.alpn_protocol().unwrap_or_default();
+                        let alpn = format!("alpn {}\n", String::from_utf8_lossy(alpn));
+                        websocket_session(s, alpn, seen).await
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+async fn websocket_session<S>(mut s: S, mut head: String, seen: Arc<Mutex<Vec<String>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut raw = Vec::new();
+    while !raw.ends_with(b"\r\n\r\n") && raw.len() < 8192 {
+        let mut b = [0u8; 1];
+        if s.read_exact(&mut b).await.is_err() {
+            return;
+        }
+        raw.push(b[0]);
+    }
+    head.push_str(&String::from_utf8_lossy(&raw));
+    let refuse = head.contains("GET /refuse ");
+    seen.lock().unwrap().push(head);
+    if refuse {
+        let _ = s
+            .write_all(b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 4\r\n\r\nnope")
+            .await;
+        return;
+    }
+    let _ = s
+        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        .await;
+    let (mut r, mut w) = tokio::io::split(s);
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+}
+
+/// Opens a WebSocket through `proxy` with `target` as the request target (absolute URL or
+/// route path) and returns the response head, and the stream when it switched.
+async fn open_websocket(
+    proxy: std::net::SocketAddr,
+    target: &str,
+    host: &str,
+) -> (String, Option<TcpStream>) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(
+        format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nProxy-Connection: keep-alive\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut b))
+            .await
+            .expect("no response head")
+            .unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let switched = head.starts_with("HTTP/1.1 101 ");
+    (head, switched.then_some(s))
+}
+
+/// A masked text frame, sent and echoed back whole.
+async fn frame_echoed(s: &mut TcpStream) {
+    let frame = b"\x81\x84abcd\x11\x0b\x0d\x03";
+    s.write_all(frame).await.unwrap();
+    let mut back = [0u8; 10];
+    tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut back))
+        .await
+        .expect("frame not echoed")
+        .unwrap();
+    assert_eq!(&back, frame);
+}
+
+#[tokio::test]
+async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels() {
+    let (india, india_heads) = websocket_server("127.0.0.2", None).await;
+    let (usa, usa_heads) = websocket_server("127.0.0.3", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    // It offers h2 first, as a real server does.
+    let pki = test_pki(dir.path(), &["chat.test"]);
+    let (secure, secure_heads) = websocket_server("127.0.0.2", Some(pki.server.clone())).await;
+    // With `tunnels: block`, a WebSocket (its frames unread) may not go where a rule about
+    // personal data applies: abroad.
+    let strict = start(config(&format!(
+        "{}{GEO_OVERRIDES}resolver:\n  static_hosts:\n    chat.test: [127.0.0.2]\nroutes:\n  - name: chat\n    prefix: /chat-in/\n    upstream: http://{india}/\n  - name: chat-tls\n    prefix: /chat-tls/\n    upstream: https://chat.test:{}/v1\n    ca_bundle: {}\n",
+        policy_file(
+            dir.path(),
+            "version: 1\nname: ws\nhome: [IN]\ntunnels: block\nrules:\n  - id: stays-home\n    when: { countries: [foreign, unknown], data: any }\n    action: block\ndefault: allow\n"
+        ),
+        secure.port(),
+        pki.ca_pem_path.display(),
+    )))
+    .await;
+    let proxy = strict.info.proxy;
+
+    // Forward, to India: switched, the handshake forwarded with its upgrade, frames both ways.
+    let (head, s) = open_websocket(
+        proxy,
+        &format!("http://{india}/chat?room=1"),
+        &india.to_string(),
+    )
+    .await;
+    let mut first = s.unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nupgrade: websocket\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    frame_echoed(&mut first).await;
+    let sent = india_heads.lock().unwrap()[0].clone();
+    let lower = sent.to_ascii_lowercase();
+    assert!(sent.starts_with("GET /chat?room=1 HTTP/1.1\r\n"), "{sent}");
+    assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{sent}");
+    assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{sent}");
+    assert!(
+        lower.contains("\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n"),
+        "{sent}"
+    );
+    assert!(lower.contains("\r\nvia: 1.1 sima\r\n"), "{sent}");
+    assert!(!lower.contains("proxy-connection"), "{sent}");
+
+    // A route: the path is rewritten as for any request.
+    let (head, s) = open_websocket(proxy, "/chat-in/lobby", "sima.test").await;
+    frame_echoed(&mut s.unwrap_or_else(|| panic!("{head}"))).await;
+    assert!(india_heads.lock().unwrap()[1].starts_with("GET /lobby HTTP/1.1\r\n"));
+
+    // A route to a TLS upstream: the handshake goes over HTTP/1.1 although the upstream
+    // prefers h2 (an h2 connection cannot be upgraded this way).
+    let (head, s) = open_websocket(proxy, "/chat-tls/lobby", "sima.test").await;
+    frame_echoed(&mut s.unwrap_or_else(|| panic!("{head}"))).await;
+    let sent = secure_heads.lock().unwrap()[0].clone();
+    assert!(
+        sent.starts_with("alpn http/1.1\nGET /v1/lobby HTTP/1.1\r\n"),
+        "{sent}"
+    );
+
+    // An upstream that refuses the upgrade: its answer, as a response.
+    let (head, s) =
+        open_websocket(proxy, &format!("http://{india}/refuse"), &india.to_string()).await;
+    assert!(s.is_none() && head.starts_with("HTTP/1.1 426 "), "{head}");
+
+    // Abroad: the tunnel action applies, and nothing reaches the upstream.
+    let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
+    assert!(s.is_none() && head.starts_with("HTTP/1.1 451 "), "{head}");
+
+    // An open WebSocket counts as a tunnel (the route's, closed, soon stops counting),
+    // and the drain waits for it.
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = String::from_utf8(strict.shared.metrics.render()).unwrap();
+        if m.contains("sima_active_tunnels 1\n") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(m.contains("sima_active_tunnels 1\n"), "{m}");
+    let shutdown = tokio::spawn(strict.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "the drain did not wait for the WebSocket"
+    );
+    frame_echoed(&mut first).await;
+    drop(first);
+    tokio::time::timeout(TEST_DEADLINE, shutdown)
+        .await
+        .expect("a closed WebSocket held the drain open")
+        .unwrap();
+
+    // With the default `tunnels: allow`, a WebSocket abroad is let through like a tunnel,
+    // but its URL and headers are read first.
+    let lax = start(config(GEO_OVERRIDES)).await;
+    let (head, s) = open_websocket(
+        lax.info.proxy,
+        &format!("http://{usa}/chat"),
+        &usa.to_string(),
+    )
+    .await;
+    frame_echoed(&mut s.unwrap_or_else(|| panic!("{head}"))).await;
+    let id = aadhaar();
+    let (head, s) = open_websocket(
+        lax.info.proxy,
+        &format!("http://{usa}/chat?aadhaar={id}"),
+        &usa.to_string(),
+    )
+    .await;
+    assert!(s.is_none() && head.starts_with("HTTP/1.1 451 "), "{head}");
+    assert!(!head.contains(&id), "{head}");
+    assert_eq!(
+        usa_heads.lock().unwrap().len(),
+        1,
+        "only the clean handshake went abroad"
+    );
+    lax.shutdown().await;
 }

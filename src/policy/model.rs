@@ -29,8 +29,8 @@ pub struct RawPolicy {
     /// What to do when an address's country is unknown: `block` (default), `report`, `allow`.
     #[serde(default)]
     pub unknown_country: Option<RawAction>,
-    /// Rules about data meeting a CONNECT tunnel whose content Sima cannot read (TLS; plain
-    /// HTTP inside a tunnel is read per request): `allow` (default: the tunnel gets
+    /// Rules about data meeting content Sima cannot read: a CONNECT tunnel's (TLS; plain
+    /// HTTP inside a tunnel is read per request) and a WebSocket's frames: `allow` (default:
     /// destination rules only), `report` or `block`.
     #[serde(default)]
     pub tunnels: Option<RawAction>,

@@ -101,6 +101,30 @@ fn names_only_the_connection(headers: &HeaderMap) -> bool {
     )
 }
 
+/// The `Upgrade` value of a WebSocket handshake (RFC 6455 §4.1: a GET whose `Upgrade`
+/// names `websocket` and whose `Connection` names `upgrade`), to be put back once the
+/// hop-by-hop headers are stripped. `None` for anything else, whose `Upgrade` goes as
+/// hop-by-hop.
+pub fn websocket_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let names = |name, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    (names(UPGRADE, "websocket") && names(CONNECTION, "upgrade"))
+        .then(|| HeaderValue::from_static("websocket"))
+}
+
+/// Puts a WebSocket handshake's `Upgrade` and `Connection: upgrade` back after
+/// [`strip_hop_by_hop`], for the next hop.
+pub fn keep_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(UPGRADE, upgrade);
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
 /// Appends Sima to `Via`.
 pub fn add_via(headers: &mut HeaderMap) {
     headers.append(VIA, HeaderValue::from_static(VIA_VALUE));
@@ -133,6 +157,48 @@ pub fn add_forwarded(headers: &mut HeaderMap, mode: ForwardedMode, client: IpAdd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_websocket_handshake_keeps_its_upgrade() {
+        let ws = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            websocket_upgrade(&h).is_some()
+        };
+        assert!(ws(&[("upgrade", "websocket"), ("connection", "Upgrade")]));
+        assert!(ws(&[
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, upgrade")
+        ]));
+        assert!(ws(&[
+            ("upgrade", "websocket"),
+            ("connection", "keep-alive"),
+            ("connection", "Upgrade")
+        ]));
+        assert!(!ws(&[("upgrade", "websocket")]), "Connection must name it");
+        assert!(!ws(&[("upgrade", "h2c"), ("connection", "Upgrade")]));
+        assert!(!ws(&[("upgrade", "websocketx"), ("connection", "upgrade")]));
+        assert!(!ws(&[("connection", "upgrade")]));
+
+        let mut h = HeaderMap::new();
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("hop"));
+        let upgrade = websocket_upgrade(&h).unwrap();
+        strip_hop_by_hop(&mut h);
+        keep_upgrade(&mut h, upgrade);
+        assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+        assert!(
+            h.get("x-secret").is_none(),
+            "other tokens in Connection still go"
+        );
+    }
 
     #[test]
     fn transfer_codings_other_than_chunked_are_named() {

@@ -446,6 +446,19 @@ async fn serve(
     };
     ctx.host = policy_name.unwrap_or_else(|| host.policy_name());
     ctx.port = port;
+    // A WebSocket handshake to a forward or route target. Once upgraded, its frames pass
+    // unread, as a tunnel's bytes do, so it is judged as a tunnel. (Inside a tunnel a
+    // handshake is spliced before any request is read: see `tunnel::opening`.)
+    let websocket = match ctx.transport {
+        Transport::Forward | Transport::Reverse
+            if req.method() == Method::GET
+                && req.version() == http::Version::HTTP_11
+                && http_body::Body::is_end_stream(req.body()) =>
+        {
+            forward::websocket_upgrade(req.headers())
+        }
+        _ => None,
+    };
 
     // 2-5. resolve, guard, locate, decide per address
     let literal;
@@ -464,13 +477,14 @@ async fn serve(
         }
     };
     let path = req.uri().path_and_query().cloned();
+    let opaque = ctx.transport == Transport::Connect || websocket.is_some();
     let chosen = choose(
         shared,
         snapshot,
         ctx,
-        ips,
-        port,
+        (ips, port),
         path.as_ref().map_or("", |p| p.path()),
+        opaque,
     )?;
     ctx.addr = Some(chosen.ip);
     ctx.country = chosen.country;
@@ -548,6 +562,20 @@ async fn serve(
         let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
         *resp.status_mut() = StatusCode::OK;
         return Ok(resp);
+    }
+
+    if let Some(upgrade) = websocket {
+        return Box::pin(websocket_flow(
+            shared,
+            snapshot,
+            ctx,
+            req,
+            upgrade,
+            (addr, tls, chosen.country),
+            (&authority, &path_and_query, forwarded),
+            permits,
+        ))
+        .await;
     }
 
     let (mut parts, body) = req.into_parts();
@@ -670,6 +698,108 @@ async fn serve(
     Ok(Response::from_parts(
         parts,
         body.map_err(BoxError::from).boxed_unsync(),
+    ))
+}
+
+/// A WebSocket handshake, already allowed as a tunnel to `addr`: its URL and headers are
+/// read as any request's are, then it goes upstream on a connection of its own. On a 101
+/// both upgraded connections are spliced, unread, as a tunnel; any other answer is passed
+/// back as a response.
+#[allow(clippy::too_many_arguments)]
+async fn websocket_flow(
+    shared: &Arc<Shared>,
+    snapshot: &Arc<Snapshot>,
+    ctx: &mut RequestCtx,
+    mut req: Request<Incoming>,
+    upgrade: HeaderValue,
+    (addr, tls, country): (SocketAddr, Option<upstream::TlsDial>, Option<Country>),
+    (authority, path_and_query, forwarded): (&HeaderValue, &http::uri::PathAndQuery, ForwardedMode),
+    permits: Vec<tokio::sync::OwnedSemaphorePermit>,
+) -> Result<Response<Body>, ProxyError> {
+    let mut report = empty_report(shared, snapshot);
+    let inspector = &snapshot.inspector;
+    inspector.inspect_head(
+        req.uri().path(),
+        req.uri().query(),
+        req.headers(),
+        &mut report,
+    );
+    if !report.seen().is_empty() {
+        let judge = judge(snapshot, ctx, (addr.ip(), country), None);
+        let d = judge.decide(DataView::Seen(report.seen()));
+        ctx.set_findings(inspected::found(&report, inspector.detector()));
+        ctx.decision = Some(d.clone());
+        if d.verdict == Verdict::Deny {
+            return Err(ProxyError::Blocked(d));
+        }
+    }
+    if let Some(d) = ctx
+        .decision
+        .as_ref()
+        .filter(|d| needs_record(d, &ctx.findings))
+    {
+        Box::pin(audit_flow(shared, snapshot, ctx, d)).await?;
+    }
+    let from_client = hyper::upgrade::on(&mut req);
+    let (mut parts, _) = req.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    forward::keep_upgrade(&mut parts.headers, upgrade);
+    forward::add_via(&mut parts.headers);
+    forward::add_forwarded(&mut parts.headers, forwarded, ctx.client.ip());
+    let empty = Empty::new().map_err(|never| match never {}).boxed_unsync();
+    let dial = Dial { addr, tls };
+    let sent = Instant::now();
+    let result = shared
+        .upstreams
+        .upgrade(
+            &dial,
+            authority,
+            path_and_query,
+            Request::from_parts(parts, empty),
+        )
+        .await;
+    ctx.upstream_wait = sent.elapsed();
+    let mut resp = result?;
+    let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let from_upstream = switched.then(|| hyper::upgrade::on(&mut resp));
+    let (mut parts, body) = resp.into_parts();
+    let upgrade_back = parts.headers.get(header::UPGRADE).cloned();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    forward::add_via(&mut parts.headers);
+    let Some(from_upstream) = from_upstream else {
+        // Refused (401, 426...): an ordinary response, and the client's upgrade lapses.
+        return Ok(Response::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ));
+    };
+    if let Some(u) = upgrade_back {
+        forward::keep_upgrade(&mut parts.headers, u);
+    }
+    let (shared2, id, idle) = (shared.clone(), ctx.id, shared.tunnel_idle);
+    let work = async move {
+        let _permits = permits;
+        match tokio::try_join!(from_client, from_upstream) {
+            Ok((client, upstream)) => {
+                let _open = Open::count(&shared2.metrics.active_tunnels);
+                let (up, down, end) =
+                    tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle).await;
+                tracing::debug!(sima.request_id = %id, sima.bytes_up = up, sima.bytes_down = down, sima.tunnel_end = ?end, "WebSocket closed");
+            }
+            Err(e) => {
+                tracing::debug!(sima.request_id = %id, error = %e, "WebSocket upgrade failed")
+            }
+        }
+    };
+    let watched = shared.drain.watch(crate::drain::Lasting(Box::pin(work)));
+    tokio::spawn(async move {
+        if watched.await.is_none() {
+            tracing::debug!(sima.request_id = %id, "WebSocket cut: drain time over");
+        }
+    });
+    Ok(Response::from_parts(
+        parts,
+        Empty::new().map_err(|never| match never {}).boxed_unsync(),
     ))
 }
 
@@ -966,13 +1096,15 @@ fn locate(
 }
 
 /// Judges every address; returns the best one the policy allows, or why none is allowed.
+/// `opaque`: the flow's content will pass unread (a tunnel, a WebSocket), so the policy's
+/// `tunnels` action stands for the rules about data.
 fn choose(
     shared: &Shared,
     snapshot: &Snapshot,
     ctx: &RequestCtx,
-    ips: &[IpAddr],
-    port: u16,
+    (ips, port): (&[IpAddr], u16),
     path: &str,
+    opaque: bool,
 ) -> Result<Candidate, ProxyError> {
     let mut forbidden = None;
     let mut denied: Option<Candidate> = None;
@@ -1007,7 +1139,7 @@ fn choose(
             method,
             path,
             client_groups: &ctx.groups,
-            data: if ctx.transport == Transport::Connect {
+            data: if opaque {
                 DataView::Tunnel
             } else {
                 DataView::NotInspected

@@ -346,19 +346,7 @@ impl Upstreams {
     }
 
     async fn connect(&self, dial: &Dial) -> Result<Sender, UpstreamError> {
-        let t = self.settings.connect_timeout;
-        let timeout = || UpstreamError::ConnectTimeout {
-            addr: dial.addr,
-            after: t,
-        };
-        let tcp = tokio::time::timeout(t, TcpStream::connect(dial.addr))
-            .await
-            .map_err(|_| timeout())?
-            .map_err(|source| UpstreamError::Connect {
-                addr: dial.addr,
-                source,
-            })?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = self.tcp(dial.addr).await?;
         let http_err = |source| UpstreamError::Http {
             addr: dial.addr,
             source,
@@ -373,16 +361,7 @@ impl Upstreams {
                 Ok(Sender::H1(sender))
             }
             Some(tls) => {
-                let connector = TlsConnector::from(tls.config.clone());
-                let stream =
-                    tokio::time::timeout(t, connector.connect(tls.server_name.clone(), tcp))
-                        .await
-                        .map_err(|_| timeout())?
-                        .map_err(|e| UpstreamError::Tls {
-                            addr: dial.addr,
-                            name: tls.server_name.to_str().into_owned(),
-                            detail: e.to_string(),
-                        })?;
+                let stream = self.tls(dial.addr, tls, tls.config.clone(), tcp).await?;
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 if h2 {
                     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -402,6 +381,87 @@ impl Upstreams {
                 }
             }
         }
+    }
+
+    /// Sends an upgrade request (a WebSocket handshake) on a connection of its own, over
+    /// HTTP/1.1 even where the upstream would choose h2: an upgraded connection is the
+    /// upstream half of a tunnel, never pooled. The response (101 or a refusal) comes back
+    /// as any other; its upgrade is taken with `hyper::upgrade::on`.
+    pub async fn upgrade(
+        &self,
+        dial: &Dial,
+        authority: &HeaderValue,
+        path_and_query: &PathAndQuery,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let addr = dial.addr;
+        let http_err = |source| UpstreamError::Http { addr, source };
+        let tcp = self.tcp(addr).await?;
+        let mut sender = match &dial.tls {
+            None => {
+                let (sender, conn) = http1::Builder::new()
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(http_err)?;
+                tokio::spawn(conn.with_upgrades());
+                sender
+            }
+            Some(tls) => {
+                let mut config = (*tls.config).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let stream = self.tls(addr, tls, Arc::new(config), tcp).await?;
+                let (sender, conn) = http1::Builder::new()
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(http_err)?;
+                tokio::spawn(conn.with_upgrades());
+                sender
+            }
+        };
+        set_target(
+            &mut req,
+            false,
+            dial.tls.is_some(),
+            authority,
+            path_and_query,
+        );
+        let deadline = Instant::now() + self.settings.response_timeout;
+        self.timed(addr, deadline, sender.send_request(req))
+            .await?
+            .map_err(http_err)
+    }
+
+    /// A TCP connection to a checked address, within the connect timeout.
+    async fn tcp(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+        let after = self.settings.connect_timeout;
+        let tcp = tokio::time::timeout(after, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout { addr, after })?
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    /// TLS on `tcp` with `config`, verifying `tls.server_name`, within the connect timeout.
+    async fn tls(
+        &self,
+        addr: SocketAddr,
+        tls: &TlsDial,
+        config: Arc<ClientConfig>,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+        let after = self.settings.connect_timeout;
+        tokio::time::timeout(
+            after,
+            TlsConnector::from(config).connect(tls.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout { addr, after })?
+        .map_err(|e| UpstreamError::Tls {
+            addr,
+            name: tls.server_name.to_str().into_owned(),
+            detail: e.to_string(),
+        })
     }
 }
 

@@ -1666,6 +1666,49 @@ async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels()
         open_websocket(proxy, &format!("http://{india}/refuse"), &india.to_string()).await;
     assert!(s.is_none() && head.starts_with("HTTP/1.1 426 "), "{head}");
 
+    // Inside a CONNECT tunnel read as HTTP, a handshake after a first request is proxied
+    // the same way.
+    let mut t = TcpStream::connect(proxy).await.unwrap();
+    t.write_all(
+        format!(
+            "CONNECT {india} HTTP/1.1\r\nHost: {india}\r\n\r\nGET /refuse HTTP/1.1\r\nHost: {india}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"nope") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(TEST_DEADLINE, t.read_exact(&mut b))
+            .await
+            .expect("no answer inside the tunnel")
+            .unwrap();
+        got.push(b[0]);
+        assert!(got.len() < 4096, "{}", String::from_utf8_lossy(&got));
+    }
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.contains("\r\n\r\nHTTP/1.1 426 "),
+        "{got}"
+    );
+    t.write_all(format!("GET /inner HTTP/1.1\r\nHost: {india}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(TEST_DEADLINE, t.read_exact(&mut b))
+            .await
+            .expect("no handshake answer inside the tunnel")
+            .unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    frame_echoed(&mut t).await;
+    drop(t);
+
     // Abroad: the tunnel action applies, and nothing reaches the upstream.
     let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
     assert!(s.is_none() && head.starts_with("HTTP/1.1 451 "), "{head}");

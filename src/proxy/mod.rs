@@ -446,11 +446,11 @@ async fn serve(
     };
     ctx.host = policy_name.unwrap_or_else(|| host.policy_name());
     ctx.port = port;
-    // A WebSocket handshake to a forward or route target. Once upgraded, its frames pass
-    // unread, as a tunnel's bytes do, so it is judged as a tunnel. (Inside a tunnel a
-    // handshake is spliced before any request is read: see `tunnel::opening`.)
+    // A WebSocket handshake. Once upgraded, its frames pass unread, as a tunnel's bytes
+    // do, so it is judged as a tunnel. (One that opens a tunnel is spliced before any
+    // request is read, see `tunnel::opening`; this is one after a first request.)
     let websocket = match ctx.transport {
-        Transport::Forward | Transport::Reverse
+        Transport::Forward | Transport::Reverse | Transport::Tunnelled
             if req.method() == Method::GET
                 && req.version() == http::Version::HTTP_11
                 && http_body::Body::is_end_stream(req.body()) =>
@@ -509,23 +509,9 @@ async fn serve(
             // it would travel on in the TLS server name). Judged as a request's host is.
             let mut report = empty_report(shared, snapshot);
             snapshot.inspector.inspect_host(&ctx.host, &mut report);
-            if !report.seen().is_empty() {
-                let judge = judge(snapshot, ctx, (chosen.ip, chosen.country), None);
-                let d = judge.decide(DataView::Seen(report.seen()));
-                ctx.set_findings(inspected::found(&report, snapshot.inspector.detector()));
-                ctx.decision = Some(d.clone());
-                if d.verdict == Verdict::Deny {
-                    return Err(ProxyError::Blocked(d));
-                }
-            }
+            judge_shown(snapshot, ctx, (chosen.ip, chosen.country), &report)?;
         }
-        if let Some(d) = ctx
-            .decision
-            .as_ref()
-            .filter(|d| needs_record(d, &ctx.findings))
-        {
-            Box::pin(audit_flow(shared, snapshot, ctx, d)).await?;
-        }
+        record_if_needed(shared, snapshot, ctx).await?;
         let on_upgrade = hyper::upgrade::on(&mut req);
         let stream = tokio::time::timeout(shared.connect_timeout, TcpStream::connect(addr))
             .await
@@ -550,15 +536,7 @@ async fn serve(
                 }
             }
         };
-        // Watched from here, before the client connection hands over to it, so that a
-        // drain never finds neither of the two live. A tunnel cannot be asked to close: the
-        // drain waits for it, and cuts it when the drain time is over.
-        let watched = shared.drain.watch(crate::drain::Lasting(Box::pin(work)));
-        tokio::spawn(async move {
-            if watched.await.is_none() {
-                tracing::debug!(sima.request_id = %id, "tunnel cut: drain time over");
-            }
-        });
+        spawn_tunnel(shared, id, work);
         let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
         *resp.status_mut() = StatusCode::OK;
         return Ok(resp);
@@ -640,15 +618,7 @@ async fn serve(
     } else {
         (body.map_err(BoxError::from).boxed_unsync(), None)
     };
-    // A flow that passes but must be recorded (report mode, audited exceptions) is only
-    // forwarded once its record is on disk: no record, no flow.
-    if let Some(d) = ctx
-        .decision
-        .as_ref()
-        .filter(|d| needs_record(d, &ctx.findings))
-    {
-        Box::pin(audit_flow(shared, snapshot, ctx, d)).await?;
-    }
+    record_if_needed(shared, snapshot, ctx).await?;
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
     forward::add_forwarded(&mut parts.headers, forwarded, ctx.client.ip());
@@ -724,22 +694,8 @@ async fn websocket_flow(
         req.headers(),
         &mut report,
     );
-    if !report.seen().is_empty() {
-        let judge = judge(snapshot, ctx, (addr.ip(), country), None);
-        let d = judge.decide(DataView::Seen(report.seen()));
-        ctx.set_findings(inspected::found(&report, inspector.detector()));
-        ctx.decision = Some(d.clone());
-        if d.verdict == Verdict::Deny {
-            return Err(ProxyError::Blocked(d));
-        }
-    }
-    if let Some(d) = ctx
-        .decision
-        .as_ref()
-        .filter(|d| needs_record(d, &ctx.findings))
-    {
-        Box::pin(audit_flow(shared, snapshot, ctx, d)).await?;
-    }
+    judge_shown(snapshot, ctx, (addr.ip(), country), &report)?;
+    record_if_needed(shared, snapshot, ctx).await?;
     let from_client = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
@@ -791,16 +747,31 @@ async fn websocket_flow(
             }
         }
     };
-    let watched = shared.drain.watch(crate::drain::Lasting(Box::pin(work)));
-    tokio::spawn(async move {
-        if watched.await.is_none() {
-            tracing::debug!(sima.request_id = %id, "WebSocket cut: drain time over");
-        }
-    });
+    spawn_tunnel(shared, id, work);
     Ok(Response::from_parts(
         parts,
         Empty::new().map_err(|never| match never {}).boxed_unsync(),
     ))
+}
+
+/// Judges what a flow whose content will pass unread shows before it opens (a tunnel's
+/// host name, a WebSocket handshake's URL and headers), when that holds personal data.
+fn judge_shown(
+    snapshot: &Arc<Snapshot>,
+    ctx: &mut RequestCtx,
+    at: (IpAddr, Option<Country>),
+    report: &Report,
+) -> Result<(), ProxyError> {
+    if report.seen().is_empty() {
+        return Ok(());
+    }
+    let d = judge(snapshot, ctx, at, None).decide(DataView::Seen(report.seen()));
+    ctx.set_findings(inspected::found(report, snapshot.inspector.detector()));
+    ctx.decision = Some(d.clone());
+    if d.verdict == Verdict::Deny {
+        return Err(ProxyError::Blocked(d));
+    }
+    Ok(())
 }
 
 /// The judge of a request's data at the address chosen for it.
@@ -838,6 +809,23 @@ fn handle_boxed(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>
 {
     Box::pin(handle(shared, client, req))
+}
+
+/// Runs a tunnel (or a WebSocket) as a task of its own, watched by the drain from now:
+/// before the client connection hands over to it, so that a drain never finds neither of
+/// the two live. A tunnel cannot be asked to close: the drain waits for it, and cuts it
+/// when the drain time is over.
+fn spawn_tunnel(
+    shared: &Shared,
+    id: RequestId,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let watched = shared.drain.watch(crate::drain::Lasting(Box::pin(work)));
+    tokio::spawn(async move {
+        if watched.await.is_none() {
+            tracing::debug!(sima.request_id = %id, "tunnel cut: drain time over");
+        }
+    });
 }
 
 /// Counts one open tunnel in a gauge for as long as it lives, however its task ends
@@ -897,7 +885,7 @@ async fn run_tunnel<S>(
             });
             let io = TokioIo::new(tunnel::Replay::new(first, io));
             // Drained as a client connection is: its requests finish, then it closes.
-            let conn = shared.server.serve_connection(io, svc);
+            let conn = shared.server.serve_connection_with_upgrades(io, svc);
             if let Some(Err(e)) = shared.drain.watch(conn).await {
                 tracing::debug!(sima.request_id = %id, error = %e, "HTTP inside tunnel ended with error");
             }
@@ -938,6 +926,23 @@ fn record_when_passed(
             }
         }
     });
+}
+
+/// A flow that passes but must be recorded (report mode, audited exceptions) is only
+/// let through once its record is on disk: no record, no flow.
+async fn record_if_needed(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    ctx: &RequestCtx,
+) -> Result<(), ProxyError> {
+    match ctx
+        .decision
+        .as_ref()
+        .filter(|d| needs_record(d, &ctx.findings))
+    {
+        Some(d) => Box::pin(audit_flow(shared, snapshot, ctx, d)).await,
+        None => Ok(()),
+    }
 }
 
 /// Report-mode flows always; allowed flows only when their rule asks for an audit and

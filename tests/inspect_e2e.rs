@@ -1338,6 +1338,8 @@ async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
         (seen[0].uri.as_str(), &seen[0].body[..]),
         ("/orders", clean.as_bytes())
     );
+    // The connection dialled for the tunnel carried its request: no second one.
+    assert_eq!(us.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // HTTP/2 with prior knowledge, as a plaintext gRPC channel through a proxy opens its
     // tunnel: read the same way.

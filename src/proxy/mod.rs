@@ -849,9 +849,9 @@ impl Drop for Open<'_> {
 #[derive(Clone)]
 struct InTunnel(target::Authority);
 
-/// Runs an approved tunnel. When the client opens it with plain HTTP, the dialled stream is
-/// dropped and each request inside is served like a forward-proxy request to the tunnel's
-/// destination: resolved, located, decided, inspected, audited and logged on its own, with
+/// Runs an approved tunnel. When the client opens it with plain HTTP, the dialled stream
+/// goes to the upstream pool and each request inside is served like a forward-proxy
+/// request to the tunnel's destination: resolved, located, decided, inspected, audited and logged on its own, with
 /// the tunnel's client and `Proxy-Authorization`. Anything else is spliced unread.
 #[allow(clippy::too_many_arguments)]
 async fn run_tunnel<S>(
@@ -869,7 +869,9 @@ async fn run_tunnel<S>(
     let idle = shared.tunnel_idle;
     let (up, down, end) = match tunnel::opening(&mut io, &mut stream, idle).await {
         Ok(tunnel::Opening::Http(first)) => {
-            drop(stream);
+            if let Ok(addr) = stream.peer_addr() {
+                shared.upstreams.adopt(addr, stream).await;
+            }
             // Each request inside takes its own permits.
             drop(permits);
             tracing::debug!(sima.request_id = %id, "tunnel carries plain HTTP: read per request");

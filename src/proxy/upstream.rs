@@ -383,6 +383,28 @@ impl Upstreams {
         }
     }
 
+    /// Pools a plain TCP connection dialled for a tunnel that turned out to carry plain
+    /// HTTP: its requests are sent through the pool, and the first finds this one there
+    /// instead of dialling again (the upstream would have seen a connection open and close
+    /// unused).
+    pub async fn adopt(&self, addr: SocketAddr, tcp: TcpStream) {
+        match http1::Builder::new().handshake(TokioIo::new(tcp)).await {
+            Ok((mut sender, conn)) => {
+                tokio::spawn(conn);
+                // Ready once its task has run; a checkout finds an unready one busy. The
+                // tunnel's first request is usually read already and about to check out.
+                if sender.ready().await.is_err() {
+                    return;
+                }
+                let key = Key { addr, tls: None };
+                self.checkin(&key, Sender::H1(sender), Instant::now());
+            }
+            Err(e) => {
+                tracing::debug!(upstream.address = %addr, error = %e, "tunnel connection not pooled")
+            }
+        }
+    }
+
     /// Sends an upgrade request (a WebSocket handshake) on a connection of its own, over
     /// HTTP/1.1 even where the upstream would choose h2: an upgraded connection is the
     /// upstream half of a tunnel, never pooled. The response (101 or a refusal) comes back

@@ -1554,14 +1554,24 @@ where
     let _ = tokio::io::copy(&mut r, &mut w).await;
 }
 
-/// Opens a WebSocket through `proxy` with `target` as the request target (absolute URL or
-/// route path) and returns the response head, and the stream when it switched.
-async fn open_websocket(
-    proxy: std::net::SocketAddr,
-    target: &str,
-    host: &str,
-) -> (String, Option<TcpStream>) {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
+/// Reads from `s` up to and including `end`.
+async fn read_to(s: &mut TcpStream, end: &[u8]) -> String {
+    let mut got = Vec::new();
+    while !got.ends_with(end) {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut b))
+            .await
+            .expect("the proxy sent nothing more")
+            .unwrap();
+        got.push(b[0]);
+        assert!(got.len() < 8192, "{}", String::from_utf8_lossy(&got));
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Sends a WebSocket handshake for `target` (an absolute URL or a path) on `s`, and returns
+/// the response head.
+async fn handshake(s: &mut TcpStream, target: &str, host: &str) -> String {
     s.write_all(
         format!(
             "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nProxy-Connection: keep-alive\r\n\r\n"
@@ -1570,16 +1580,18 @@ async fn open_websocket(
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut b))
-            .await
-            .expect("no response head")
-            .unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    read_to(s, b"\r\n\r\n").await
+}
+
+/// Opens a WebSocket through `proxy` with `target` as the request target (absolute URL or
+/// route path) and returns the response head, and the stream when it switched.
+async fn open_websocket(
+    proxy: std::net::SocketAddr,
+    target: &str,
+    host: &str,
+) -> (String, Option<TcpStream>) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let head = handshake(&mut s, target, host).await;
     let switched = head.starts_with("HTTP/1.1 101 ");
     (head, switched.then_some(s))
 }
@@ -1679,34 +1691,12 @@ async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels()
     )
     .await
     .unwrap();
-    let mut got = Vec::new();
-    while !got.ends_with(b"nope") {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(TEST_DEADLINE, t.read_exact(&mut b))
-            .await
-            .expect("no answer inside the tunnel")
-            .unwrap();
-        got.push(b[0]);
-        assert!(got.len() < 4096, "{}", String::from_utf8_lossy(&got));
-    }
-    let got = String::from_utf8_lossy(&got).into_owned();
+    let got = read_to(&mut t, b"nope").await;
     assert!(
         got.starts_with("HTTP/1.1 200") && got.contains("\r\n\r\nHTTP/1.1 426 "),
         "{got}"
     );
-    t.write_all(format!("GET /inner HTTP/1.1\r\nHost: {india}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(TEST_DEADLINE, t.read_exact(&mut b))
-            .await
-            .expect("no handshake answer inside the tunnel")
-            .unwrap();
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let head = handshake(&mut t, "/inner", &india.to_string()).await;
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     frame_echoed(&mut t).await;
     drop(t);

@@ -26,15 +26,22 @@ async fn silent_upstream() -> std::net::SocketAddr {
     addr
 }
 
-/// A keep-alive connection to `proxy` that has made one GET to `upstream`, answered 200.
-async fn after_one_get(proxy: std::net::SocketAddr, upstream: std::net::SocketAddr) -> TcpStream {
+/// A connection to `proxy` that has sent `request` and had 200 back.
+async fn answered_200(proxy: std::net::SocketAddr, request: String) -> TcpStream {
     let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("GET http://{upstream}/ HTTP/1.1\r\nHost: {upstream}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
     let head = read_head(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     s
+}
+
+/// A keep-alive connection to `proxy` that has made one GET to `upstream`, answered 200.
+async fn after_one_get(proxy: std::net::SocketAddr, upstream: std::net::SocketAddr) -> TcpStream {
+    answered_200(
+        proxy,
+        format!("GET http://{upstream}/ HTTP/1.1\r\nHost: {upstream}\r\n\r\n"),
+    )
+    .await
 }
 
 /// Waits (at most `TEST_DEADLINE`) for the server to close `s`; panics with `why` if not.
@@ -125,13 +132,11 @@ async fn echo_upstream() -> std::net::SocketAddr {
 
 /// A tunnel through `proxy` to `target`, opened and answered 200.
 async fn tunnel(proxy: std::net::SocketAddr, target: std::net::SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    s
+    answered_200(
+        proxy,
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+    )
+    .await
 }
 
 /// Sends bytes no HTTP parser would take through a spliced tunnel and reads them back.
@@ -145,11 +150,12 @@ async fn echoed(s: &mut TcpStream) {
     assert_eq!(&back, b"\x16\x03\x01ping");
 }
 
-#[tokio::test]
-async fn shutdown_waits_for_a_tunnel_until_it_closes() {
+/// A tunnel through a Sima that has begun to shut down with `drain`, shown still carrying
+/// bytes 300 ms into the drain, and the shutdown's task.
+async fn draining_with_a_tunnel(drain: &str) -> (TcpStream, tokio::task::JoinHandle<()>) {
     let echo = echo_upstream().await;
     let sima = start(config(&format!(
-        "{GEO_OVERRIDES}timeouts:\n  drain: 120s\n"
+        "{GEO_OVERRIDES}timeouts:\n  drain: {drain}\n"
     )))
     .await;
     let mut s = tunnel(sima.info.proxy, echo).await;
@@ -160,9 +166,14 @@ async fn shutdown_waits_for_a_tunnel_until_it_closes() {
         !shutdown.is_finished(),
         "the drain did not wait for the tunnel"
     );
-    // The tunnel still carries bytes while the proxy drains...
     echoed(&mut s).await;
-    // ...and the drain ends as soon as its client closes it.
+    (s, shutdown)
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_tunnel_until_it_closes() {
+    let (s, shutdown) = draining_with_a_tunnel("120s").await;
+    // The drain ends as soon as the client closes the tunnel.
     drop(s);
     tokio::time::timeout(TEST_DEADLINE, shutdown)
         .await
@@ -172,17 +183,7 @@ async fn shutdown_waits_for_a_tunnel_until_it_closes() {
 
 #[tokio::test]
 async fn a_tunnel_still_open_when_the_drain_time_ends_is_cut() {
-    let echo = echo_upstream().await;
-    let sima = start(config(&format!("{GEO_OVERRIDES}timeouts:\n  drain: 1s\n"))).await;
-    let mut s = tunnel(sima.info.proxy, echo).await;
-    echoed(&mut s).await;
-    let shutdown = tokio::spawn(sima.shutdown());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !shutdown.is_finished(),
-        "the drain did not wait for the tunnel"
-    );
-    echoed(&mut s).await;
+    let (mut s, shutdown) = draining_with_a_tunnel("1s").await;
     closed_by_server(&mut s, "the tunnel outlived the drain").await;
     tokio::time::timeout(TEST_DEADLINE, shutdown)
         .await
@@ -309,12 +310,7 @@ async fn an_idle_tunnel_is_closed_after_the_tunnel_timeout() {
         "{GEO_OVERRIDES}timeouts:\n  tunnel_idle: 300ms\n"
     )))
     .await;
-    let mut s = TcpStream::connect(sima.info.proxy).await.unwrap();
-    s.write_all(format!("CONNECT {addr} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let head = read_head(&mut s).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut s = tunnel(sima.info.proxy, addr).await;
     let started = Instant::now();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))

@@ -420,26 +420,14 @@ impl Upstreams {
         let http_err = |source| UpstreamError::Http { addr, source };
         let tcp = self.tcp(addr).await?;
         let mut sender = match &dial.tls {
-            None => {
-                let (sender, conn) = http1::Builder::new()
-                    .handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(http_err)?;
-                tokio::spawn(conn.with_upgrades());
-                sender
-            }
+            None => upgradeable(tcp).await,
             Some(tls) => {
                 let mut config = (*tls.config).clone();
                 config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let stream = self.tls(addr, tls, Arc::new(config), tcp).await?;
-                let (sender, conn) = http1::Builder::new()
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(http_err)?;
-                tokio::spawn(conn.with_upgrades());
-                sender
+                upgradeable(self.tls(addr, tls, Arc::new(config), tcp).await?).await
             }
-        };
+        }
+        .map_err(http_err)?;
         set_target(
             &mut req,
             false,
@@ -485,6 +473,16 @@ impl Upstreams {
             detail: e.to_string(),
         })
     }
+}
+
+/// An HTTP/1.1 client connection on `io` whose task hands the connection over on a 101.
+async fn upgradeable<T>(io: T) -> Result<http1::SendRequest<Body>, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn.with_upgrades());
+    Ok(sender)
 }
 
 /// h1 wants origin-form plus `Host`; h2 wants the absolute URI (`:authority`) and no `Host`.

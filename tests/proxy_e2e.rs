@@ -242,6 +242,8 @@ async fn tls_websockets_and_server_first_protocols_pass_through_tunnels_unread()
         .unwrap()
         .unwrap();
     assert_eq!(&reply, b"250 EHLO x\r\n");
+    // Closed by the client, the tunnel ends: the drain below would wait for it.
+    drop(s);
 
     // A plain ws:// connection through the proxy: its handshake is not read as a request
     // (Sima does not proxy upgrades, so it would fail); the tunnel is spliced.
@@ -267,7 +269,10 @@ async fn tls_websockets_and_server_first_protocols_pass_through_tunnels_unread()
         .unwrap()
         .unwrap();
     assert_eq!(&echo, b"\x81\x04ping");
-    sima.shutdown().await;
+    drop(s);
+    tokio::time::timeout(TEST_DEADLINE, sima.shutdown())
+        .await
+        .expect("a tunnel its client closed held the drain open");
 }
 
 #[tokio::test]

@@ -299,7 +299,7 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     /// Upstream response head after the request was sent.
     pub upstream_response: Duration,
-    /// CONNECT tunnel without traffic.
+    /// CONNECT tunnel or WebSocket without traffic.
     pub tunnel_idle: Duration,
     /// Idle pooled upstream connection.
     pub pool_idle: Duration,

@@ -12,6 +12,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
 const ALLOW_ALL: &str = "version: 1\nname: open\nrules: []\ndefault: allow\n";
@@ -172,6 +173,30 @@ async fn report_mode_passes_traffic_and_marks_it() {
             r#"sima_requests_total{decision="report",mode="forward",reason="destination_rule"} 1"#
         ),
         "{m}"
+    );
+    // A tunnel that report mode lets open is marked the same way.
+    let to = us.addr;
+    let mut s = tokio::net::TcpStream::connect(sima.info.proxy)
+        .await
+        .unwrap();
+    s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut b))
+            .await
+            .expect("no answer to the CONNECT")
+            .unwrap();
+        head.push(b[0]);
+    }
+    drop(s);
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("sima-verdict: report; rule=no-us; reason=destination_rule\r\n"),
+        "{head}"
     );
     sima.shutdown().await;
 }

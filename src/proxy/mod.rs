@@ -539,6 +539,7 @@ async fn serve(
         spawn_tunnel(shared, id, work);
         let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
         *resp.status_mut() = StatusCode::OK;
+        mark_report(ctx, resp.headers_mut());
         return Ok(resp);
     }
 
@@ -651,7 +652,15 @@ async fn serve(
     let (mut parts, body) = resp.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
-    // Report mode: the flow passes, and the developer can see it would have been blocked.
+    mark_report(ctx, &mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed_unsync(),
+    ))
+}
+
+/// Report mode: the flow passes, and the developer can see it would have been blocked.
+fn mark_report(ctx: &RequestCtx, headers: &mut http::HeaderMap) {
     if let Some(d) = ctx
         .decision
         .as_ref()
@@ -662,13 +671,9 @@ async fn serve(
             d.rule,
             d.reason.as_str()
         )) {
-            parts.headers.insert(REPORT_HEADER, v);
+            headers.insert(REPORT_HEADER, v);
         }
     }
-    Ok(Response::from_parts(
-        parts,
-        body.map_err(BoxError::from).boxed_unsync(),
-    ))
 }
 
 /// A WebSocket handshake, already allowed as a tunnel to `addr`: its URL and headers are
@@ -722,6 +727,7 @@ async fn websocket_flow(
     let upgrade_back = parts.headers.get(header::UPGRADE).cloned();
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::add_via(&mut parts.headers);
+    mark_report(ctx, &mut parts.headers);
     let Some(from_upstream) = from_upstream else {
         // Refused (401, 426...): an ordinary response, and the client's upgrade lapses.
         return Ok(Response::from_parts(

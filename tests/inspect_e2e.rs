@@ -1270,22 +1270,8 @@ async fn open_tunnel(proxy: std::net::SocketAddr, to: std::net::SocketAddr) -> T
     s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    // Read the 200's head byte by byte so that nothing after it is consumed.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut b))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n == 1 && head.len() < 4096, "CONNECT answer: {head:?}");
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let head = read_to(&mut s, b"\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "CONNECT answer: {head}");
     s
 }
 
@@ -1552,21 +1538,6 @@ where
         .await;
     let (mut r, mut w) = tokio::io::split(s);
     let _ = tokio::io::copy(&mut r, &mut w).await;
-}
-
-/// Reads from `s` up to and including `end`.
-async fn read_to(s: &mut TcpStream, end: &[u8]) -> String {
-    let mut got = Vec::new();
-    while !got.ends_with(end) {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut b))
-            .await
-            .expect("the proxy sent nothing more")
-            .unwrap();
-        got.push(b[0]);
-        assert!(got.len() < 8192, "{}", String::from_utf8_lossy(&got));
-    }
-    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// Sends a WebSocket handshake for `target` (an absolute URL or a path) on `s`, and returns

@@ -12,7 +12,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
 
 const ALLOW_ALL: &str = "version: 1\nname: open\nrules: []\ndefault: allow\n";
@@ -182,17 +182,8 @@ async fn report_mode_passes_traffic_and_marks_it() {
     s.write_all(format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut b))
-            .await
-            .expect("no answer to the CONNECT")
-            .unwrap();
-        head.push(b[0]);
-    }
+    let head = read_to(&mut s, b"\r\n\r\n").await;
     drop(s);
-    let head = String::from_utf8_lossy(&head);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
         head.contains("sima-verdict: report; rule=no-us; reason=destination_rule\r\n"),

@@ -154,25 +154,6 @@ async fn connect_tunnels_to_india_and_refuses_the_us() {
     sima.shutdown().await;
 }
 
-/// Reads from `s` until what was read ends with `end` (within 4 KiB and the test deadline).
-async fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
-    let mut got = Vec::new();
-    while !got.ends_with(end) {
-        let mut buf = [0u8; 256];
-        let n = tokio::time::timeout(TEST_DEADLINE, s.read(&mut buf))
-            .await
-            .expect("nothing more through the tunnel")
-            .unwrap();
-        assert!(
-            n > 0 && got.len() < 4096,
-            "{}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&got).into_owned()
-}
-
 #[tokio::test]
 async fn tls_websockets_and_server_first_protocols_pass_through_tunnels_unread() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,7 +214,7 @@ async fn tls_websockets_and_server_first_protocols_pass_through_tunnels_unread()
     s.write_all(format!("CONNECT {mail_addr} HTTP/1.1\r\nHost: {mail_addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let got = read_until(&mut s, b"\r\n\r\n220 mail ready\r\n").await;
+    let got = read_to(&mut s, b"\r\n\r\n220 mail ready\r\n").await;
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     s.write_all(b"EHLO x\r\n").await.unwrap();
     let mut reply = [0u8; 12];
@@ -256,7 +237,7 @@ async fn tls_websockets_and_server_first_protocols_pass_through_tunnels_unread()
     )
     .await
     .unwrap();
-    let text = read_until(&mut s, b"Connection: Upgrade\r\n\r\n").await;
+    let text = read_to(&mut s, b"Connection: Upgrade\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.contains("\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n"),

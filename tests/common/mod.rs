@@ -326,6 +326,23 @@ pub async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
 }
 
 /// Parses a JSON body.
+/// Reads from `s` up to and including `end`, byte by byte so that nothing after it (a
+/// tunnel's first bytes, a frame) is consumed.
+pub async fn read_to(s: &mut TcpStream, end: &[u8]) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    while !got.ends_with(end) {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut b))
+            .await
+            .expect("the proxy sent nothing more")
+            .unwrap();
+        got.push(b[0]);
+        assert!(got.len() < 8192, "{}", String::from_utf8_lossy(&got));
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 pub fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))

@@ -451,8 +451,10 @@ async fn serve(
     // request is read, see `tunnel::opening`; this is one after a first request.)
     let websocket = match ctx.transport {
         Transport::Forward | Transport::Reverse | Transport::Tunnelled
+            // hyper attaches an upgrade only to an HTTP/1.1 request with `Upgrade`: most
+            // requests are turned away here without a header lookup.
             if req.method() == Method::GET
-                && req.version() == http::Version::HTTP_11
+                && req.extensions().get::<hyper::upgrade::OnUpgrade>().is_some()
                 && http_body::Body::is_end_stream(req.body()) =>
         {
             forward::websocket_upgrade(req.headers())

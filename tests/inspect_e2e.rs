@@ -1487,33 +1487,52 @@ async fn websocket_server(
     ip: &str,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let (addr, heads, _) = recording_websocket_server(ip, tls).await;
+    (addr, heads)
+}
+
+/// [`websocket_server`], also recording every byte its sessions receive after the
+/// handshake.
+async fn recording_websocket_server(
+    ip: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (
+    std::net::SocketAddr,
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Vec<u8>>>,
+) {
     let l = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = l.local_addr().unwrap();
     let heads = Arc::new(Mutex::new(Vec::new()));
-    let seen = heads.clone();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let (seen, got) = (heads.clone(), received.clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
-            let (seen, tls) = (seen.clone(), tls.clone());
+            let (seen, got, tls) = (seen.clone(), got.clone(), tls.clone());
             tokio::spawn(async move {
                 match tls {
-                    None => websocket_session(s, String::new(), seen).await,
+                    None => websocket_session(s, String::new(), seen, got).await,
                     Some(cfg) => {
                         let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(s).await else {
                             return;
                         };
                         let alpn = s.get_ref().1.alpn_protocol().unwrap_or_default();
                         let alpn = format!("alpn {}\n", String::from_utf8_lossy(alpn));
-                        websocket_session(s, alpn, seen).await
+                        websocket_session(s, alpn, seen, got).await
                     }
                 }
             });
         }
     });
-    (addr, heads)
+    (addr, heads, received)
 }
 
-async fn websocket_session<S>(mut s: S, mut head: String, seen: Arc<Mutex<Vec<String>>>)
-where
+async fn websocket_session<S>(
+    mut s: S,
+    mut head: String,
+    seen: Arc<Mutex<Vec<String>>>,
+    received: Arc<Mutex<Vec<u8>>>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut raw = Vec::new();
@@ -1536,8 +1555,17 @@ where
     let _ = s
         .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
         .await;
-    let (mut r, mut w) = tokio::io::split(s);
-    let _ = tokio::io::copy(&mut r, &mut w).await;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        received.lock().unwrap().extend_from_slice(&buf[..n]);
+        if s.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Sends a WebSocket handshake for `target` (an absolute URL or a path) on `s`, and returns
@@ -1545,7 +1573,7 @@ where
 async fn handshake(s: &mut TcpStream, target: &str, host: &str) -> String {
     s.write_all(
         format!(
-            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nProxy-Connection: keep-alive\r\n\r\n"
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nProxy-Connection: keep-alive\r\n\r\n"
         )
         .as_bytes(),
     )
@@ -1579,18 +1607,83 @@ async fn frame_echoed(s: &mut TcpStream) {
     assert_eq!(&back, frame);
 }
 
+/// A client's frame: `first` (FIN, opcode), `payload` masked with `mask`.
+fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![first];
+    match payload.len() {
+        n @ 0..=125 => f.push(0x80 | n as u8),
+        n @ 126..=0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    f
+}
+
+/// Reads `s` to its end and returns the close frames in it: (code, reason). Other frames
+/// (echoes) are skipped.
+async fn closes_to_end(s: &mut TcpStream) -> Vec<(u16, String)> {
+    let mut got = Vec::new();
+    tokio::time::timeout(TEST_DEADLINE, s.read_to_end(&mut got))
+        .await
+        .expect("the WebSocket was not closed")
+        .unwrap();
+    let mut closes = Vec::new();
+    let mut at = 0;
+    while at + 2 <= got.len() {
+        let (b0, b1) = (got[at], got[at + 1]);
+        let mut len = usize::from(b1 & 0x7f);
+        let mut head = 2;
+        if len == 126 {
+            len = usize::from(u16::from_be_bytes([got[at + 2], got[at + 3]]));
+            head = 4;
+        }
+        assert!(len < 127, "unexpected long frame");
+        let mask = (b1 & 0x80 != 0).then(|| {
+            [
+                got[at + head],
+                got[at + head + 1],
+                got[at + head + 2],
+                got[at + head + 3],
+            ]
+        });
+        if mask.is_some() {
+            head += 4;
+        }
+        let payload: Vec<u8> = got[at + head..at + head + len]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| mask.map_or(*b, |m| b ^ m[i % 4]))
+            .collect();
+        if b0 & 0x0f == 0x8 {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            closes.push((code, String::from_utf8(payload[2..].to_vec()).unwrap()));
+        }
+        at += head + len;
+    }
+    assert_eq!(at, got.len(), "a frame was cut");
+    closes
+}
+
 #[tokio::test]
-async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels() {
+async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_judged() {
     let (india, india_heads) = websocket_server("127.0.0.2", None).await;
-    let (usa, usa_heads) = websocket_server("127.0.0.3", None).await;
+    let (usa, usa_heads, usa_received) = recording_websocket_server("127.0.0.3", None).await;
     let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
     // It offers h2 first, as a real server does.
     let pki = test_pki(dir.path(), &["chat.test"]);
     let (secure, secure_heads) = websocket_server("127.0.0.2", Some(pki.server.clone())).await;
-    // With `tunnels: block`, a WebSocket (its frames unread) may not go where a rule about
-    // personal data applies: abroad.
+    // `tunnels: block` is for content Sima cannot read: a WebSocket's messages it reads.
     let strict = start(config(&format!(
-        "{}{GEO_OVERRIDES}resolver:\n  static_hosts:\n    chat.test: [127.0.0.2]\nroutes:\n  - name: chat\n    prefix: /chat-in/\n    upstream: http://{india}/\n  - name: chat-tls\n    prefix: /chat-tls/\n    upstream: https://chat.test:{}/v1\n    ca_bundle: {}\n",
+        "audit:\n  dir: {}\n{}{GEO_OVERRIDES}resolver:\n  static_hosts:\n    chat.test: [127.0.0.2]\nroutes:\n  - name: chat\n    prefix: /chat-in/\n    upstream: http://{india}/\n  - name: chat-tls\n    prefix: /chat-tls/\n    upstream: https://chat.test:{}/v1\n    ca_bundle: {}\n",
+        audit.display(),
         policy_file(
             dir.path(),
             "version: 1\nname: ws\nhome: [IN]\ntunnels: block\nrules:\n  - id: stays-home\n    when: { countries: [foreign, unknown], data: any }\n    action: block\ndefault: allow\n"
@@ -1601,7 +1694,8 @@ async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels()
     .await;
     let proxy = strict.info.proxy;
 
-    // Forward, to India: switched, the handshake forwarded with its upgrade, frames both ways.
+    // Forward, to India: switched, the handshake forwarded with its upgrade, frames both
+    // ways. No rule about data applies at home: the frames pass unread, compressed or not.
     let (head, s) = open_websocket(
         proxy,
         &format!("http://{india}/chat?room=1"),
@@ -1626,6 +1720,10 @@ async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels()
     assert!(lower.contains("\r\nconnection: upgrade\r\n"), "{sent}");
     assert!(
         lower.contains("\r\nsec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n"),
+        "{sent}"
+    );
+    assert!(
+        lower.contains("\r\nsec-websocket-extensions: permessage-deflate"),
         "{sent}"
     );
     assert!(lower.contains("\r\nvia: 1.1 sima\r\n"), "{sent}");
@@ -1672,12 +1770,73 @@ async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels()
     frame_echoed(&mut t).await;
     drop(t);
 
-    // Abroad: the tunnel action applies, and nothing reaches the upstream.
+    // Abroad, where the rule about personal data applies: switched, but with no extension
+    // offered (compressed frames could not be read), and each message is judged before it
+    // goes on.
     let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
-    assert!(s.is_none() && head.starts_with("HTTP/1.1 451 "), "{head}");
+    let mut abroad = s.unwrap_or_else(|| panic!("{head}"));
+    let sent = usa_heads.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(!sent.contains("sec-websocket-extensions"), "{sent}");
+    frame_echoed(&mut abroad).await;
+    // An Aadhaar number cut across two fragments, with a ping between them, each frame
+    // masked with its own key.
+    let id = aadhaar();
+    let text = format!("{{\"customer\":{{\"aadhaar\":\"{id}\"}}}}");
+    let (a, b) = text.split_at(text.len() - 7);
+    let fragment_a = client_frame(0x01, a.as_bytes(), [0x13, 0x57, 0x9b, 0xdf]);
+    let ping = client_frame(0x89, b"still there?", [1, 2, 3, 4]);
+    let fragment_b = client_frame(0x80, b.as_bytes(), [0xa5, 0x5a, 0xc3, 0x3c]);
+    abroad.write_all(&fragment_a).await.unwrap();
+    abroad.write_all(&ping).await.unwrap();
+    abroad.write_all(&fragment_b).await.unwrap();
+    let closes = closes_to_end(&mut abroad).await;
+    let refused = closes
+        .iter()
+        .find(|(code, _)| *code == 1008)
+        .unwrap_or_else(|| panic!("no policy close: {closes:?}"));
+    assert!(refused.1.contains("rule stays-home"), "{refused:?}");
+    assert!(!refused.1.contains(&id));
+    let received = usa_received.lock().unwrap().clone();
+    let has = |part: &[u8]| received.windows(part.len()).any(|w| w == part);
+    assert!(
+        has(b"\x81\x84abcd\x11\x0b\x0d\x03") && has(&ping),
+        "the clean frames go on"
+    );
+    assert!(
+        !has(&fragment_a) && !has(&fragment_b),
+        "a fragment of the message went abroad"
+    );
+    assert!(!has(id.as_bytes()));
 
-    // An open WebSocket counts as a tunnel (the route's, closed, soon stops counting),
-    // and the drain waits for it.
+    // A message too large to hold for inspection is refused on its head: 1009, and the
+    // policy's `uninspectable` action (block) makes it a recorded block.
+    let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
+    let mut big = s.unwrap_or_else(|| panic!("{head}"));
+    let before = usa_received.lock().unwrap().len();
+    let mut head_only = vec![0x82, 0x80 | 127];
+    head_only.extend_from_slice(&(9u64 << 20).to_be_bytes());
+    head_only.extend_from_slice(&[7, 7, 7, 7]);
+    head_only.extend_from_slice(&[0u8; 1000]);
+    big.write_all(&head_only).await.unwrap();
+    let closes = closes_to_end(&mut big).await;
+    assert!(closes.iter().any(|(code, _)| *code == 1009), "{closes:?}");
+    let after = usa_received.lock().unwrap()[before..].to_vec();
+    assert!(
+        after.is_empty() || after.starts_with(b"\x88"),
+        "only a close frame may follow: {after:?}"
+    );
+
+    // Blocks are counted as requests (the handshake as allowed, before).
+    let metrics = String::from_utf8(strict.shared.metrics.render()).unwrap();
+    for m in [
+        r#"sima_requests_total{decision="deny",mode="forward",reason="personal_data"} 1"#,
+        r#"sima_requests_total{decision="deny",mode="forward",reason="uninspectable"} 1"#,
+    ] {
+        assert!(metrics.contains(m), "{m} in {metrics}");
+    }
+
+    // An open WebSocket counts as a tunnel (the others, closed, soon stop counting), and
+    // the drain waits for it.
     let mut m = String::new();
     for _ in 0..100 {
         m = String::from_utf8(strict.shared.metrics.render()).unwrap();
@@ -1700,8 +1859,29 @@ async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels()
         .expect("a closed WebSocket held the drain open")
         .unwrap();
 
-    // With the default `tunnels: allow`, a WebSocket abroad is let through like a tunnel,
-    // but its URL and headers are read first.
+    // Both blocks are audited, with the class but not the value.
+    let text: String = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        !text.contains(&id),
+        "a detected value reached the audit log"
+    );
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let blocks: Vec<_> = records.iter().filter(|r| r["action"] == "block").collect();
+    assert_eq!(blocks.len(), 2, "{records:?}");
+    assert!(blocks.iter().all(|r| r["path"] == "/chat"), "{blocks:?}");
+    assert!(
+        text.contains(r#"{"class":"AADHAAR","count":1,"locations":["body"]"#),
+        "{text}"
+    );
+
+    // Under the default policy, a WebSocket abroad is let through with its messages read;
+    // its URL and headers are read first.
     let lax = start(config(GEO_OVERRIDES)).await;
     let (head, s) = open_websocket(
         lax.info.proxy,
@@ -1709,8 +1889,17 @@ async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels()
         &usa.to_string(),
     )
     .await;
-    frame_echoed(&mut s.unwrap_or_else(|| panic!("{head}"))).await;
-    let id = aadhaar();
+    let mut s = s.unwrap_or_else(|| panic!("{head}"));
+    frame_echoed(&mut s).await;
+    let leak = client_frame(0x81, text_with(&id).as_bytes(), [9, 8, 7, 6]);
+    s.write_all(&leak).await.unwrap();
+    let closes = closes_to_end(&mut s).await;
+    assert!(closes.iter().any(|(code, _)| *code == 1008), "{closes:?}");
+    assert!(!usa_received
+        .lock()
+        .unwrap()
+        .windows(leak.len())
+        .any(|w| w == leak));
     let (head, s) = open_websocket(
         lax.info.proxy,
         &format!("http://{usa}/chat?aadhaar={id}"),
@@ -1721,8 +1910,16 @@ async fn websockets_through_the_forward_proxy_and_routes_are_judged_as_tunnels()
     assert!(!head.contains(&id), "{head}");
     assert_eq!(
         usa_heads.lock().unwrap().len(),
-        1,
-        "only the clean handshake went abroad"
+        3,
+        "only the clean handshakes went abroad"
     );
     lax.shutdown().await;
+}
+
+/// A chat message carrying `id` as base64 inside JSON, as an app might send it.
+fn text_with(id: &str) -> String {
+    format!(
+        "{{\"type\":\"message\",\"attachment\":\"{}\"}}",
+        base64::engine::general_purpose::STANDARD.encode(format!("Aadhaar: {id}"))
+    )
 }

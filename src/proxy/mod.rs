@@ -33,6 +33,7 @@ pub mod routes;
 pub mod target;
 pub mod tunnel;
 pub mod upstream;
+pub mod websocket;
 
 use respond::ProxyError;
 
@@ -446,9 +447,10 @@ async fn serve(
     };
     ctx.host = policy_name.unwrap_or_else(|| host.policy_name());
     ctx.port = port;
-    // A WebSocket handshake. Once upgraded, its frames pass unread, as a tunnel's bytes
-    // do, so it is judged as a tunnel. (One that opens a tunnel is spliced before any
-    // request is read, see `tunnel::opening`; this is one after a first request.)
+    // A WebSocket handshake. Where a rule about data applies, its messages are read and
+    // judged one by one (see `websocket_flow`). (One that opens a tunnel is spliced unread
+    // before any request is read, see `tunnel::opening`; this is one after a first
+    // request.)
     let websocket = match ctx.transport {
         Transport::Forward | Transport::Reverse | Transport::Tunnelled
             // hyper attaches an upgrade only to an HTTP/1.1 request with `Upgrade`: most
@@ -479,7 +481,7 @@ async fn serve(
         }
     };
     let path = req.uri().path_and_query().cloned();
-    let opaque = ctx.transport == Transport::Connect || websocket.is_some();
+    let opaque = ctx.transport == Transport::Connect;
     let chosen = choose(
         shared,
         snapshot,
@@ -511,7 +513,7 @@ async fn serve(
             // it would travel on in the TLS server name). Judged as a request's host is.
             let mut report = empty_report(shared, snapshot);
             snapshot.inspector.inspect_host(&ctx.host, &mut report);
-            judge_shown(snapshot, ctx, (chosen.ip, chosen.country), &report)?;
+            judge_shown(snapshot, ctx, (chosen.ip, chosen.country), &report, false)?;
         }
         record_if_needed(shared, snapshot, ctx).await?;
         let on_upgrade = hyper::upgrade::on(&mut req);
@@ -554,6 +556,7 @@ async fn serve(
             upgrade,
             (addr, tls, chosen.country),
             (&authority, &path_and_query, forwarded),
+            needs_inspection || shared.inspect_always,
             permits,
         ))
         .await;
@@ -678,10 +681,12 @@ fn mark_report(ctx: &RequestCtx, headers: &mut http::HeaderMap) {
     }
 }
 
-/// A WebSocket handshake, already allowed as a tunnel to `addr`: its URL and headers are
-/// read as any request's are, then it goes upstream on a connection of its own. On a 101
-/// both upgraded connections are spliced, unread, as a tunnel; any other answer is passed
-/// back as a response.
+/// A WebSocket handshake, already allowed to `addr`: its URL and headers are read as any
+/// request's are, then it goes upstream on a connection of its own. On a 101 both upgraded
+/// connections are relayed: with `read` (a rule about data applies there), each message the
+/// client sends is inspected and judged before it goes on (see [`MessageGate`]); otherwise
+/// the frames are spliced unread, as a tunnel's bytes. Any other answer is passed back as
+/// a response.
 #[allow(clippy::too_many_arguments)]
 async fn websocket_flow(
     shared: &Arc<Shared>,
@@ -691,6 +696,7 @@ async fn websocket_flow(
     upgrade: HeaderValue,
     (addr, tls, country): (SocketAddr, Option<upstream::TlsDial>, Option<Country>),
     (authority, path_and_query, forwarded): (&HeaderValue, &http::uri::PathAndQuery, ForwardedMode),
+    read: bool,
     permits: Vec<tokio::sync::OwnedSemaphorePermit>,
 ) -> Result<Response<Body>, ProxyError> {
     let mut report = empty_report(shared, snapshot);
@@ -701,7 +707,7 @@ async fn websocket_flow(
         req.headers(),
         &mut report,
     );
-    judge_shown(snapshot, ctx, (addr.ip(), country), &report)?;
+    judge_shown(snapshot, ctx, (addr.ip(), country), &report, read)?;
     record_if_needed(shared, snapshot, ctx).await?;
     let from_client = hyper::upgrade::on(&mut req);
     let (mut parts, _) = req.into_parts();
@@ -709,6 +715,11 @@ async fn websocket_flow(
     forward::keep_upgrade(&mut parts.headers, upgrade);
     forward::add_via(&mut parts.headers);
     forward::add_forwarded(&mut parts.headers, forwarded, ctx.client.ip());
+    if read {
+        // Frames compressed by `permessage-deflate` (or changed by any extension) could
+        // not be read: none is offered, so the server sends plain frames.
+        parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     let empty = Empty::new().map_err(|never| match never {}).boxed_unsync();
     let dial = Dial { addr, tls };
     let sent = Instant::now();
@@ -741,14 +752,36 @@ async fn websocket_flow(
         forward::keep_upgrade(&mut parts.headers, u);
     }
     let (shared2, id, idle) = (shared.clone(), ctx.id, shared.tunnel_idle);
+    let mut gate = read.then(|| MessageGate {
+        shared: shared.clone(),
+        snapshot: snapshot.clone(),
+        judge: judge(
+            snapshot,
+            ctx,
+            (addr.ip(), country),
+            Some(path_and_query.clone()),
+        ),
+        ctx: ctx.clone(),
+    });
     let work = async move {
         let _permits = permits;
         match tokio::try_join!(from_client, from_upstream) {
             Ok((client, upstream)) => {
                 let _open = Open::count(&shared2.metrics.active_tunnels);
-                let (up, down, end) =
-                    tunnel::splice(TokioIo::new(client), TokioIo::new(upstream), idle).await;
-                tracing::debug!(sima.request_id = %id, sima.bytes_up = up, sima.bytes_down = down, sima.tunnel_end = ?end, "WebSocket closed");
+                let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                let (up, down, end) = match &mut gate {
+                    Some(gate) => {
+                        let limit = gate.snapshot.inspector.max_encoded_body;
+                        let (up, down, end) =
+                            websocket::relay(client, upstream, limit, idle, gate).await;
+                        (up, down, format!("{end:?}"))
+                    }
+                    None => {
+                        let (up, down, end) = tunnel::splice(client, upstream, idle).await;
+                        (up, down, format!("{end:?}"))
+                    }
+                };
+                tracing::debug!(sima.request_id = %id, sima.bytes_up = up, sima.bytes_down = down, sima.tunnel_end = %end, "WebSocket closed");
             }
             Err(e) => {
                 tracing::debug!(sima.request_id = %id, error = %e, "WebSocket upgrade failed")
@@ -762,15 +795,121 @@ async fn websocket_flow(
     ))
 }
 
-/// Judges what a flow whose content will pass unread shows before it opens (a tunnel's
-/// host name, a WebSocket handshake's URL and headers), when that holds personal data.
+/// Judges each message a WebSocket's client sends, where a rule about data applies to its
+/// destination: inspected as a request body of no declared type is (so JSON, base64 and
+/// the rest are read), then decided with the handshake's destination, path and client. A
+/// blocked message never goes upstream; it is audited, logged and counted as a blocked
+/// request (status 451) under the WebSocket's request id, and both sides are closed (the
+/// client with 1008 and the reason).
+struct MessageGate {
+    shared: Arc<Shared>,
+    snapshot: Arc<Snapshot>,
+    judge: inspected::Judge,
+    /// The handshake's context, for the records of its messages.
+    ctx: RequestCtx,
+}
+
+impl MessageGate {
+    /// Audits, logs and counts a blocked message (or one that could not be read).
+    async fn blocked(&mut self, d: Decision, found: inspected::Found, start: Instant) {
+        self.ctx.set_findings(found);
+        self.ctx.decision = Some(d.clone());
+        // A failed record is counted and logged by the audit writer; the message is not
+        // sent either way.
+        let _ = Box::pin(audit_flow(&self.shared, &self.snapshot, &self.ctx, &d)).await;
+        tracing::warn!(sima.request_id = %self.ctx.id, rule = %d.rule, "WebSocket message blocked: {}", d.message);
+        finish(
+            &self.shared,
+            &self.ctx,
+            Verdict::Deny,
+            d.reason,
+            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            start,
+        );
+    }
+}
+
+impl websocket::Gate for MessageGate {
+    async fn judge(&mut self, ready: &websocket::Ready) -> Result<(), websocket::Refusal> {
+        let start = Instant::now();
+        let inspector = self.snapshot.inspector.clone();
+        let mut report = empty_report(&self.shared, &self.snapshot);
+        // A close frame's first two bytes are its code.
+        let text = match ready.kind {
+            Some(websocket::Kind::Close) => ready.payload.get(2..).unwrap_or_default(),
+            _ => &ready.payload,
+        };
+        self.shared
+            .metrics
+            .inspected_bytes
+            .inc_by(text.len() as u64);
+        let read = inspector
+            .body(&http::HeaderMap::new())
+            .and_then(|mut scan| {
+                scan.feed(text, &mut report)?;
+                scan.finish(&mut report)
+            });
+        let d = match read {
+            Ok(()) => self.judge.decide(DataView::Seen(report.seen())),
+            Err(_) => self.judge.decide(DataView::Uninspectable),
+        };
+        let found = inspected::found(&report, inspector.detector());
+        match d.verdict {
+            Verdict::Deny => {
+                let reason = format!(
+                    "Sima blocked this message: rule {}, request {}",
+                    d.rule, self.ctx.id
+                );
+                self.blocked(d, found, start).await;
+                Err(websocket::Refusal {
+                    code: websocket::code::POLICY_VIOLATION,
+                    reason,
+                })
+            }
+            _ if needs_record(&d, &found) => {
+                self.ctx.set_findings(found);
+                self.ctx.decision = Some(d.clone());
+                Box::pin(audit_flow(&self.shared, &self.snapshot, &self.ctx, &d))
+                    .await
+                    .map_err(|_| websocket::Refusal {
+                        code: websocket::code::INTERNAL_ERROR,
+                        reason: "Sima: the audit log cannot be written, so this message cannot be recorded".into(),
+                    })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn fault(&mut self, fault: &websocket::Fault) {
+        match fault {
+            websocket::Fault::Protocol(why) => {
+                tracing::debug!(sima.request_id = %self.ctx.id, "WebSocket closed: {why}")
+            }
+            // A message Sima cannot read: the policy's `uninspectable` action says whether
+            // that is a block to record. It is not sent either way.
+            websocket::Fault::TooBig { .. } | websocket::Fault::Extension => {
+                let d = self.judge.decide(DataView::Uninspectable);
+                if d.verdict == Verdict::Deny {
+                    self.blocked(d, Vec::new(), Instant::now()).await;
+                } else {
+                    tracing::warn!(sima.request_id = %self.ctx.id, "WebSocket closed: {}", fault.close().1);
+                }
+            }
+        }
+    }
+}
+
+/// Judges what a flow shows before its content goes (a tunnel's host name, a WebSocket
+/// handshake's URL and headers): when that holds personal data, or `always` (the content
+/// will be judged too, so the flow has a decision of its own from the start).
 fn judge_shown(
     snapshot: &Arc<Snapshot>,
     ctx: &mut RequestCtx,
     at: (IpAddr, Option<Country>),
     report: &Report,
+    always: bool,
 ) -> Result<(), ProxyError> {
-    if report.seen().is_empty() {
+    if report.seen().is_empty() && !always {
         return Ok(());
     }
     let d = judge(snapshot, ctx, at, None).decide(DataView::Seen(report.seen()));

@@ -1,0 +1,685 @@
+//! WebSocket framing (RFC 6455 §5), read so that each message a client sends is judged
+//! before any of it goes upstream. This module knows frames, not policy: [`relay`] hands
+//! every whole message (and every control frame) to a [`Gate`], sends on what it passes,
+//! and closes both sides with the gate's reason when it refuses one.
+//!
+//! Messages are held whole until judged, up to a limit; the server's frames pass as they
+//! come, followed only so far as to know where one ends, so that a close frame can be put
+//! between two of them.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::tunnel::TunnelEnd;
+
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xa;
+
+/// Close codes (RFC 6455 §7.4.1).
+pub mod code {
+    /// The endpoint is going away.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A protocol error.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A message violates the endpoint's policy.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A message is too big to process.
+    pub const TOO_BIG: u16 = 1009;
+    /// The endpoint met a condition that kept it from fulfilling the request.
+    pub const INTERNAL_ERROR: u16 = 1011;
+}
+
+/// Longest frame head: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_HEAD: usize = 14;
+
+/// A frame head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Head {
+    fin: bool,
+    /// The three reserved bits; set only by a negotiated extension.
+    rsv: u8,
+    opcode: u8,
+    mask: Option<[u8; 4]>,
+    /// Payload length.
+    len: u64,
+    /// Bytes of the head itself.
+    size: usize,
+}
+
+/// Parses the frame head that begins `b`; `None` until all of it is there.
+fn head(b: &[u8]) -> Option<Head> {
+    let (&b0, &b1) = (b.first()?, b.get(1)?);
+    let (len, mut at) = match b1 & 0x7f {
+        126 => (
+            u64::from(u16::from_be_bytes(b.get(2..4)?.try_into().ok()?)),
+            4,
+        ),
+        127 => (u64::from_be_bytes(b.get(2..10)?.try_into().ok()?), 10),
+        n => (u64::from(n), 2),
+    };
+    let mask = if b1 & 0x80 != 0 {
+        let m: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+        at += 4;
+        Some(m)
+    } else {
+        None
+    };
+    Some(Head {
+        fin: b0 & 0x80 != 0,
+        rsv: (b0 >> 4) & 0x7,
+        opcode: b0 & 0x0f,
+        mask,
+        len,
+        size: at,
+    })
+}
+
+/// Why the client's frames cannot be relayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Not valid WebSocket framing from a client.
+    Protocol(&'static str),
+    /// Frames transformed by an extension (compression), which Sima cannot read.
+    Extension,
+    /// A message over the inspection limit.
+    TooBig {
+        /// The limit, in payload bytes.
+        limit: usize,
+    },
+}
+
+impl Fault {
+    /// The close code and reason the client is sent.
+    pub fn close(&self) -> (u16, String) {
+        match self {
+            Fault::Protocol(why) => (code::PROTOCOL_ERROR, format!("Sima: {why}")),
+            Fault::Extension => (
+                code::POLICY_VIOLATION,
+                "Sima: frames of an extension cannot be inspected".to_owned(),
+            ),
+            Fault::TooBig { limit } => (
+                code::TOO_BIG,
+                format!("Sima: message over the {limit}-byte inspection limit"),
+            ),
+        }
+    }
+}
+
+/// What a client sent: a whole message, or a control frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A text message.
+    Text,
+    /// A binary message.
+    Binary,
+    /// A close frame (its payload: a code and a reason).
+    Close,
+    /// A ping or a pong.
+    Ping,
+}
+
+/// A message or control frame, ready to be judged.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Its frames as the client sent them (masked).
+    pub raw: Vec<u8>,
+    /// Its payload, unmasked (a message's fragments joined).
+    pub payload: Vec<u8>,
+    /// What it is.
+    pub kind: Option<Kind>,
+}
+
+/// Assembles a client's frames into messages. Holds at most one message, up to the
+/// limit, plus one read's worth of bytes.
+pub struct ClientFrames {
+    pending: Vec<u8>,
+    message: Ready,
+    limit: usize,
+}
+
+impl ClientFrames {
+    /// Messages of up to `limit` payload bytes are assembled; a larger one is a fault.
+    pub fn new(limit: usize) -> ClientFrames {
+        ClientFrames {
+            pending: Vec::new(),
+            message: Ready::default(),
+            limit,
+        }
+    }
+
+    /// Bytes read from the client.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// Whether part of a frame or of a message is held.
+    #[cfg(test)]
+    fn mid_message(&self) -> bool {
+        !self.pending.is_empty() || self.message.kind.is_some()
+    }
+
+    /// The next whole message or control frame; `None` until more bytes come.
+    pub fn next_ready(&mut self) -> Result<Option<Ready>, Fault> {
+        loop {
+            let Some(h) = head(&self.pending) else {
+                return Ok(None);
+            };
+            if h.rsv != 0 {
+                return Err(Fault::Extension);
+            }
+            let Some(mask) = h.mask else {
+                return Err(Fault::Protocol("client frames must be masked"));
+            };
+            let control = h.opcode & 0x8 != 0;
+            match h.opcode {
+                CLOSE | PING | PONG if !h.fin || h.len > 125 => {
+                    return Err(Fault::Protocol(
+                        "control frame fragmented or over 125 bytes",
+                    ))
+                }
+                CLOSE | PING | PONG => {}
+                CONTINUATION if self.message.kind.is_none() => {
+                    return Err(Fault::Protocol("continuation frame outside a message"))
+                }
+                TEXT | BINARY if self.message.kind.is_some() => {
+                    return Err(Fault::Protocol("new message before the last one ended"))
+                }
+                CONTINUATION | TEXT | BINARY => {}
+                _ => return Err(Fault::Protocol("unknown opcode")),
+            }
+            let held = if control {
+                0
+            } else {
+                self.message.payload.len()
+            };
+            // Checked on the head, before the payload is held.
+            if usize::try_from(h.len).map_or(true, |n| held.saturating_add(n) > self.limit) {
+                return Err(Fault::TooBig { limit: self.limit });
+            }
+            let len = usize::try_from(h.len).unwrap_or(usize::MAX);
+            let end = h.size + len;
+            let Some(frame) = self.pending.get(..end) else {
+                return Ok(None);
+            };
+            let payload = frame.get(h.size..).unwrap_or_default();
+            let out = if control {
+                let mut one = Ready {
+                    raw: frame.to_vec(),
+                    kind: Some(if h.opcode == CLOSE {
+                        Kind::Close
+                    } else {
+                        Kind::Ping
+                    }),
+                    ..Ready::default()
+                };
+                unmask_into(&mut one.payload, payload, mask);
+                Some(one)
+            } else {
+                let m = &mut self.message;
+                m.raw.extend_from_slice(frame);
+                unmask_into(&mut m.payload, payload, mask);
+                if h.opcode != CONTINUATION {
+                    m.kind = Some(if h.opcode == TEXT {
+                        Kind::Text
+                    } else {
+                        Kind::Binary
+                    });
+                }
+                h.fin.then(|| std::mem::take(m))
+            };
+            self.pending.drain(..end);
+            if out.is_some() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// Appends `payload` unmasked (RFC 6455 §5.3).
+fn unmask_into(out: &mut Vec<u8>, payload: &[u8], mask: [u8; 4]) {
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+}
+
+/// A close frame with `code` and `reason` (cut to the 123 bytes that fit, at a character
+/// boundary), masked with `mask` when a client sends it.
+pub fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.get(..cut).unwrap_or_default().as_bytes());
+    let mut frame = vec![0x80 | CLOSE];
+    match mask {
+        Some(m) => {
+            frame.push(0x80 | payload.len() as u8);
+            frame.extend_from_slice(&m);
+            unmask_into(&mut frame, &payload, m);
+        }
+        None => {
+            frame.push(payload.len() as u8);
+            frame.extend_from_slice(&payload);
+        }
+    }
+    frame
+}
+
+/// Follows where the frames of a byte stream end, without keeping their payloads.
+#[derive(Default)]
+pub struct Boundaries {
+    head: Vec<u8>,
+    left: u64,
+}
+
+impl Boundaries {
+    /// Takes the next bytes of the stream.
+    pub fn feed(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            if self.left > 0 {
+                let n = usize::try_from(self.left)
+                    .unwrap_or(usize::MAX)
+                    .min(b.len());
+                self.left -= n as u64;
+                b = b.get(n..).unwrap_or_default();
+                continue;
+            }
+            let had = self.head.len();
+            let take = (MAX_HEAD - had).min(b.len());
+            self.head
+                .extend_from_slice(b.get(..take).unwrap_or_default());
+            match head(&self.head) {
+                Some(h) => {
+                    b = b.get(h.size - had..).unwrap_or_default();
+                    self.left = h.len;
+                    self.head.clear();
+                }
+                None => b = b.get(take..).unwrap_or_default(),
+            }
+        }
+    }
+
+    /// Whether the stream so far ends where a frame does.
+    pub fn at_boundary(&self) -> bool {
+        self.left == 0 && self.head.is_empty()
+    }
+}
+
+/// Why a message does not go on, and what the client is told.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Close code.
+    pub code: u16,
+    /// Close reason (cut to fit).
+    pub reason: String,
+}
+
+/// Judges what a client sends over a WebSocket.
+pub trait Gate: Send {
+    /// Judges one message or control frame: `Ok` sends it on.
+    fn judge(&mut self, ready: &Ready) -> impl Future<Output = Result<(), Refusal>> + Send;
+    /// A fault in the client's frames ends the WebSocket; the gate hears of it first.
+    fn fault(&mut self, fault: &Fault) -> impl Future<Output = ()> + Send;
+}
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed, timed out or failed, as a tunnel does.
+    Tunnel(TunnelEnd),
+    /// A message was refused (or the client's frames were faulty): both sides were closed.
+    Refused,
+}
+
+/// How long, after a refusal, the server's frame in progress may take to end before the
+/// client's connection is closed without a close frame.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
+/// Relays a WebSocket: the client's messages through `gate`, the server's frames as they
+/// come. Returns the bytes sent upstream, the bytes sent to the client, and how it ended.
+/// `idle`: with no bytes either way for this long, it ends.
+pub async fn relay<C, U, G>(
+    client: C,
+    upstream: U,
+    limit: usize,
+    idle: Duration,
+    gate: &mut G,
+) -> (u64, u64, End)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    U: AsyncRead + AsyncWrite + Unpin + Send,
+    G: Gate,
+{
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let touch = || {
+        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(ms, Ordering::Relaxed);
+    };
+    let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    let (refused_tx, mut refused_rx) = tokio::sync::oneshot::channel::<(u16, String)>();
+
+    let up = async {
+        let mut frames = ClientFrames::new(limit);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = uw.shutdown().await;
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(_) => return Ok(()),
+            };
+            touch();
+            frames.push(buf.get(..n).unwrap_or_default());
+            loop {
+                let refusal = match frames.next_ready() {
+                    Ok(None) => break,
+                    Ok(Some(ready)) => match gate.judge(&ready).await {
+                        Ok(()) => {
+                            if uw.write_all(&ready.raw).await.is_err() {
+                                return Ok(());
+                            }
+                            up_bytes.fetch_add(ready.raw.len() as u64, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(r) => (r.code, r.reason),
+                    },
+                    Err(fault) => {
+                        gate.fault(&fault).await;
+                        fault.close()
+                    }
+                };
+                // The server hears only that the client is going; the reason is the
+                // client's to read.
+                let mask: [u8; 4] = rand_mask();
+                let _ = uw
+                    .write_all(&close_frame(code::GOING_AWAY, "", Some(mask)))
+                    .await;
+                let _ = uw.shutdown().await;
+                return Err(refusal);
+            }
+        }
+    };
+
+    let down = async {
+        let mut frames = Boundaries::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut refusal: Option<(u16, String)> = None;
+        let mut listening = true;
+        let mut grace = None;
+        loop {
+            if let Some((code, reason)) = &refusal {
+                if frames.at_boundary() {
+                    let _ = cw.write_all(&close_frame(*code, reason, None)).await;
+                    let _ = cw.shutdown().await;
+                    return;
+                }
+            }
+            tokio::select! {
+                r = ur.read(&mut buf) => {
+                    let n = match r {
+                        Ok(n) if n > 0 => n,
+                        _ => {
+                            let _ = cw.shutdown().await;
+                            return;
+                        }
+                    };
+                    touch();
+                    let got = buf.get(..n).unwrap_or_default();
+                    frames.feed(got);
+                    if cw.write_all(got).await.is_err() {
+                        return;
+                    }
+                    down_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                r = &mut refused_rx, if listening => {
+                    listening = false;
+                    if let Ok(r) = r {
+                        refusal = Some(r);
+                        grace = Some(Instant::now() + REFUSAL_GRACE);
+                    }
+                }
+                _ = tokio::time::sleep_until(grace.unwrap_or(start)), if grace.is_some() => {
+                    // A server frame in progress never ended: close without a close frame.
+                    let _ = cw.shutdown().await;
+                    return;
+                }
+            }
+        }
+    };
+
+    let both = async {
+        let (refused, ()) = tokio::join!(
+            async {
+                match up.await {
+                    Err(close) => {
+                        let _ = refused_tx.send(close);
+                        true
+                    }
+                    Ok(_) => {
+                        drop(refused_tx);
+                        false
+                    }
+                }
+            },
+            down
+        );
+        refused
+    };
+    tokio::pin!(both);
+    let end = loop {
+        let since = Duration::from_millis(last.load(Ordering::Relaxed));
+        tokio::select! {
+            refused = &mut both => {
+                break if refused { End::Refused } else { End::Tunnel(TunnelEnd::Closed) };
+            }
+            _ = tokio::time::sleep_until(start + since + idle) => {
+                let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+                if now.saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+                    break End::Tunnel(TunnelEnd::Idle);
+                }
+            }
+        }
+    };
+    (
+        up_bytes.load(Ordering::Relaxed),
+        down_bytes.load(Ordering::Relaxed),
+        end,
+    )
+}
+
+/// A masking key for a frame Sima sends as the client (RFC 6455 §5.3: unpredictable).
+fn rand_mask() -> [u8; 4] {
+    let mut m = [0u8; 4];
+    if getrandom::fill(&mut m).is_err() {
+        // The key hides nothing from the server; it only must not be predictable to
+        // scripts in a browser. A fixed one is still a valid frame.
+        m = [0x5a, 0xa5, 0x3c, 0xc3];
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// A client frame: `first` byte (FIN, RSV, opcode), masked `payload`.
+    fn frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![first];
+        match payload.len() {
+            n @ 0..=125 => f.push(0x80 | n as u8),
+            n @ 126..=0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        unmask_into(&mut f, payload, mask);
+        f
+    }
+
+    const M: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn all(frames: &mut ClientFrames) -> Result<Vec<Ready>, Fault> {
+        let mut out = Vec::new();
+        while let Some(r) = frames.next_ready()? {
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn messages_are_unmasked_and_joined_whatever_the_cuts() {
+        let long = vec![b'x'; 70_000];
+        let mut stream = frame(0x01, b"Hello ", M); // text, not final
+        stream.extend(frame(0x89, b"ping", [1, 2, 3, 4])); // a ping between fragments
+        stream.extend(frame(0x80, b"world", [9, 8, 7, 6])); // final continuation
+        stream.extend(frame(0x82, &[0u8; 300], M)); // binary, 16-bit length
+        stream.extend(frame(0x81, &long, M)); // text, 64-bit length
+        stream.extend(frame(0x88, b"\x03\xe8bye", M));
+        for step in [1, 3, 7, 64, 1000, stream.len()] {
+            let mut frames = ClientFrames::new(100_000);
+            let mut got = Vec::new();
+            for piece in stream.chunks(step) {
+                frames.push(piece);
+                got.extend(all(&mut frames).unwrap());
+            }
+            assert!(!frames.mid_message(), "step {step}");
+            let kinds: Vec<_> = got.iter().map(|r| r.kind.unwrap()).collect();
+            assert_eq!(
+                kinds,
+                [
+                    Kind::Ping,
+                    Kind::Text,
+                    Kind::Binary,
+                    Kind::Text,
+                    Kind::Close
+                ],
+                "step {step}"
+            );
+            assert_eq!(got[0].payload, b"ping");
+            assert_eq!(got[1].payload, b"Hello world");
+            assert_eq!(got[2].payload, [0u8; 300]);
+            assert_eq!(got[3].payload, long);
+            assert_eq!(got[4].payload, b"\x03\xe8bye");
+            // What goes upstream is what came, frame for frame (the ping first).
+            let raw: Vec<u8> = got.iter().flat_map(|r| r.raw.clone()).collect();
+            let mut expected = frame(0x89, b"ping", [1, 2, 3, 4]);
+            expected.extend(frame(0x01, b"Hello ", M));
+            expected.extend(frame(0x80, b"world", [9, 8, 7, 6]));
+            assert_eq!(raw[..expected.len()], expected[..]);
+            assert_eq!(raw.len(), stream.len());
+        }
+    }
+
+    #[test]
+    fn faulty_frames_are_refused_with_a_reason() {
+        let refused = |bytes: Vec<u8>| {
+            let mut f = ClientFrames::new(1000);
+            f.push(&bytes);
+            all(&mut f).unwrap_err()
+        };
+        let mut unmasked = frame(0x81, b"hi", M);
+        unmasked[1] &= 0x7f;
+        unmasked.drain(2..6);
+        assert!(matches!(refused(unmasked), Fault::Protocol(_)));
+        // permessage-deflate sets RSV1.
+        assert_eq!(refused(frame(0xc1, b"hi", M)), Fault::Extension);
+        assert!(matches!(refused(frame(0x80, b"x", M)), Fault::Protocol(_)));
+        let mut two = frame(0x01, b"a", M);
+        two.extend(frame(0x81, b"b", M));
+        assert!(matches!(refused(two), Fault::Protocol(_)));
+        assert!(matches!(refused(frame(0x09, b"p", M)), Fault::Protocol(_)));
+        assert!(matches!(
+            refused(frame(0x89, &[0; 126], M)),
+            Fault::Protocol(_)
+        ));
+        assert!(matches!(refused(frame(0x83, b"", M)), Fault::Protocol(_)));
+        // Over the limit: refused on the head, before the payload is held; fragments count
+        // together.
+        let big = frame(0x81, &[b'a'; 1001], M);
+        let mut f = ClientFrames::new(1000);
+        f.push(&big[..8]);
+        assert_eq!(f.next_ready().unwrap_err(), Fault::TooBig { limit: 1000 });
+        let mut parts = frame(0x01, &[b'a'; 600], M);
+        parts.extend(frame(0x80, &[b'a'; 401], M));
+        assert_eq!(refused(parts), Fault::TooBig { limit: 1000 });
+        for fault in [Fault::Extension, Fault::TooBig { limit: 9 }] {
+            let (code, reason) = fault.close();
+            assert!((1000..5000).contains(&code) && reason.starts_with("Sima: "));
+        }
+    }
+
+    #[test]
+    fn close_frames_fit_their_reason_and_mask_it() {
+        let long = "é".repeat(100);
+        let f = close_frame(code::POLICY_VIOLATION, &long, None);
+        let h = head(&f).unwrap();
+        assert_eq!((h.fin, h.opcode, h.mask, h.size), (true, CLOSE, None, 2));
+        assert!(h.len <= 125);
+        let reason = std::str::from_utf8(&f[4..]).expect("cut at a character");
+        assert_eq!(&f[2..4], &1008u16.to_be_bytes());
+        assert!(long.starts_with(reason) && reason.len() == 122);
+        let masked = close_frame(code::GOING_AWAY, "bye", Some(M));
+        let mut frames = ClientFrames::new(10);
+        frames.push(&masked);
+        let got = frames.next_ready().unwrap().unwrap();
+        assert_eq!(got.kind, Some(Kind::Close));
+        assert_eq!(got.payload, b"\x03\xe9bye");
+    }
+
+    #[test]
+    fn boundaries_are_followed_through_any_cuts() {
+        let mut stream = Vec::new();
+        for (first, len) in [(0x81u8, 5usize), (0x82, 300), (0x89, 0), (0x81, 70_000)] {
+            let mut f = vec![first];
+            match len {
+                0..=125 => f.push(len as u8),
+                126..=0xffff => {
+                    f.push(126);
+                    f.extend_from_slice(&(len as u16).to_be_bytes());
+                }
+                _ => {
+                    f.push(127);
+                    f.extend_from_slice(&(len as u64).to_be_bytes());
+                }
+            }
+            f.resize(f.len() + len, b'z');
+            stream.push(f);
+        }
+        let ends: Vec<usize> = stream
+            .iter()
+            .scan(0, |at, f| {
+                *at += f.len();
+                Some(*at)
+            })
+            .collect();
+        let bytes: Vec<u8> = stream.concat();
+        for step in [1, 2, 5, 13, 4096] {
+            let mut b = Boundaries::default();
+            let mut at = 0;
+            for piece in bytes.chunks(step) {
+                b.feed(piece);
+                at += piece.len();
+                assert_eq!(b.at_boundary(), ends.contains(&at), "step {step} at {at}");
+            }
+        }
+    }
+}

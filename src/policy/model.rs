@@ -30,8 +30,8 @@ pub struct RawPolicy {
     #[serde(default)]
     pub unknown_country: Option<RawAction>,
     /// Rules about data meeting content Sima cannot read: a CONNECT tunnel's (TLS; plain
-    /// HTTP inside a tunnel is read per request) and a WebSocket's frames: `allow` (default:
-    /// destination rules only), `report` or `block`.
+    /// HTTP inside a tunnel is read per request, and a WebSocket's messages where a data
+    /// rule applies): `allow` (default: destination rules only), `report` or `block`.
     #[serde(default)]
     pub tunnels: Option<RawAction>,
     /// Rules about data meeting a body that cannot be inspected: `block` (default),

@@ -1900,6 +1900,27 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
         .unwrap()
         .windows(leak.len())
         .any(|w| w == leak));
+    // A browser sends ws:// through a proxy inside a CONNECT tunnel: the handshake that
+    // opens the tunnel is read as a request, and its messages are judged the same way.
+    let mut t = TcpStream::connect(lax.info.proxy).await.unwrap();
+    t.write_all(format!("CONNECT {usa} HTTP/1.1\r\nHost: {usa}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let got = read_to(&mut t, b"\r\n\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let head = handshake(&mut t, "/tunnelled", &usa.to_string()).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    frame_echoed(&mut t).await;
+    t.write_all(&leak).await.unwrap();
+    let closes = closes_to_end(&mut t).await;
+    assert!(closes.iter().any(|(code, _)| *code == 1008), "{closes:?}");
+    let sent = usa_heads.lock().unwrap()[3].to_ascii_lowercase();
+    assert!(sent.starts_with("get /tunnelled http/1.1\r\n"), "{sent}");
+    assert!(!sent.contains("sec-websocket-extensions"), "{sent}");
+    let metrics = String::from_utf8(lax.shared.metrics.render()).unwrap();
+    let m = r#"sima_requests_total{decision="deny",mode="tunnel_http",reason="personal_data"} 1"#;
+    assert!(metrics.contains(m), "{m} in {metrics}");
+
     let (head, s) = open_websocket(
         lax.info.proxy,
         &format!("http://{usa}/chat?aadhaar={id}"),
@@ -1910,9 +1931,14 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
     assert!(!head.contains(&id), "{head}");
     assert_eq!(
         usa_heads.lock().unwrap().len(),
-        3,
+        4,
         "only the clean handshakes went abroad"
     );
+    assert!(!usa_received
+        .lock()
+        .unwrap()
+        .windows(leak.len())
+        .any(|w| w == leak));
     lax.shutdown().await;
 }
 

@@ -368,7 +368,7 @@ async fn serve(
     let target = match req.extensions().get::<InTunnel>() {
         Some(t) => {
             ctx.transport = Transport::Tunnelled;
-            target::in_tunnel(&t.0, req.method(), req.uri())?
+            target::in_tunnel(&t.to, req.method(), req.uri())?
         }
         None => target::parse(req.method(), req.uri(), req.version())?,
     };
@@ -525,7 +525,10 @@ async fn serve(
             })?
             .map_err(|source| upstream::UpstreamError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
-        let tunnel = InTunnel(target::Authority { host, port });
+        let tunnel = InTunnel {
+            to: target::Authority { host, port },
+            dialled: Arc::default(),
+        };
         let auth = req.headers().get(header::PROXY_AUTHORIZATION).cloned();
         let (shared2, id, client) = (shared.clone(), ctx.id, ctx.client);
         let work = async move {
@@ -710,6 +713,11 @@ async fn websocket_flow(
     judge_shown(snapshot, ctx, (addr.ip(), country), &report, read)?;
     record_if_needed(shared, snapshot, ctx).await?;
     let from_client = hyper::upgrade::on(&mut req);
+    let dialled = req
+        .extensions()
+        .get::<InTunnel>()
+        .and_then(|t| t.dialled.lock().ok()?.take())
+        .filter(|s| s.peer_addr().is_ok_and(|a| a == addr));
     let (mut parts, _) = req.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     forward::keep_upgrade(&mut parts.headers, upgrade);
@@ -727,6 +735,7 @@ async fn websocket_flow(
         .upstreams
         .upgrade(
             &dial,
+            dialled,
             authority,
             path_and_query,
             Request::from_parts(parts, empty),
@@ -994,7 +1003,12 @@ impl Drop for Open<'_> {
 
 /// Marks a request read inside a `CONNECT` tunnel to this destination.
 #[derive(Clone)]
-struct InTunnel(target::Authority);
+struct InTunnel {
+    to: target::Authority,
+    /// The connection dialled for the tunnel, when its first request is a WebSocket
+    /// handshake: kept for that handshake, since an upgraded connection is never pooled.
+    dialled: Arc<std::sync::Mutex<Option<TcpStream>>>,
+}
 
 /// Runs an approved tunnel. When the client opens it with plain HTTP, the dialled stream
 /// goes to the upstream pool and each request inside is served like a forward-proxy
@@ -1016,7 +1030,11 @@ async fn run_tunnel<S>(
     let idle = shared.tunnel_idle;
     let (up, down, end) = match tunnel::opening(&mut io, &mut stream, idle).await {
         Ok(tunnel::Opening::Http(first)) => {
-            if let Ok(addr) = stream.peer_addr() {
+            if tunnel::websocket_handshake(&first) == Some(true) {
+                if let Ok(mut slot) = tunnel.dialled.lock() {
+                    *slot = Some(stream);
+                }
+            } else if let Ok(addr) = stream.peer_addr() {
                 shared.upstreams.adopt(addr, stream).await;
             }
             // Each request inside takes its own permits.

@@ -27,7 +27,7 @@ pub enum Opening {
     /// tunnel carries plain HTTP, which is read like forward-proxy traffic. The bytes read
     /// so far.
     Http(Vec<u8>),
-    /// Anything else (TLS, a WebSocket handshake, another protocol): the bytes read so far
+    /// Anything else (TLS, another protocol): the bytes read so far
     /// from the client, and from the upstream (which may speak first: SMTP, FTP, database
     /// servers).
     Opaque {
@@ -68,10 +68,10 @@ pub fn http_opening(b: &[u8]) -> Option<bool> {
 /// `Upgrade: websocket` and no body. `None` until the head is complete (or
 /// [`MAX_FIRST_HEAD`] long, when it is taken for plain HTTP).
 ///
-/// Such a tunnel (a plain `ws://` connection through a proxy) is spliced like TLS: Sima
-/// does not proxy upgrades, and read as HTTP its handshake would lose its `Upgrade` and
-/// fail. Its frames are unseen, as TLS is, and the policy's `tunnels` action covers them.
-/// A request with a body, or another upgrade, is read as HTTP.
+/// A tunnel that opens with one (a plain `ws://` connection through a proxy, as browsers
+/// send it) is read as HTTP like any other, and the connection dialled for it is kept for
+/// the handshake rather than pooled: an upgraded connection is the upstream half of the
+/// WebSocket.
 pub fn websocket_handshake(b: &[u8]) -> Option<bool> {
     // The head ends at an empty line, CRLF or bare LF as HTTP/1 parsers accept.
     let end = [&b"\n\r\n"[..], b"\n\n"]
@@ -141,14 +141,10 @@ where
                 match http_opening(&from_client) {
                     Some(true) => {
                         http = true;
-                        match websocket_handshake(&from_client) {
-                            Some(false) => return Ok(Opening::Http(from_client)),
-                            Some(true) => {
-                                return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() })
-                            }
-                            // The head goes on: read more of it.
-                            None => {}
+                        if websocket_handshake(&from_client).is_some() {
+                            return Ok(Opening::Http(from_client));
                         }
+                        // The head goes on: read more of it.
                     }
                     Some(false) => {
                         return Ok(Opening::Opaque { from_client, from_upstream: Vec::new() })

@@ -405,20 +405,25 @@ impl Upstreams {
         }
     }
 
-    /// Sends an upgrade request (a WebSocket handshake) on a connection of its own, over
-    /// HTTP/1.1 even where the upstream would choose h2: an upgraded connection is the
-    /// upstream half of a tunnel, never pooled. The response (101 or a refusal) comes back
-    /// as any other; its upgrade is taken with `hyper::upgrade::on`.
+    /// Sends an upgrade request (a WebSocket handshake) on a connection of its own (`tcp`
+    /// when one is dialled to `dial.addr` already: a tunnel's), over HTTP/1.1 even where
+    /// the upstream would choose h2: an upgraded connection is the upstream half of a
+    /// tunnel, never pooled. The response (101 or a refusal) comes back as any other; its
+    /// upgrade is taken with `hyper::upgrade::on`.
     pub async fn upgrade(
         &self,
         dial: &Dial,
+        tcp: Option<TcpStream>,
         authority: &HeaderValue,
         path_and_query: &PathAndQuery,
         mut req: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let addr = dial.addr;
         let http_err = |source| UpstreamError::Http { addr, source };
-        let tcp = self.tcp(addr).await?;
+        let tcp = match tcp {
+            Some(tcp) => tcp,
+            None => self.tcp(addr).await?,
+        };
         let mut sender = match &dial.tls {
             None => upgradeable(tcp).await,
             Some(tls) => {

@@ -141,6 +141,10 @@ pub struct Ready {
 /// limit, plus one read's worth of bytes.
 pub struct ClientFrames {
     pending: Vec<u8>,
+    /// Where the next frame starts in `pending`: the frames before it are taken, and
+    /// removed all at once on the next push (not one by one, which would move the rest of
+    /// a read once per small frame).
+    at: usize,
     message: Ready,
     limit: usize,
 }
@@ -150,6 +154,7 @@ impl ClientFrames {
     pub fn new(limit: usize) -> ClientFrames {
         ClientFrames {
             pending: Vec::new(),
+            at: 0,
             message: Ready::default(),
             limit,
         }
@@ -157,19 +162,22 @@ impl ClientFrames {
 
     /// Bytes read from the client.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.drain(..self.at);
+        self.at = 0;
         self.pending.extend_from_slice(bytes);
     }
 
     /// Whether part of a frame or of a message is held.
     #[cfg(test)]
     fn mid_message(&self) -> bool {
-        !self.pending.is_empty() || self.message.kind.is_some()
+        self.pending.len() > self.at || self.message.kind.is_some()
     }
 
     /// The next whole message or control frame; `None` until more bytes come.
     pub fn next_ready(&mut self) -> Result<Option<Ready>, Fault> {
         loop {
-            let Some(h) = head(&self.pending) else {
+            let rest = self.pending.get(self.at..).unwrap_or_default();
+            let Some(h) = head(rest) else {
                 return Ok(None);
             };
             if h.rsv != 0 {
@@ -206,7 +214,7 @@ impl ClientFrames {
             }
             let len = usize::try_from(h.len).unwrap_or(usize::MAX);
             let end = h.size + len;
-            let Some(frame) = self.pending.get(..end) else {
+            let Some(frame) = rest.get(..end) else {
                 return Ok(None);
             };
             let payload = frame.get(h.size..).unwrap_or_default();
@@ -235,7 +243,7 @@ impl ClientFrames {
                 }
                 h.fin.then(|| std::mem::take(m))
             };
-            self.pending.drain(..end);
+            self.at += end;
             if out.is_some() {
                 return Ok(out);
             }

@@ -1545,6 +1545,7 @@ async fn websocket_session<S>(
     }
     head.push_str(&String::from_utf8_lossy(&raw));
     let refuse = head.contains("GET /refuse ");
+    let deflate = head.to_ascii_lowercase().contains("permessage-deflate");
     seen.lock().unwrap().push(head);
     if refuse {
         let _ = s
@@ -1552,8 +1553,14 @@ async fn websocket_session<S>(
             .await;
         return;
     }
+    // It takes compression when offered, as most servers do.
+    let extension = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    } else {
+        ""
+    };
     let _ = s
-        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+        .write_all(format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n{extension}\r\n").as_bytes())
         .await;
     let mut buf = [0u8; 4096];
     loop {
@@ -1573,7 +1580,7 @@ async fn websocket_session<S>(
 async fn handshake(s: &mut TcpStream, target: &str, host: &str) -> String {
     s.write_all(
         format!(
-            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\nProxy-Connection: keep-alive\r\n\r\n"
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame, permessage-deflate; client_max_window_bits\r\nProxy-Connection: keep-alive\r\n\r\n"
         )
         .as_bytes(),
     )
@@ -1723,7 +1730,7 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
         "{sent}"
     );
     assert!(
-        lower.contains("\r\nsec-websocket-extensions: permessage-deflate"),
+        lower.contains("\r\nsec-websocket-extensions: x-webkit-deflate-frame, permessage-deflate"),
         "{sent}"
     );
     assert!(lower.contains("\r\nvia: 1.1 sima\r\n"), "{sent}");
@@ -1770,13 +1777,21 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
     frame_echoed(&mut t).await;
     drop(t);
 
-    // Abroad, where the rule about personal data applies: switched, but with no extension
-    // offered (compressed frames could not be read), and each message is judged before it
-    // goes on.
+    // Abroad, where the rule about personal data applies: switched, with only the
+    // extension Sima can read offered, and each message is judged before it goes on.
     let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
     let mut abroad = s.unwrap_or_else(|| panic!("{head}"));
+    assert!(
+        head.contains("sec-websocket-extensions: permessage-deflate\r\n"),
+        "{head}"
+    );
     let sent = usa_heads.lock().unwrap()[0].to_ascii_lowercase();
-    assert!(!sent.contains("sec-websocket-extensions"), "{sent}");
+    assert!(
+        sent.contains(
+            "\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n"
+        ),
+        "{sent}"
+    );
     frame_echoed(&mut abroad).await;
     // An Aadhaar number cut across two fragments, with a ping between them, each frame
     // masked with its own key.
@@ -1808,6 +1823,35 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
     );
     assert!(!has(id.as_bytes()));
 
+    // Compressed messages (permessage-deflate, as the server accepted) are inflated to be
+    // judged, and sent on as they came.
+    let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
+    let mut packed = s.unwrap_or_else(|| panic!("{head}"));
+    let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut deflate = |text: &[u8]| {
+        let mut out = Vec::with_capacity(text.len() + 64);
+        z.compress_vec(text, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        out.truncate(out.len() - 4);
+        out
+    };
+    let clean = client_frame(0xc1, &deflate(br#"{"order":18273,"qty":2}"#), [3, 1, 4, 1]);
+    packed.write_all(&clean).await.unwrap();
+    let mut back = vec![0u8; clean.len()];
+    tokio::time::timeout(TEST_DEADLINE, packed.read_exact(&mut back))
+        .await
+        .expect("compressed frame not echoed")
+        .unwrap();
+    assert_eq!(back, clean);
+    let packed_leak = client_frame(0xc1, &deflate(text.as_bytes()), [2, 7, 1, 8]);
+    packed.write_all(&packed_leak).await.unwrap();
+    let closes = closes_to_end(&mut packed).await;
+    assert!(closes.iter().any(|(code, _)| *code == 1008), "{closes:?}");
+    let received = usa_received.lock().unwrap().clone();
+    assert!(!received
+        .windows(packed_leak.len())
+        .any(|w| w == packed_leak));
+
     // A message too large to hold for inspection is refused on its head: 1009, and the
     // policy's `uninspectable` action (block) makes it a recorded block.
     let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
@@ -1829,7 +1873,7 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
     // Blocks are counted as requests (the handshake as allowed, before).
     let metrics = String::from_utf8(strict.shared.metrics.render()).unwrap();
     for m in [
-        r#"sima_requests_total{decision="deny",mode="forward",reason="personal_data"} 1"#,
+        r#"sima_requests_total{decision="deny",mode="forward",reason="personal_data"} 2"#,
         r#"sima_requests_total{decision="deny",mode="forward",reason="uninspectable"} 1"#,
     ] {
         assert!(metrics.contains(m), "{m} in {metrics}");
@@ -1873,7 +1917,7 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let blocks: Vec<_> = records.iter().filter(|r| r["action"] == "block").collect();
-    assert_eq!(blocks.len(), 2, "{records:?}");
+    assert_eq!(blocks.len(), 3, "{records:?}");
     assert!(blocks.iter().all(|r| r["path"] == "/chat"), "{blocks:?}");
     assert!(
         text.contains(r#"{"class":"AADHAAR","count":1,"locations":["body"]"#),
@@ -1914,9 +1958,9 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
     t.write_all(&leak).await.unwrap();
     let closes = closes_to_end(&mut t).await;
     assert!(closes.iter().any(|(code, _)| *code == 1008), "{closes:?}");
-    let sent = usa_heads.lock().unwrap()[3].to_ascii_lowercase();
+    let sent = usa_heads.lock().unwrap()[4].to_ascii_lowercase();
     assert!(sent.starts_with("get /tunnelled http/1.1\r\n"), "{sent}");
-    assert!(!sent.contains("sec-websocket-extensions"), "{sent}");
+    assert!(!sent.contains("x-webkit"), "{sent}");
     let metrics = String::from_utf8(lax.shared.metrics.render()).unwrap();
     let m = r#"sima_requests_total{decision="deny",mode="tunnel_http",reason="personal_data"} 1"#;
     assert!(metrics.contains(m), "{m} in {metrics}");
@@ -1931,7 +1975,7 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
     assert!(!head.contains(&id), "{head}");
     assert_eq!(
         usa_heads.lock().unwrap().len(),
-        4,
+        5,
         "only the clean handshakes went abroad"
     );
     assert!(!usa_received

@@ -724,9 +724,13 @@ async fn websocket_flow(
     forward::add_via(&mut parts.headers);
     forward::add_forwarded(&mut parts.headers, forwarded, ctx.client.ip());
     if read {
-        // Frames compressed by `permessage-deflate` (or changed by any extension) could
-        // not be read: none is offered, so the server sends plain frames.
-        parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+        // Only extensions whose frames Sima can read may be negotiated.
+        match websocket::readable_offer(&parts.headers) {
+            Some(offer) => parts
+                .headers
+                .insert(header::SEC_WEBSOCKET_EXTENSIONS, offer),
+            None => parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS),
+        };
     }
     let empty = Empty::new().map_err(|never| match never {}).boxed_unsync();
     let dial = Dial { addr, tls };
@@ -760,6 +764,7 @@ async fn websocket_flow(
     if let Some(u) = upgrade_back {
         forward::keep_upgrade(&mut parts.headers, u);
     }
+    let deflate = websocket::deflate_accepted(&parts.headers);
     let (shared2, id, idle) = (shared.clone(), ctx.id, shared.tunnel_idle);
     let mut gate = read.then(|| MessageGate {
         shared: shared.clone(),
@@ -781,8 +786,14 @@ async fn websocket_flow(
                 let (up, down, end) = match &mut gate {
                     Some(gate) => {
                         let limit = gate.snapshot.inspector.max_encoded_body;
+                        let frames = websocket::ClientFrames::new(limit);
+                        let frames = if deflate {
+                            frames.with_deflate()
+                        } else {
+                            frames
+                        };
                         let (up, down, end) =
-                            websocket::relay(client, upstream, limit, idle, gate).await;
+                            websocket::relay(client, upstream, frames, idle, gate).await;
                         (up, down, format!("{end:?}"))
                     }
                     None => {
@@ -896,7 +907,9 @@ impl websocket::Gate for MessageGate {
             }
             // A message Sima cannot read: the policy's `uninspectable` action says whether
             // that is a block to record. It is not sent either way.
-            websocket::Fault::TooBig { .. } | websocket::Fault::Extension => {
+            websocket::Fault::TooBig { .. }
+            | websocket::Fault::Extension
+            | websocket::Fault::Corrupt => {
                 let d = self.judge.decide(DataView::Uninspectable);
                 if d.verdict == Verdict::Deny {
                     self.blocked(d, Vec::new(), Instant::now()).await;

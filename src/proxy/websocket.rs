@@ -5,11 +5,16 @@
 //!
 //! Messages are held whole until judged, up to a limit; the server's frames pass as they
 //! come, followed only so far as to know where one ends, so that a close frame can be put
-//! between two of them.
+//! between two of them. Messages compressed with `permessage-deflate` (RFC 7692) are
+//! inflated to be judged and sent on as they came; no other extension is let be
+//! negotiated, since its frames could not be read.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use flate2::{Decompress, FlushDecompress, Status};
+use http::{HeaderMap, HeaderValue};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -29,6 +34,8 @@ pub mod code {
     pub const GOING_AWAY: u16 = 1001;
     /// A protocol error.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A message's data is not what its type says.
+    pub const INVALID_DATA: u16 = 1007;
     /// A message violates the endpoint's policy.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A message is too big to process.
@@ -87,8 +94,11 @@ fn head(b: &[u8]) -> Option<Head> {
 pub enum Fault {
     /// Not valid WebSocket framing from a client.
     Protocol(&'static str),
-    /// Frames transformed by an extension (compression), which Sima cannot read.
+    /// Frames transformed by an extension that was not negotiated, or that Sima cannot
+    /// read.
     Extension,
+    /// A compressed message that does not inflate.
+    Corrupt,
     /// A message over the inspection limit.
     TooBig {
         /// The limit, in payload bytes.
@@ -104,6 +114,10 @@ impl Fault {
             Fault::Extension => (
                 code::POLICY_VIOLATION,
                 "Sima: frames of an extension cannot be inspected".to_owned(),
+            ),
+            Fault::Corrupt => (
+                code::INVALID_DATA,
+                "Sima: a compressed message does not inflate".to_owned(),
             ),
             Fault::TooBig { limit } => (
                 code::TOO_BIG,
@@ -140,6 +154,10 @@ pub struct Ready {
 /// Assembles a client's frames into messages. Holds at most one message, up to the
 /// limit, plus one read's worth of bytes.
 pub struct ClientFrames {
+    /// The client's compression context, when `permessage-deflate` was negotiated.
+    inflater: Option<Box<Decompress>>,
+    /// The message being assembled is compressed.
+    compressed: bool,
     pending: Vec<u8>,
     /// Where the next frame starts in `pending`: the frames before it are taken, and
     /// removed all at once on the next push (not one by one, which would move the rest of
@@ -153,11 +171,20 @@ impl ClientFrames {
     /// Messages of up to `limit` payload bytes are assembled; a larger one is a fault.
     pub fn new(limit: usize) -> ClientFrames {
         ClientFrames {
+            inflater: None,
+            compressed: false,
             pending: Vec::new(),
             at: 0,
             message: Ready::default(),
             limit,
         }
+    }
+
+    /// Reads messages compressed with `permessage-deflate`, as the server accepted it.
+    pub fn with_deflate(mut self) -> ClientFrames {
+        // A 15-bit window inflates what any smaller window the client was held to deflated.
+        self.inflater = Some(Box::new(Decompress::new(false)));
+        self
     }
 
     /// Bytes read from the client.
@@ -180,9 +207,14 @@ impl ClientFrames {
             let Some(h) = head(rest) else {
                 return Ok(None);
             };
-            if h.rsv != 0 {
-                return Err(Fault::Extension);
-            }
+            // RSV1 marks a compressed message on its first frame (RFC 7692 §6); nothing
+            // else may set a reserved bit.
+            let starts = matches!(h.opcode, TEXT | BINARY);
+            let compressed = match h.rsv {
+                0 => false,
+                0b100 if starts && self.inflater.is_some() => true,
+                _ => return Err(Fault::Extension),
+            };
             let Some(mask) = h.mask else {
                 return Err(Fault::Protocol("client frames must be masked"));
             };
@@ -234,7 +266,8 @@ impl ClientFrames {
                 let m = &mut self.message;
                 m.raw.extend_from_slice(frame);
                 unmask_into(&mut m.payload, payload, mask);
-                if h.opcode != CONTINUATION {
+                if starts {
+                    self.compressed = compressed;
                     m.kind = Some(if h.opcode == TEXT {
                         Kind::Text
                     } else {
@@ -244,11 +277,90 @@ impl ClientFrames {
                 h.fin.then(|| std::mem::take(m))
             };
             self.at += end;
-            if out.is_some() {
+            let Some(mut ready) = out else {
+                continue;
+            };
+            if !control && self.compressed {
+                self.compressed = false;
+                if let Some(z) = self.inflater.as_deref_mut() {
+                    ready.payload = inflate(z, &ready.payload, self.limit)?;
+                }
+            }
+            return Ok(Some(ready));
+        }
+    }
+}
+
+/// Inflates one compressed message (RFC 7692 §7.2.2): its payload, with the four bytes
+/// the sender took off put back, through the connection's inflater, whose window goes on
+/// from the client's earlier messages. More than `limit` bytes out is a fault.
+fn inflate(z: &mut Decompress, payload: &[u8], limit: usize) -> Result<Vec<u8>, Fault> {
+    let mut out: Vec<u8> =
+        Vec::with_capacity(payload.len().saturating_mul(4).clamp(256, limit.max(256)));
+    for mut input in [payload, &[0, 0, 0xff, 0xff][..]] {
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() >= limit {
+                    return Err(Fault::TooBig { limit });
+                }
+                out.reserve(out.len().clamp(1024, limit - out.len()));
+            }
+            let (before_in, before_out) = (z.total_in(), z.total_out());
+            let status = z
+                .decompress_vec(input, &mut out, FlushDecompress::Sync)
+                .map_err(|_| Fault::Corrupt)?;
+            let used = usize::try_from(z.total_in() - before_in).unwrap_or(usize::MAX);
+            input = input.get(used..).unwrap_or_default();
+            if status == Status::StreamEnd {
+                // The client ended its stream (a final block): its next message starts a
+                // new one.
+                z.reset(false);
                 return Ok(out);
+            }
+            let room = out.len() < out.capacity();
+            if input.is_empty() && room {
+                break;
+            }
+            if used == 0 && z.total_out() == before_out && room {
+                return Err(Fault::Corrupt);
             }
         }
     }
+    Ok(out)
+}
+
+/// The client's `Sec-WebSocket-Extensions` offer with only what Sima can read:
+/// `permessage-deflate`, with whatever parameters. `None` when nothing is left.
+pub fn readable_offer(offer: &HeaderMap) -> Option<HeaderValue> {
+    let kept: Vec<&str> = offer
+        .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| is_deflate(e))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+/// Whether the server's `101` accepted `permessage-deflate`.
+pub fn deflate_accepted(response: &HeaderMap) -> bool {
+    response
+        .get_all(http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| is_deflate(e.trim()))
+}
+
+fn is_deflate(extension: &str) -> bool {
+    extension
+        .split(';')
+        .next()
+        .is_some_and(|name| name.trim().eq_ignore_ascii_case("permessage-deflate"))
 }
 
 /// Appends `payload` unmasked (RFC 6455 §5.3).
@@ -350,13 +462,13 @@ pub enum End {
 /// client's connection is closed without a close frame.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
-/// Relays a WebSocket: the client's messages through `gate`, the server's frames as they
-/// come. Returns the bytes sent upstream, the bytes sent to the client, and how it ended.
+/// Relays a WebSocket: the client's messages, read by `frames`, through `gate`; the
+/// server's frames as they come. Returns the bytes sent upstream, the bytes sent to the client, and how it ended.
 /// `idle`: with no bytes either way for this long, it ends.
 pub async fn relay<C, U, G>(
     client: C,
     upstream: U,
-    limit: usize,
+    mut frames: ClientFrames,
     idle: Duration,
     gate: &mut G,
 ) -> (u64, u64, End)
@@ -377,7 +489,6 @@ where
     let (refused_tx, mut refused_rx) = tokio::sync::oneshot::channel::<(u16, String)>();
 
     let up = async {
-        let mut frames = ClientFrames::new(limit);
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let n = match cr.read(&mut buf).await {
@@ -633,6 +744,93 @@ mod tests {
             let (code, reason) = fault.close();
             assert!((1000..5000).contains(&code) && reason.starts_with("Sima: "));
         }
+    }
+
+    /// Deflates `text` as a permessage-deflate sender does: on the connection's one
+    /// compressor, flushed, without the last four bytes.
+    fn deflated(z: &mut flate2::Compress, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() + 64);
+        z.compress_vec(text, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_with_the_window_of_earlier_ones() {
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let one = br#"{"customer":{"aadhaar":"234567890124","city":"Pune"}}"#;
+        let first = deflated(&mut z, one);
+        // The same text again: mostly a reference into the first message.
+        let second = deflated(&mut z, one);
+        assert!(second.len() < one.len() / 2, "{second:?}");
+        let mut stream = frame(0xc1, &first, M);
+        let (a, b) = second.split_at(3);
+        stream.extend(frame(0x41, a, M)); // compressed, first fragment
+        stream.extend(frame(0x89, b"", M)); // a ping between, never compressed
+        stream.extend(frame(0x80, b, [5, 6, 7, 8])); // RSV1 only on the first frame
+        stream.extend(frame(0x81, b"plain", M)); // an uncompressed message is allowed
+        for step in [1, 5, stream.len()] {
+            let mut frames = ClientFrames::new(1000).with_deflate();
+            let mut got = Vec::new();
+            for piece in stream.chunks(step) {
+                frames.push(piece);
+                got.extend(all(&mut frames).unwrap());
+            }
+            let payloads: Vec<&[u8]> = got.iter().map(|r| &r.payload[..]).collect();
+            assert_eq!(payloads, [&one[..], b"", &one[..], b"plain"], "step {step}");
+            let raw: Vec<u8> = got.iter().flat_map(|r| r.raw.clone()).collect();
+            assert_eq!(raw.len(), stream.len(), "sent on as it came");
+        }
+
+        // Not negotiated, on a continuation, or on a control frame: refused.
+        let mut f = ClientFrames::new(1000);
+        f.push(&frame(0xc1, &first, M));
+        assert_eq!(f.next_ready().unwrap_err(), Fault::Extension);
+        for bad in [frame(0x01, b"x", M), frame(0xc9, b"", M)] {
+            let mut f = ClientFrames::new(1000).with_deflate();
+            f.push(&bad);
+            f.push(&frame(0xc0, b"y", M));
+            assert_eq!(all(&mut f).unwrap_err(), Fault::Extension);
+        }
+        // A bomb stops at the limit; bytes that do not inflate are a fault.
+        let mut z = flate2::Compress::new(flate2::Compression::default(), false);
+        let bomb = deflated(&mut z, &vec![b'0'; 1 << 20]);
+        assert!(bomb.len() < 2000);
+        let mut f = ClientFrames::new(4096).with_deflate();
+        f.push(&frame(0xc2, &bomb, M));
+        assert_eq!(f.next_ready().unwrap_err(), Fault::TooBig { limit: 4096 });
+        let mut f = ClientFrames::new(4096).with_deflate();
+        f.push(&frame(0xc2, &[0xff; 10], M));
+        assert_eq!(f.next_ready().unwrap_err(), Fault::Corrupt);
+    }
+
+    #[test]
+    fn only_permessage_deflate_is_offered_and_read() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(
+                "x-webkit-deflate-frame, permessage-deflate; client_max_window_bits",
+            ),
+        );
+        h.append(
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static("Permessage-Deflate;server_no_context_takeover, foo"),
+        );
+        assert_eq!(
+            readable_offer(&h).unwrap(),
+            "permessage-deflate; client_max_window_bits, Permessage-Deflate;server_no_context_takeover"
+        );
+        assert!(deflate_accepted(&h));
+        let mut other = HeaderMap::new();
+        other.insert(
+            http::header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static("permessage-deflate-x, foo; permessage-deflate"),
+        );
+        assert!(readable_offer(&other).is_none());
+        assert!(!deflate_accepted(&other) && !deflate_accepted(&HeaderMap::new()));
     }
 
     #[test]

@@ -1918,6 +1918,13 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
         .collect();
     let blocks: Vec<_> = records.iter().filter(|r| r["action"] == "block").collect();
     assert_eq!(blocks.len(), 3, "{records:?}");
+    // Each names its message by number on its WebSocket: the fragmented one after a clean
+    // message and the ping, the compressed one after a clean one, the oversized first.
+    let numbers: Vec<_> = blocks
+        .iter()
+        .map(|r| r["websocket_message"].as_u64())
+        .collect();
+    assert_eq!(numbers, [Some(3), Some(2), Some(1)], "{blocks:?}");
     assert!(blocks.iter().all(|r| r["path"] == "/chat"), "{blocks:?}");
     assert!(
         text.contains(r#"{"class":"AADHAAR","count":1,"locations":["body"]"#),

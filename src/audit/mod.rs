@@ -491,6 +491,10 @@ pub struct AuditRecord {
     pub data: Vec<DataFinding>,
     /// Bytes already sent upstream before the block (0 when blocked before forwarding).
     pub bytes_released: u64,
+    /// A message inside a WebSocket: its number there, from 1, counting control frames
+    /// (the method and path are its handshake's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_message: Option<u64>,
     /// Policy in force.
     pub policy: PolicyRef,
     /// Sima version that wrote the record.

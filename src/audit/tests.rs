@@ -30,6 +30,7 @@ fn rec(i: u64, action: Action, rule: &str, class: &str, country: &str) -> AuditR
             fingerprints: vec!["0123456789abcdef".into()],
         }],
         bytes_released: 0,
+        websocket_message: None,
         policy: PolicyRef {
             name: "default".into(),
             hash: "abc".into(),

@@ -137,6 +137,8 @@ pub struct RequestCtx {
     pub target: http::Uri,
     /// Request body bytes released upstream before a block.
     pub bytes_released: u64,
+    /// The WebSocket message being judged, by its number on the WebSocket (from 1).
+    pub websocket_message: Option<u64>,
     /// Time spent waiting for the upstream's response head.
     pub upstream_wait: Duration,
     /// Route name for reverse-proxied requests.
@@ -273,6 +275,7 @@ pub async fn handle(
         findings: Vec::new(),
         target: req.uri().clone(),
         bytes_released: 0,
+        websocket_message: None,
         upstream_wait: Duration::ZERO,
         route: None,
         groups: Vec::new(),
@@ -852,6 +855,8 @@ impl MessageGate {
 impl websocket::Gate for MessageGate {
     async fn judge(&mut self, ready: &websocket::Ready) -> Result<(), websocket::Refusal> {
         let start = Instant::now();
+        let n = self.ctx.websocket_message.map_or(1, |n| n + 1);
+        self.ctx.websocket_message = Some(n);
         let inspector = self.snapshot.inspector.clone();
         let mut report = empty_report(&self.shared, &self.snapshot);
         // A close frame's first two bytes are its code.
@@ -910,6 +915,9 @@ impl websocket::Gate for MessageGate {
             websocket::Fault::TooBig { .. }
             | websocket::Fault::Extension
             | websocket::Fault::Corrupt => {
+                // The message it would have been.
+                let n = self.ctx.websocket_message.map_or(1, |n| n + 1);
+                self.ctx.websocket_message = Some(n);
                 let d = self.judge.decide(DataView::Uninspectable);
                 if d.verdict == Verdict::Deny {
                     self.blocked(d, Vec::new(), Instant::now()).await;
@@ -1188,6 +1196,7 @@ async fn audit_flow(
         citation: d.citation.as_deref().map(str::to_owned),
         data: ctx.findings.clone(),
         bytes_released: ctx.bytes_released,
+        websocket_message: ctx.websocket_message,
         policy: audit::PolicyRef {
             name: snapshot.policy.name.to_string(),
             hash: snapshot.policy.hash.clone(),

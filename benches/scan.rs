@@ -194,12 +194,60 @@ fn bench_small(c: &mut Criterion) {
     g.finish();
 }
 
+/// WebSocket messages as a chat or event client sends them (small JSON, each its own
+/// masked frame), read as Sima reads a client's messages where a data rule applies:
+/// framed, unmasked, and each inspected as an untyped body. The policy decision that
+/// follows is left out (a lookup, see `cargo bench --bench geo` for its neighbours).
+fn bench_websocket(c: &mut Criterion) {
+    use sima::proxy::websocket::ClientFrames;
+    let ins = Inspector::new(Arc::new(Detector::builtin()));
+    let mut stream = Vec::new();
+    let n = 1000u64;
+    for i in 0..n {
+        let text = format!(
+            r#"{{"type":"message","room":"support-{}","seq":{i},"at":"2026-11-27T10:{:02}:{:02}Z","text":"Order 4{:05} was delivered to the Pune hub; please confirm the pickup slot."}}"#,
+            i % 17,
+            i % 60,
+            (i * 7) % 60,
+            i * 37 % 100_000
+        );
+        let mask = (i as u32).wrapping_mul(0x9e37_79b9).to_be_bytes();
+        stream.push(0x81);
+        stream.push(0x80 | 126);
+        stream.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        stream.extend_from_slice(&mask);
+        stream.extend(text.bytes().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    }
+    let empty = HeaderMap::new();
+    let mut g = c.benchmark_group("websocket");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("chat_messages_read_and_inspected", |b| {
+        b.iter(|| {
+            let mut frames = ClientFrames::new(8 << 20);
+            let mut found = 0;
+            for read in black_box(&stream).chunks(16 * 1024) {
+                frames.push(read);
+                while let Ok(Some(ready)) = frames.next_ready() {
+                    let mut report = Report::default();
+                    if let Ok(mut scan) = ins.body(&empty) {
+                        let _ = scan.feed(&ready.payload, &mut report);
+                        let _ = scan.finish(&mut report);
+                    }
+                    found += report.seen().len();
+                }
+            }
+            black_box(found)
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench, bench_small, bench_head
+    targets = bench, bench_small, bench_head, bench_websocket
 }
 criterion_main!(benches);

@@ -2000,3 +2000,67 @@ fn text_with(id: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("Aadhaar: {id}"))
     )
 }
+
+#[tokio::test]
+async fn report_mode_lets_a_websocket_message_through_and_records_it() {
+    let (usa, _, usa_received) = recording_websocket_server("127.0.0.3", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit");
+    let sima = start(config(&format!(
+        "audit:\n  dir: {}\n{}{GEO_OVERRIDES}",
+        audit.display(),
+        policy_file(
+            dir.path(),
+            "version: 1\nname: ws-report\nhome: [IN]\nmode: report\nrules:\n  - id: stays-home\n    when: { countries: [foreign, unknown], data: any }\n    action: block\ndefault: allow\n"
+        ),
+    )))
+    .await;
+    let (head, s) = open_websocket(
+        sima.info.proxy,
+        &format!("http://{usa}/chat"),
+        &usa.to_string(),
+    )
+    .await;
+    let mut s = s.unwrap_or_else(|| panic!("{head}"));
+    frame_echoed(&mut s).await;
+    // What enforcement would block goes on, recorded first.
+    let id = aadhaar();
+    let leak = client_frame(0x81, text_with(&id).as_bytes(), [9, 8, 7, 6]);
+    s.write_all(&leak).await.unwrap();
+    let mut back = vec![0u8; leak.len()];
+    tokio::time::timeout(TEST_DEADLINE, s.read_exact(&mut back))
+        .await
+        .expect("the message did not pass")
+        .unwrap();
+    assert_eq!(back, leak);
+    assert!(usa_received
+        .lock()
+        .unwrap()
+        .windows(leak.len())
+        .any(|w| w == leak));
+    let m = String::from_utf8(sima.shared.metrics.render()).unwrap();
+    let line = r#"sima_requests_total{decision="report",mode="forward",reason="personal_data"} 1"#;
+    assert!(m.contains(line), "{m}");
+    drop(s);
+    sima.shutdown().await;
+    let text: String = std::fs::read_dir(&audit)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        !text.contains(&id),
+        "a detected value reached the audit log"
+    );
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The message's record names it: the second judged, after the clean frame.
+    let message: Vec<_> = records
+        .iter()
+        .filter(|r| r["websocket_message"] == 2)
+        .collect();
+    assert_eq!(message.len(), 1, "{records:?}");
+    assert_eq!(message[0]["action"], "report");
+    assert_eq!(message[0]["reason"], "personal_data");
+}

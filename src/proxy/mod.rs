@@ -450,10 +450,8 @@ async fn serve(
     };
     ctx.host = policy_name.unwrap_or_else(|| host.policy_name());
     ctx.port = port;
-    // A WebSocket handshake. Where a rule about data applies, its messages are read and
-    // judged one by one (see `websocket_flow`). (One that opens a tunnel is spliced unread
-    // before any request is read, see `tunnel::opening`; this is one after a first
-    // request.)
+    // A WebSocket handshake, also inside a CONNECT tunnel read as HTTP. Where a rule about
+    // data applies, its messages are read and judged one by one (see `websocket_flow`).
     let websocket = match ctx.transport {
         Transport::Forward | Transport::Reverse | Transport::Tunnelled
             // hyper attaches an upgrade only to an HTTP/1.1 request with `Upgrade`: most
@@ -840,7 +838,7 @@ impl MessageGate {
         // A failed record is counted and logged by the audit writer; the message is not
         // sent either way.
         let _ = Box::pin(audit_flow(&self.shared, &self.snapshot, &self.ctx, &d)).await;
-        tracing::warn!(sima.request_id = %self.ctx.id, rule = %d.rule, "WebSocket message blocked: {}", d.message);
+        tracing::debug!(sima.request_id = %self.ctx.id, rule = %d.rule, "WebSocket message blocked: {}", d.message);
         finish(
             &self.shared,
             &self.ctx,
@@ -894,12 +892,24 @@ impl websocket::Gate for MessageGate {
             _ if needs_record(&d, &found) => {
                 self.ctx.set_findings(found);
                 self.ctx.decision = Some(d.clone());
-                Box::pin(audit_flow(&self.shared, &self.snapshot, &self.ctx, &d))
+                let recorded = Box::pin(audit_flow(&self.shared, &self.snapshot, &self.ctx, &d))
                     .await
                     .map_err(|_| websocket::Refusal {
                         code: websocket::code::INTERNAL_ERROR,
                         reason: "Sima: the audit log cannot be written, so this message cannot be recorded".into(),
-                    })
+                    });
+                if recorded.is_ok() && d.verdict == Verdict::Report {
+                    // Counted as a report-mode request is, for a rollout's dashboards.
+                    finish(
+                        &self.shared,
+                        &self.ctx,
+                        Verdict::Report,
+                        d.reason,
+                        StatusCode::SWITCHING_PROTOCOLS,
+                        start,
+                    );
+                }
+                recorded
             }
             _ => Ok(()),
         }
@@ -1032,7 +1042,8 @@ struct InTunnel {
 }
 
 /// Runs an approved tunnel. When the client opens it with plain HTTP, the dialled stream
-/// goes to the upstream pool and each request inside is served like a forward-proxy
+/// goes to the upstream pool (or to the WebSocket handshake it opens with) and each
+/// request inside is served like a forward-proxy
 /// request to the tunnel's destination: resolved, located, decided, inspected, audited and logged on its own, with
 /// the tunnel's client and `Proxy-Authorization`. Anything else is spliced unread.
 #[allow(clippy::too_many_arguments)]

@@ -2064,3 +2064,34 @@ async fn report_mode_lets_a_websocket_message_through_and_records_it() {
     assert_eq!(message[0]["action"], "report");
     assert_eq!(message[0]["reason"], "personal_data");
 }
+
+#[tokio::test]
+async fn a_websocket_whose_messages_are_read_closes_when_idle() {
+    let (usa, _, _) = recording_websocket_server("127.0.0.3", None).await;
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  tunnel_idle: 1s\n"
+    )))
+    .await;
+    let (head, s) = open_websocket(
+        sima.info.proxy,
+        &format!("http://{usa}/chat"),
+        &usa.to_string(),
+    )
+    .await;
+    let mut s = s.unwrap_or_else(|| panic!("{head}"));
+    // Bytes either way keep it open past the idle time...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        frame_echoed(&mut s).await;
+    }
+    // ...and with none, Sima closes it.
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(TEST_DEADLINE, s.read_to_end(&mut rest))
+        .await
+        .expect("an idle WebSocket was not closed")
+        .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    sima.shutdown().await;
+}

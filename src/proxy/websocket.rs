@@ -463,8 +463,8 @@ pub enum End {
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Relays a WebSocket: the client's messages, read by `frames`, through `gate`; the
-/// server's frames as they come. Returns the bytes sent upstream, the bytes sent to the client, and how it ended.
-/// `idle`: with no bytes either way for this long, it ends.
+/// server's frames as they come. With no bytes either way for `idle`, it ends. Returns the
+/// bytes sent upstream, the bytes sent to the client, and how it ended.
 pub async fn relay<C, U, G>(
     client: C,
     upstream: U,

@@ -55,6 +55,8 @@ struct Inner {
     wakers: Mutex<Slab<Waker>>,
     live: AtomicUsize,
     idle: tokio::sync::Notify,
+    /// Wakes [`Drain::stopping`].
+    stopping: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Drain {
@@ -102,6 +104,20 @@ impl Drain {
         }
     }
 
+    /// Resolves once the drain has begun (at once if it has): for work that can end itself
+    /// gracefully but is no connection hyper serves, such as a WebSocket whose frames Sima
+    /// reads and can close between two of them.
+    pub async fn stopping(&self) {
+        loop {
+            // Created before the check: a `notify_waiters` after it still reaches it.
+            let notified = self.inner.stopping.notified();
+            if self.inner.state.load(Ordering::Acquire) != RUNNING {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Ends every watched connection and tunnel still open: the drain time is over. Each
     /// is dropped (its sockets closed) at its task's next poll, which this wakes.
     pub fn cut(&self) {
@@ -110,6 +126,7 @@ impl Drain {
 
     fn move_to(&self, state: u8) {
         self.inner.state.fetch_max(state, Ordering::AcqRel);
+        self.inner.stopping.notify_waiters();
         if let Ok(wakers) = self.inner.wakers.lock() {
             for (_, w) in wakers.iter() {
                 w.wake_by_ref();
@@ -240,6 +257,26 @@ mod tests {
         fn start_drain(mut self: Pin<&mut Self>) {
             self.asked = true;
         }
+    }
+
+    #[tokio::test]
+    async fn stopping_resolves_once_the_drain_begins() {
+        let drain = Drain::new();
+        let waiting = tokio::spawn({
+            let d = drain.clone();
+            async move { d.stopping().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "resolved before the drain");
+        drain.drain().await;
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("not woken by the drain")
+            .unwrap();
+        // Asked after the drain began: at once.
+        tokio::time::timeout(Duration::from_secs(5), drain.stopping())
+            .await
+            .expect("a late caller waited");
     }
 
     #[tokio::test]

@@ -1386,24 +1386,8 @@ async fn plain_http_inside_a_connect_tunnel_is_inspected_per_request() {
         "{metrics}"
     );
     sima.shutdown().await;
-    let mut files: Vec<_> = std::fs::read_dir(&audit)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let text: String = files
-        .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
-        .collect();
-    assert!(
-        !text.contains(&id),
-        "a detected value reached the audit log"
-    );
-    let blocks: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(blocks.len(), 4, "{text}");
+    let blocks = audit_records_without(&audit, &id);
+    assert_eq!(blocks.len(), 4, "{blocks:?}");
     for b in &blocks {
         assert_eq!(b["transport"], "intercepted", "{b}");
         assert_eq!(b["action"], "block", "{b}");
@@ -1573,6 +1557,26 @@ async fn websocket_session<S>(
             return;
         }
     }
+}
+
+/// The audit records in `dir`, oldest first, after checking that `value` is in none.
+fn audit_records_without(dir: &std::path::Path, value: &str) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let text: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    assert!(
+        !text.contains(value),
+        "a detected value reached the audit log"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Sends a WebSocket handshake for `target` (an absolute URL or a path) on `s`, and returns
@@ -1904,18 +1908,7 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
         .unwrap();
 
     // Both blocks are audited, with the class but not the value.
-    let text: String = std::fs::read_dir(&audit)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(
-        !text.contains(&id),
-        "a detected value reached the audit log"
-    );
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = audit_records_without(&audit, &id);
     let blocks: Vec<_> = records.iter().filter(|r| r["action"] == "block").collect();
     assert_eq!(blocks.len(), 3, "{records:?}");
     // Each names its message by number on its WebSocket: the fragmented one after a clean
@@ -1927,8 +1920,9 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
     assert_eq!(numbers, [Some(3), Some(2), Some(1)], "{blocks:?}");
     assert!(blocks.iter().all(|r| r["path"] == "/chat"), "{blocks:?}");
     assert!(
-        text.contains(r#"{"class":"AADHAAR","count":1,"locations":["body"]"#),
-        "{text}"
+        blocks[0]["data"][0]["class"] == "AADHAAR"
+            && blocks[0]["data"][0]["locations"][0] == "body",
+        "{blocks:?}"
     );
 
     // Under the default policy, a WebSocket abroad is let through with its messages read;
@@ -2043,18 +2037,7 @@ async fn report_mode_lets_a_websocket_message_through_and_records_it() {
     assert!(m.contains(line), "{m}");
     drop(s);
     sima.shutdown().await;
-    let text: String = std::fs::read_dir(&audit)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(
-        !text.contains(&id),
-        "a detected value reached the audit log"
-    );
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records = audit_records_without(&audit, &id);
     // The message's record names it: the second judged, after the clean frame.
     let message: Vec<_> = records
         .iter()
@@ -2094,4 +2077,44 @@ async fn a_websocket_whose_messages_are_read_closes_when_idle() {
     assert!(rest.is_empty(), "{rest:?}");
     assert!(start.elapsed() >= Duration::from_millis(900));
     sima.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_a_websocket_whose_messages_are_read_with_1001() {
+    let (usa, _, usa_received) = recording_websocket_server("127.0.0.3", None).await;
+    // A drain long enough that only the close frame can end the shutdown in time.
+    let sima = start(config(&format!(
+        "{GEO_OVERRIDES}timeouts:\n  drain: 120s\n"
+    )))
+    .await;
+    let (head, s) = open_websocket(
+        sima.info.proxy,
+        &format!("http://{usa}/chat"),
+        &usa.to_string(),
+    )
+    .await;
+    let mut s = s.unwrap_or_else(|| panic!("{head}"));
+    frame_echoed(&mut s).await;
+    let shutdown = tokio::spawn(sima.shutdown());
+    let closes = closes_to_end(&mut s).await;
+    assert!(
+        closes
+            .iter()
+            .any(|(code, reason)| *code == 1001 && reason.contains("shutting down")),
+        "{closes:?}"
+    );
+    tokio::time::timeout(TEST_DEADLINE, shutdown)
+        .await
+        .expect("the WebSocket held the drain open")
+        .unwrap();
+    // The server was told too: a masked close frame, 1001, after the echoed frame.
+    let received = usa_received.lock().unwrap().clone();
+    let tail = &received[10..];
+    assert_eq!(
+        (tail[0], tail[1] & 0x80, tail[1] & 0x7f),
+        (0x88, 0x80, 2),
+        "{received:?}"
+    );
+    let code = [tail[2] ^ tail[6], tail[3] ^ tail[7]];
+    assert_eq!(u16::from_be_bytes(code), 1001);
 }

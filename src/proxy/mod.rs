@@ -793,8 +793,9 @@ async fn websocket_flow(
                         } else {
                             frames
                         };
+                        let stopping = shared2.drain.stopping();
                         let (up, down, end) =
-                            websocket::relay(client, upstream, frames, idle, gate).await;
+                            websocket::relay(client, upstream, frames, idle, gate, stopping).await;
                         (up, down, format!("{end:?}"))
                     }
                     None => {

@@ -456,14 +456,21 @@ pub enum End {
     Tunnel(TunnelEnd),
     /// A message was refused (or the client's frames were faulty): both sides were closed.
     Refused,
+    /// Sima is shutting down: both sides were sent `1001` and closed.
+    Drained,
 }
+
+/// The reason the client reads in the close frame sent when Sima shuts down.
+pub const SHUTTING_DOWN: &str = "Sima is shutting down; reconnect";
 
 /// How long, after a refusal, the server's frame in progress may take to end before the
 /// client's connection is closed without a close frame.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Relays a WebSocket: the client's messages, read by `frames`, through `gate`; the
-/// server's frames as they come. With no bytes either way for `idle`, it ends. Returns the
+/// server's frames as they come. With no bytes either way for `idle`, it ends. Once
+/// `stopping` resolves (the drain has begun), both sides are sent `1001` between two
+/// frames and closed, rather than cut without one when the drain time is over. Returns the
 /// bytes sent upstream, the bytes sent to the client, and how it ended.
 pub async fn relay<C, U, G>(
     client: C,
@@ -471,6 +478,7 @@ pub async fn relay<C, U, G>(
     mut frames: ClientFrames,
     idle: Duration,
     gate: &mut G,
+    stopping: impl Future<Output = ()> + Send,
 ) -> (u64, u64, End)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -490,8 +498,20 @@ where
 
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
+        tokio::pin!(stopping);
         loop {
-            let n = match cr.read(&mut buf).await {
+            // Between two reads nothing is half-sent upstream: the close can go there now.
+            let read = tokio::select! {
+                r = cr.read(&mut buf) => r,
+                () = &mut stopping => {
+                    let _ = uw
+                        .write_all(&close_frame(code::GOING_AWAY, "", Some(rand_mask())))
+                        .await;
+                    let _ = uw.shutdown().await;
+                    return Err((code::GOING_AWAY, SHUTTING_DOWN.to_owned()));
+                }
+            };
+            let n = match read {
                 Ok(0) => {
                     let _ = uw.shutdown().await;
                     return Ok(());
@@ -579,29 +599,34 @@ where
     };
 
     let both = async {
-        let (refused, ()) = tokio::join!(
+        let (closed, ()) = tokio::join!(
             async {
                 match up.await {
                     Err(close) => {
+                        let code = close.0;
                         let _ = refused_tx.send(close);
-                        true
+                        Some(code)
                     }
                     Ok(_) => {
                         drop(refused_tx);
-                        false
+                        None
                     }
                 }
             },
             down
         );
-        refused
+        closed
     };
     tokio::pin!(both);
     let end = loop {
         let since = Duration::from_millis(last.load(Ordering::Relaxed));
         tokio::select! {
-            refused = &mut both => {
-                break if refused { End::Refused } else { End::Tunnel(TunnelEnd::Closed) };
+            closed = &mut both => {
+                break match closed {
+                    None => End::Tunnel(TunnelEnd::Closed),
+                    Some(code::GOING_AWAY) => End::Drained,
+                    Some(_) => End::Refused,
+                };
             }
             _ = tokio::time::sleep_until(start + since + idle) => {
                 let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -6,7 +6,7 @@
 //! Messages are held whole until judged, up to a limit; the server's frames pass as they
 //! come, followed only so far as to know where one ends, so that a close frame can be put
 //! between two of them. Messages compressed with `permessage-deflate` (RFC 7692) are
-//! inflated to be judged and sent on as they came; no other extension is let be
+//! inflated to be judged and sent on as they came; no other extension may be
 //! negotiated, since its frames could not be read.
 
 use std::future::Future;

@@ -799,7 +799,9 @@ async fn websocket_flow(
                         (up, down, format!("{end:?}"))
                     }
                     None => {
-                        let (up, down, end) = tunnel::splice(client, upstream, idle).await;
+                        let stopping = shared2.drain.stopping();
+                        let (up, down, end) =
+                            websocket::splice(client, upstream, idle, stopping).await;
                         (up, down, format!("{end:?}"))
                     }
                 };

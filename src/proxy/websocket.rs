@@ -629,9 +629,7 @@ where
                 };
             }
             _ = tokio::time::sleep_until(start + since + idle) => {
-                let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
-                if now.saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+                if idle_for(&last, start) >= idle {
                     break End::Tunnel(TunnelEnd::Idle);
                 }
             }
@@ -642,6 +640,128 @@ where
         down_bytes.load(Ordering::Relaxed),
         end,
     )
+}
+
+/// Copies a WebSocket both ways unread (no rule about data applies to it), following
+/// only where frames end in each direction, so that once `stopping` resolves (the drain
+/// has begun) each side can be sent `1001` between two frames and closed, as [`relay`]
+/// does. With no bytes either way for `idle`, it ends. Returns the bytes sent upstream,
+/// the bytes sent to the client, and how it ended.
+pub async fn splice<C, U, S>(client: C, upstream: U, idle: Duration, stopping: S) -> (u64, u64, End)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    U: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = tokio::io::split(upstream);
+    // One signal for both directions.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let up = pass(
+        (&mut cr, &mut uw),
+        close_frame(code::GOING_AWAY, "", Some(rand_mask())),
+        stop_rx.clone(),
+        (&last, start, &up_bytes),
+    );
+    let down = pass(
+        (&mut ur, &mut cw),
+        close_frame(code::GOING_AWAY, SHUTTING_DOWN, None),
+        stop_rx,
+        (&last, start, &down_bytes),
+    );
+    let signal = async {
+        stopping.await;
+        let _ = stop_tx.send(true);
+        // Holds the sender: the directions then finish on their own.
+        std::future::pending::<()>().await;
+    };
+    let both = async { tokio::join!(up, down) };
+    tokio::pin!(both, signal);
+    let end = loop {
+        let since = Duration::from_millis(last.load(Ordering::Relaxed));
+        tokio::select! {
+            (a, b) = &mut both => {
+                break if a || b { End::Drained } else { End::Tunnel(TunnelEnd::Closed) };
+            }
+            () = &mut signal => {}
+            _ = tokio::time::sleep_until(start + since + idle) => {
+                if idle_for(&last, start) >= idle {
+                    break End::Tunnel(TunnelEnd::Idle);
+                }
+            }
+        }
+    };
+    (
+        up_bytes.load(Ordering::Relaxed),
+        down_bytes.load(Ordering::Relaxed),
+        end,
+    )
+}
+
+/// How long since `last` (milliseconds after `start`) was stamped.
+fn idle_for(last: &AtomicU64, start: Instant) -> Duration {
+    let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(now.saturating_sub(last.load(Ordering::Relaxed)))
+}
+
+/// One direction of [`splice`]: copies `r` to `w`, stamping `last` and counting bytes.
+/// Once `stop` turns true, it sends `close` where a frame ends (or closes without it
+/// after [`REFUSAL_GRACE`], if a frame never ends) and shuts `w`. True when it stopped so.
+async fn pass<R, W>(
+    (r, w): (&mut R, &mut W),
+    close: Vec<u8>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    (last, start, count): (&AtomicU64, Instant, &AtomicU64),
+) -> bool
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut frames = Boundaries::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut grace: Option<Instant> = None;
+    let mut listening = true;
+    loop {
+        if grace.is_some() && frames.at_boundary() {
+            let _ = w.write_all(&close).await;
+            let _ = w.shutdown().await;
+            return true;
+        }
+        tokio::select! {
+            read = r.read(&mut buf) => {
+                let n = match read {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        let _ = w.shutdown().await;
+                        return false;
+                    }
+                };
+                let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                last.store(ms, Ordering::Relaxed);
+                let got = buf.get(..n).unwrap_or_default();
+                frames.feed(got);
+                if w.write_all(got).await.is_err() {
+                    return false;
+                }
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            changed = stop.changed(), if listening => {
+                match changed {
+                    Ok(()) if *stop.borrow() => grace = Some(Instant::now() + REFUSAL_GRACE),
+                    Ok(()) => {}
+                    Err(_) => {}
+                }
+                listening = false;
+            }
+            _ = tokio::time::sleep_until(grace.unwrap_or(start)), if grace.is_some() => {
+                let _ = w.shutdown().await;
+                return true;
+            }
+        }
+    }
 }
 
 /// A masking key for a frame Sima sends as the client (RFC 6455 §5.3: unpredictable).

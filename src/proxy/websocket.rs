@@ -463,8 +463,8 @@ pub enum End {
 /// The reason the client reads in the close frame sent when Sima shuts down.
 pub const SHUTTING_DOWN: &str = "Sima is shutting down; reconnect";
 
-/// How long, after a refusal, the server's frame in progress may take to end before the
-/// client's connection is closed without a close frame.
+/// How long, after a refusal or the start of the drain, a frame in progress may take to
+/// end before its receiver's connection is closed without a close frame.
 const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Relays a WebSocket: the client's messages, read by `frames`, through `gate`; the

@@ -1606,6 +1606,13 @@ async fn open_websocket(
     (head, switched.then_some(s))
 }
 
+/// A WebSocket to `server`'s `/chat` through `proxy`, switched (it panics otherwise).
+async fn switched(proxy: std::net::SocketAddr, server: std::net::SocketAddr) -> TcpStream {
+    let (head, s) =
+        open_websocket(proxy, &format!("http://{server}/chat"), &server.to_string()).await;
+    s.unwrap_or_else(|| panic!("{head}"))
+}
+
 /// A masked text frame, sent and echoed back whole.
 async fn frame_echoed(s: &mut TcpStream) {
     let frame = b"\x81\x84abcd\x11\x0b\x0d\x03";
@@ -1829,8 +1836,7 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
 
     // Compressed messages (permessage-deflate, as the server accepted) are inflated to be
     // judged, and sent on as they came.
-    let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
-    let mut packed = s.unwrap_or_else(|| panic!("{head}"));
+    let mut packed = switched(proxy, usa).await;
     let mut z = flate2::Compress::new(flate2::Compression::default(), false);
     let mut deflate = |text: &[u8]| {
         let mut out = Vec::with_capacity(text.len() + 64);
@@ -1858,8 +1864,7 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
 
     // A message too large to hold for inspection is refused on its head: 1009, and the
     // policy's `uninspectable` action (block) makes it a recorded block.
-    let (head, s) = open_websocket(proxy, &format!("http://{usa}/chat"), &usa.to_string()).await;
-    let mut big = s.unwrap_or_else(|| panic!("{head}"));
+    let mut big = switched(proxy, usa).await;
     let before = usa_received.lock().unwrap().len();
     let mut head_only = vec![0x82, 0x80 | 127];
     head_only.extend_from_slice(&(9u64 << 20).to_be_bytes());
@@ -1929,13 +1934,7 @@ async fn websockets_through_the_forward_proxy_and_routes_have_their_messages_jud
     // Under the default policy, a WebSocket abroad is let through with its messages read;
     // its URL and headers are read first.
     let lax = start(config(GEO_OVERRIDES)).await;
-    let (head, s) = open_websocket(
-        lax.info.proxy,
-        &format!("http://{usa}/chat"),
-        &usa.to_string(),
-    )
-    .await;
-    let mut s = s.unwrap_or_else(|| panic!("{head}"));
+    let mut s = switched(lax.info.proxy, usa).await;
     frame_echoed(&mut s).await;
     let leak = client_frame(0x81, text_with(&id).as_bytes(), [9, 8, 7, 6]);
     s.write_all(&leak).await.unwrap();
@@ -2010,13 +2009,7 @@ async fn report_mode_lets_a_websocket_message_through_and_records_it() {
         ),
     )))
     .await;
-    let (head, s) = open_websocket(
-        sima.info.proxy,
-        &format!("http://{usa}/chat"),
-        &usa.to_string(),
-    )
-    .await;
-    let mut s = s.unwrap_or_else(|| panic!("{head}"));
+    let mut s = switched(sima.info.proxy, usa).await;
     frame_echoed(&mut s).await;
     // What enforcement would block goes on, recorded first.
     let id = aadhaar();
@@ -2056,13 +2049,7 @@ async fn a_websocket_whose_messages_are_read_closes_when_idle() {
         "{GEO_OVERRIDES}timeouts:\n  tunnel_idle: 1s\n"
     )))
     .await;
-    let (head, s) = open_websocket(
-        sima.info.proxy,
-        &format!("http://{usa}/chat"),
-        &usa.to_string(),
-    )
-    .await;
-    let mut s = s.unwrap_or_else(|| panic!("{head}"));
+    let mut s = switched(sima.info.proxy, usa).await;
     // Bytes either way keep it open past the idle time...
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -2088,13 +2075,7 @@ async fn shutdown_closes_a_websocket_whose_messages_are_read_with_1001() {
         "{GEO_OVERRIDES}timeouts:\n  drain: 120s\n"
     )))
     .await;
-    let (head, s) = open_websocket(
-        sima.info.proxy,
-        &format!("http://{usa}/chat"),
-        &usa.to_string(),
-    )
-    .await;
-    let mut s = s.unwrap_or_else(|| panic!("{head}"));
+    let mut s = switched(sima.info.proxy, usa).await;
     frame_echoed(&mut s).await;
     let shutdown = tokio::spawn(sima.shutdown());
     let closes = closes_to_end(&mut s).await;

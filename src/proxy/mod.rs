@@ -784,6 +784,7 @@ async fn websocket_flow(
             Ok((client, upstream)) => {
                 let _open = Open::count(&shared2.metrics.active_tunnels);
                 let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                let stopping = shared2.drain.stopping();
                 let (up, down, end) = match &mut gate {
                     Some(gate) => {
                         let limit = gate.snapshot.inspector.max_encoded_body;
@@ -793,19 +794,11 @@ async fn websocket_flow(
                         } else {
                             frames
                         };
-                        let stopping = shared2.drain.stopping();
-                        let (up, down, end) =
-                            websocket::relay(client, upstream, frames, idle, gate, stopping).await;
-                        (up, down, format!("{end:?}"))
+                        websocket::relay(client, upstream, frames, idle, gate, stopping).await
                     }
-                    None => {
-                        let stopping = shared2.drain.stopping();
-                        let (up, down, end) =
-                            websocket::splice(client, upstream, idle, stopping).await;
-                        (up, down, format!("{end:?}"))
-                    }
+                    None => websocket::splice(client, upstream, idle, stopping).await,
                 };
-                tracing::debug!(sima.request_id = %id, sima.bytes_up = up, sima.bytes_down = down, sima.tunnel_end = %end, "WebSocket closed");
+                tracing::debug!(sima.request_id = %id, sima.bytes_up = up, sima.bytes_down = down, sima.tunnel_end = ?end, "WebSocket closed");
             }
             Err(e) => {
                 tracing::debug!(sima.request_id = %id, error = %e, "WebSocket upgrade failed")
@@ -834,6 +827,11 @@ struct MessageGate {
 }
 
 impl MessageGate {
+    /// Counts the next message (or control frame) on the WebSocket, for its records.
+    fn next_message(&mut self) {
+        self.ctx.websocket_message = Some(self.ctx.websocket_message.map_or(1, |n| n + 1));
+    }
+
     /// Audits, logs and counts a blocked message (or one that could not be read).
     async fn blocked(&mut self, d: Decision, found: inspected::Found, start: Instant) {
         self.ctx.set_findings(found);
@@ -856,8 +854,7 @@ impl MessageGate {
 impl websocket::Gate for MessageGate {
     async fn judge(&mut self, ready: &websocket::Ready) -> Result<(), websocket::Refusal> {
         let start = Instant::now();
-        let n = self.ctx.websocket_message.map_or(1, |n| n + 1);
-        self.ctx.websocket_message = Some(n);
+        self.next_message();
         let inspector = self.snapshot.inspector.clone();
         let mut report = empty_report(&self.shared, &self.snapshot);
         // A close frame's first two bytes are its code.
@@ -929,8 +926,7 @@ impl websocket::Gate for MessageGate {
             | websocket::Fault::Extension
             | websocket::Fault::Corrupt => {
                 // The message it would have been.
-                let n = self.ctx.websocket_message.map_or(1, |n| n + 1);
-                self.ctx.websocket_message = Some(n);
+                self.next_message();
                 let d = self.judge.decide(DataView::Uninspectable);
                 if d.verdict == Verdict::Deny {
                     self.blocked(d, Vec::new(), Instant::now()).await;
@@ -1064,8 +1060,8 @@ async fn run_tunnel<S>(
 {
     let idle = shared.tunnel_idle;
     let (up, down, end) = match tunnel::opening(&mut io, &mut stream, idle).await {
-        Ok(tunnel::Opening::Http(first)) => {
-            if tunnel::websocket_handshake(&first) == Some(true) {
+        Ok(tunnel::Opening::Http { first, websocket }) => {
+            if websocket {
                 if let Ok(mut slot) = tunnel.dialled.lock() {
                     *slot = Some(stream);
                 }

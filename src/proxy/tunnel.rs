@@ -24,9 +24,13 @@ const MAX_FIRST_HEAD: usize = 16 * 1024;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Opening {
     /// The client's first bytes are an HTTP/1 request head (or HTTP/2's preface): the
-    /// tunnel carries plain HTTP, which is read like forward-proxy traffic. The bytes read
-    /// so far.
-    Http(Vec<u8>),
+    /// tunnel carries plain HTTP, which is read like forward-proxy traffic.
+    Http {
+        /// The bytes read so far.
+        first: Vec<u8>,
+        /// The first request is a WebSocket handshake (see [`websocket_handshake`]).
+        websocket: bool,
+    },
     /// Anything else (TLS, another protocol): the bytes read so far
     /// from the client, and from the upstream (which may speak first: SMTP, FTP, database
     /// servers).
@@ -141,8 +145,8 @@ where
                 match http_opening(&from_client) {
                     Some(true) => {
                         http = true;
-                        if websocket_handshake(&from_client).is_some() {
-                            return Ok(Opening::Http(from_client));
+                        if let Some(websocket) = websocket_handshake(&from_client) {
+                            return Ok(Opening::Http { first: from_client, websocket });
                         }
                         // The head goes on: read more of it.
                     }
@@ -275,46 +279,91 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
+    let activity = Arc::new(Activity::new());
     let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let mut a = Tracked {
         inner: client,
-        last: last.clone(),
-        start,
+        activity: activity.clone(),
         count: up.clone(),
     };
     let mut b = Tracked {
         inner: upstream,
-        last: last.clone(),
-        start,
+        activity: activity.clone(),
         count: down.clone(),
     };
     let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-    tokio::pin!(copy);
-    loop {
-        let since = Duration::from_millis(last.load(Ordering::Relaxed));
-        let deadline = start + since + idle;
-        tokio::select! {
-            r = &mut copy => {
-                let end = if r.is_ok() { TunnelEnd::Closed } else { TunnelEnd::Error };
-                return (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed), end);
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                let now_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-                if now_ms.saturating_sub(last.load(Ordering::Relaxed)) >= u64::try_from(idle.as_millis()).unwrap_or(u64::MAX) {
-                    return (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed), TunnelEnd::Idle);
+    let end = match activity.until_idle(copy, idle).await {
+        Some(Ok(_)) => TunnelEnd::Closed,
+        Some(Err(_)) => TunnelEnd::Error,
+        None => TunnelEnd::Idle,
+    };
+    (
+        up.load(Ordering::Relaxed),
+        down.load(Ordering::Relaxed),
+        end,
+    )
+}
+
+/// When bytes last moved through a tunnel (or a WebSocket), either way: what its idle
+/// timeout is measured from.
+pub struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    /// No bytes yet; the idle time counts from now.
+    pub fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes moved now.
+    pub fn stamp(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+
+    /// Runs `work` to its end, or until no bytes have moved for `idle`: then `None` (and
+    /// `work` is dropped, its connections with it).
+    pub async fn until_idle<F: std::future::Future>(
+        &self,
+        work: F,
+        idle: Duration,
+    ) -> Option<F::Output> {
+        tokio::pin!(work);
+        loop {
+            let since = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            tokio::select! {
+                out = &mut work => return Some(out),
+                _ = tokio::time::sleep_until(self.start + since + idle) => {
+                    if self.idle_for() >= idle {
+                        return None;
+                    }
                 }
             }
         }
     }
 }
 
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
 /// Stamps the last-activity time on every successful read, and counts bytes read.
 struct Tracked<S> {
     inner: S,
-    last: Arc<AtomicU64>,
-    start: Instant,
+    activity: Arc<Activity>,
     count: Arc<AtomicU64>,
 }
 
@@ -329,8 +378,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.count.fetch_add(n as u64, Ordering::Relaxed);
-            let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.last.store(ms, Ordering::Relaxed);
+            self.activity.stamp();
         }
         r
     }
@@ -454,7 +502,7 @@ mod tests {
         let got = opening(&mut client, &mut upstream, Duration::from_secs(5))
             .await
             .unwrap();
-        let Opening::Http(first) = got else {
+        let Opening::Http { first, .. } = got else {
             panic!("not taken for HTTP: {got:?}")
         };
         assert!(first.starts_with(b"POST /"), "{first:?}");
@@ -546,7 +594,10 @@ mod tests {
         let (got, ..) = task.await.unwrap();
         assert_eq!(
             got.unwrap(),
-            Opening::Http(b"POST /kyc HTTP/1.1\r\nHost: x\r\n\r\n".to_vec())
+            Opening::Http {
+                first: b"POST /kyc HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                websocket: false,
+            }
         );
     }
 

@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::tunnel::TunnelEnd;
+use super::tunnel::{Activity, TunnelEnd};
 
 const CONTINUATION: u8 = 0x0;
 const TEXT: u8 = 0x1;
@@ -485,12 +485,7 @@ where
     U: AsyncRead + AsyncWrite + Unpin + Send,
     G: Gate,
 {
-    let start = Instant::now();
-    let last = AtomicU64::new(0);
-    let touch = || {
-        let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last.store(ms, Ordering::Relaxed);
-    };
+    let activity = Activity::new();
     let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = tokio::io::split(upstream);
@@ -519,7 +514,7 @@ where
                 Ok(n) => n,
                 Err(_) => return Ok(()),
             };
-            touch();
+            activity.stamp();
             frames.push(buf.get(..n).unwrap_or_default());
             loop {
                 let refusal = match frames.next_ready() {
@@ -574,7 +569,7 @@ where
                             return;
                         }
                     };
-                    touch();
+                    activity.stamp();
                     let got = buf.get(..n).unwrap_or_default();
                     frames.feed(got);
                     if cw.write_all(got).await.is_err() {
@@ -589,7 +584,7 @@ where
                         grace = Some(Instant::now() + REFUSAL_GRACE);
                     }
                 }
-                _ = tokio::time::sleep_until(grace.unwrap_or(start)), if grace.is_some() => {
+                _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
                     // A server frame in progress never ended: close without a close frame.
                     let _ = cw.shutdown().await;
                     return;
@@ -617,23 +612,11 @@ where
         );
         closed
     };
-    tokio::pin!(both);
-    let end = loop {
-        let since = Duration::from_millis(last.load(Ordering::Relaxed));
-        tokio::select! {
-            closed = &mut both => {
-                break match closed {
-                    None => End::Tunnel(TunnelEnd::Closed),
-                    Some(code::GOING_AWAY) => End::Drained,
-                    Some(_) => End::Refused,
-                };
-            }
-            _ = tokio::time::sleep_until(start + since + idle) => {
-                if idle_for(&last, start) >= idle {
-                    break End::Tunnel(TunnelEnd::Idle);
-                }
-            }
-        }
+    let end = match activity.until_idle(both, idle).await {
+        Some(None) => End::Tunnel(TunnelEnd::Closed),
+        Some(Some(code::GOING_AWAY)) => End::Drained,
+        Some(Some(_)) => End::Refused,
+        None => End::Tunnel(TunnelEnd::Idle),
     };
     (
         up_bytes.load(Ordering::Relaxed),
@@ -653,8 +636,7 @@ where
     U: AsyncRead + AsyncWrite + Unpin + Send,
     S: Future<Output = ()> + Send,
 {
-    let start = Instant::now();
-    let last = AtomicU64::new(0);
+    let activity = Activity::new();
     let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
     let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = tokio::io::split(upstream);
@@ -664,35 +646,30 @@ where
         (&mut cr, &mut uw),
         close_frame(code::GOING_AWAY, "", Some(rand_mask())),
         stop_rx.clone(),
-        (&last, start, &up_bytes),
+        (&activity, &up_bytes),
     );
     let down = pass(
         (&mut ur, &mut cw),
         close_frame(code::GOING_AWAY, SHUTTING_DOWN, None),
         stop_rx,
-        (&last, start, &down_bytes),
+        (&activity, &down_bytes),
     );
-    let signal = async {
-        stopping.await;
-        let _ = stop_tx.send(true);
-        // Holds the sender: the directions then finish on their own.
-        std::future::pending::<()>().await;
-    };
-    let both = async { tokio::join!(up, down) };
-    tokio::pin!(both, signal);
-    let end = loop {
-        let since = Duration::from_millis(last.load(Ordering::Relaxed));
+    let both = async {
+        let both = async { tokio::join!(up, down) };
+        tokio::pin!(both);
         tokio::select! {
-            (a, b) = &mut both => {
-                break if a || b { End::Drained } else { End::Tunnel(TunnelEnd::Closed) };
-            }
-            () = &mut signal => {}
-            _ = tokio::time::sleep_until(start + since + idle) => {
-                if idle_for(&last, start) >= idle {
-                    break End::Tunnel(TunnelEnd::Idle);
-                }
+            out = &mut both => out,
+            () = stopping => {
+                // The directions finish on their own once told.
+                let _ = stop_tx.send(true);
+                both.await
             }
         }
+    };
+    let end = match activity.until_idle(both, idle).await {
+        Some((false, false)) => End::Tunnel(TunnelEnd::Closed),
+        Some(_) => End::Drained,
+        None => End::Tunnel(TunnelEnd::Idle),
     };
     (
         up_bytes.load(Ordering::Relaxed),
@@ -701,20 +678,14 @@ where
     )
 }
 
-/// How long since `last` (milliseconds after `start`) was stamped.
-fn idle_for(last: &AtomicU64, start: Instant) -> Duration {
-    let now = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(now.saturating_sub(last.load(Ordering::Relaxed)))
-}
-
-/// One direction of [`splice`]: copies `r` to `w`, stamping `last` and counting bytes.
+/// One direction of [`splice`]: copies `r` to `w`, stamping `activity` and counting bytes.
 /// Once `stop` turns true, it sends `close` where a frame ends (or closes without it
 /// after [`REFUSAL_GRACE`], if a frame never ends) and shuts `w`. True when it stopped so.
 async fn pass<R, W>(
     (r, w): (&mut R, &mut W),
     close: Vec<u8>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    (last, start, count): (&AtomicU64, Instant, &AtomicU64),
+    (activity, count): (&Activity, &AtomicU64),
 ) -> bool
 where
     R: AsyncRead + Unpin,
@@ -739,8 +710,7 @@ where
                         return false;
                     }
                 };
-                let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-                last.store(ms, Ordering::Relaxed);
+                activity.stamp();
                 let got = buf.get(..n).unwrap_or_default();
                 frames.feed(got);
                 if w.write_all(got).await.is_err() {
@@ -756,7 +726,7 @@ where
                 }
                 listening = false;
             }
-            _ = tokio::time::sleep_until(grace.unwrap_or(start)), if grace.is_some() => {
+            _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
                 let _ = w.shutdown().await;
                 return true;
             }
